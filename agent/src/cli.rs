@@ -1,0 +1,71 @@
+//! The command line: `vipx-agent [--config PATH] [--ha-debug] [COMMAND]`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::DEFAULT_CONFIG_PATH;
+
+/// vipx-agent: a floating VIP (VRRPv3) and an XDP L4 load balancer in front
+/// of PgBouncer/PostgreSQL pools.
+#[derive(Debug, Parser)]
+#[command(name = "vipx-agent", version, about)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long, short, global = true, default_value = DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+    /// HA debug mode: run everything, but only log the actions that would
+    /// change the host or the cluster (VIP add/remove, map flips, fencing).
+    #[arg(long)]
+    pub ha_debug: bool,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon (the default).
+    Run,
+    /// Check a configuration file without touching the host.
+    CheckConfig {
+        /// The file to check.
+        path: PathBuf,
+    },
+    /// Ask the running agent for its state.
+    Status {
+        /// Base URL of the agent's API (default: from the config file's
+        /// `[api] listen`).
+        #[arg(long)]
+        api: Option<String>,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_forms() {
+        let cli = Cli::parse_from(["vipx-agent"]);
+        assert_eq!(cli.config, PathBuf::from(DEFAULT_CONFIG_PATH));
+        assert!(cli.command.is_none());
+        let cli = Cli::parse_from(["vipx-agent", "--config", "/x.toml", "--ha-debug"]);
+        assert!(cli.ha_debug);
+        assert_eq!(cli.config, PathBuf::from("/x.toml"));
+        let cli = Cli::parse_from(["vipx-agent", "check-config", "/y.toml"]);
+        assert!(
+            matches!(cli.command, Some(Command::CheckConfig { path }) if path == std::path::Path::new("/y.toml"))
+        );
+        let cli = Cli::parse_from(["vipx-agent", "status", "--api", "http://127.0.0.1:1"]);
+        assert!(matches!(
+            cli.command,
+            Some(Command::Status {
+                api: Some(_),
+                json: false
+            })
+        ));
+    }
+}

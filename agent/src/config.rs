@@ -1,0 +1,334 @@
+//! The agent's configuration: one TOML file (`/etc/vipx/vipx.toml` by
+//! default), read with serde and `deny_unknown_fields`.
+//!
+//! Every error names the file, the line and the column it comes from, so a
+//! bad line is found at once; a bad file never replaces a running config.
+
+use std::{
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+
+/// Where the daemon looks for its configuration by default.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/vipx/vipx.toml";
+/// Default address of the HTTP API and Prometheus `/metrics`.
+pub const DEFAULT_API_LISTEN: &str = "0.0.0.0:9469";
+/// Linux interface names are at most 15 bytes (`IFNAMSIZ` - 1).
+const IFNAMSIZ_MAX: usize = 15;
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+}
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This node.
+    #[serde(default)]
+    pub node: NodeConfig,
+    /// The XDP data plane.
+    pub dataplane: DataplaneConfig,
+    /// HTTP API and Prometheus endpoint.
+    #[serde(default)]
+    pub api: ApiConfig,
+}
+
+/// `[node]`
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// The node's name in the cluster, logs and metrics. Defaults to the
+    /// host name (set it when several nodes share one host name, as in
+    /// containers).
+    pub name: Option<String>,
+}
+
+impl NodeConfig {
+    /// The configured name, or the host name.
+    pub fn name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            nix::unistd::gethostname()
+                .ok()
+                .and_then(|name| name.into_string().ok())
+                .unwrap_or_else(|| "vipx".to_owned())
+        })
+    }
+}
+
+/// `[dataplane]`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DataplaneConfig {
+    /// Interfaces the XDP program is attached to (the VIP's L2 segment).
+    pub interfaces: Vec<InterfaceName>,
+    /// How to attach: `auto` tries driver mode and falls back to generic.
+    #[serde(default)]
+    pub xdp_mode: XdpModeConfig,
+}
+
+/// An interface name, checked against the kernel's limits.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq, Hash)]
+#[serde(try_from = "String")]
+pub struct InterfaceName(String);
+
+impl InterfaceName {
+    /// The name as the kernel knows it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for InterfaceName {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, Self::Error> {
+        if name.is_empty() || name.len() > IFNAMSIZ_MAX {
+            return Err(format!(
+                "interface name {name:?} must have 1 to {IFNAMSIZ_MAX} bytes"
+            ));
+        }
+        if name.contains(['/', ' ', '\0']) || name == "." || name == ".." {
+            return Err(format!("{name:?} is not a valid interface name"));
+        }
+        Ok(Self(name))
+    }
+}
+
+impl fmt::Display for InterfaceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `xdp_mode`
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpModeConfig {
+    /// Driver (native) mode if the driver supports it, else generic.
+    #[default]
+    Auto,
+    /// Driver (native) mode only.
+    Driver,
+    /// Generic (skb) mode only.
+    Generic,
+}
+
+/// `[api]`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address of the HTTP API and `/metrics`.
+    #[serde(default = "default_api_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_api_listen(),
+        }
+    }
+}
+
+fn default_api_listen() -> SocketAddr {
+    DEFAULT_API_LISTEN.parse().expect("valid default address")
+}
+
+impl Config {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses and checks configuration text; `path` only names it in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|err| {
+            let offset = err.span().map_or(0, |span| span.start);
+            invalid(path, text, offset, err.message().to_owned())
+        })?;
+        config.check(path, text)?;
+        Ok(config)
+    }
+
+    /// Checks that span several keys, pointed at the line that breaks them.
+    fn check(&self, path: &Path, text: &str) -> Result<(), ConfigError> {
+        let at_key = |key: &str| find_key(text, key).unwrap_or(0);
+        if self.dataplane.interfaces.is_empty() {
+            return Err(invalid(
+                path,
+                text,
+                at_key("interfaces"),
+                "dataplane.interfaces: at least one interface is needed".to_owned(),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for iface in &self.dataplane.interfaces {
+            if !seen.insert(iface) {
+                return Err(invalid(
+                    path,
+                    text,
+                    at_key("interfaces"),
+                    format!("dataplane.interfaces: {iface} is listed twice"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn invalid(path: &Path, text: &str, offset: usize, message: String) -> ConfigError {
+    let (line, column) = line_column(text, offset);
+    ConfigError::Invalid {
+        path: path.to_owned(),
+        line,
+        column,
+        message,
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+/// Byte offset of the first line that assigns `key` (for checks that are
+/// not tied to one token, such as duplicates in a list).
+fn find_key(text: &str, key: &str) -> Option<usize> {
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        if let Some(rest) = trimmed.strip_prefix(key)
+            && rest.trim_start().starts_with('=')
+        {
+            return Some(offset + (line.len() - trimmed.len()));
+        }
+        offset += line.len();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[node]
+name = "lb-1"
+
+[dataplane]
+interfaces = ["eth0", "eth1"]
+xdp_mode = "generic"
+
+[api]
+listen = "127.0.0.1:9000"
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/etc/vipx/vipx.toml"), text)
+    }
+
+    fn error_of(text: &str) -> String {
+        parse(text)
+            .expect_err("config should be rejected")
+            .to_string()
+    }
+
+    #[test]
+    fn parses_a_full_config() {
+        let config = parse(GOOD).expect("good config parses");
+        assert_eq!(config.node.name(), "lb-1");
+        assert_eq!(config.dataplane.interfaces.len(), 2);
+        assert_eq!(config.dataplane.xdp_mode, XdpModeConfig::Generic);
+        assert_eq!(config.api.listen, "127.0.0.1:9000".parse().unwrap());
+    }
+
+    #[test]
+    fn defaults_fill_the_optional_sections() {
+        let config =
+            parse("[dataplane]\ninterfaces = [\"eth0\"]\n").expect("minimal config parses");
+        assert_eq!(config.dataplane.xdp_mode, XdpModeConfig::Auto);
+        assert_eq!(config.api.listen, DEFAULT_API_LISTEN.parse().unwrap());
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_column() {
+        let text = "[dataplane]\ninterfaces = [\"eth0\"]\n  colour = \"blue\"\n";
+        let err = error_of(text);
+        assert!(
+            err.starts_with("/etc/vipx/vipx.toml:3:3: "),
+            "error should point at line 3 column 3: {err}"
+        );
+        assert!(err.contains("colour"), "error should name the key: {err}");
+    }
+
+    #[test]
+    fn wrong_type_names_line_and_column() {
+        let text = "[dataplane]\ninterfaces = [\"eth0\"]\n[api]\nlisten = 9000\n";
+        let err = error_of(text);
+        assert!(err.starts_with("/etc/vipx/vipx.toml:4:10: "), "{err}");
+    }
+
+    #[test]
+    fn bad_enum_value_and_bad_interface_are_located() {
+        let err = error_of("[dataplane]\ninterfaces = [\"eth0\"]\nxdp_mode = \"turbo\"\n");
+        assert!(err.starts_with("/etc/vipx/vipx.toml:3:12: "), "{err}");
+        let err = error_of("[dataplane]\ninterfaces = [\"a-very-long-interface-name\"]\n");
+        assert!(err.starts_with("/etc/vipx/vipx.toml:2:14: "), "{err}");
+        assert!(err.contains("1 to 15 bytes"), "{err}");
+    }
+
+    #[test]
+    fn semantic_errors_are_located() {
+        let err = error_of("[api]\nlisten = \"127.0.0.1:1\"\n[dataplane]\n interfaces = []\n");
+        assert!(err.starts_with("/etc/vipx/vipx.toml:4:2: "), "{err}");
+        let err = error_of("[dataplane]\ninterfaces = [\"eth0\", \"eth0\"]\n");
+        assert!(err.contains("listed twice"), "{err}");
+        assert!(err.starts_with("/etc/vipx/vipx.toml:2:1: "), "{err}");
+    }
+
+    #[test]
+    fn missing_section_is_reported() {
+        let err = error_of("[node]\nname = \"x\"\n");
+        assert!(err.contains("dataplane"), "{err}");
+        assert!(err.starts_with("/etc/vipx/vipx.toml:1:1: "), "{err}");
+    }
+
+    #[test]
+    fn line_column_counts_characters() {
+        assert_eq!(line_column("ab\ncé d", 7), (2, 4));
+        assert_eq!(line_column("", 0), (1, 1));
+    }
+
+    #[test]
+    fn example_config_in_the_repository_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/vipx.toml");
+        Config::load(&path).expect("config/vipx.toml is valid");
+    }
+}

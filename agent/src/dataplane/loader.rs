@@ -1,0 +1,297 @@
+//! Loading the embedded XDP object and attaching it to interfaces.
+
+use std::collections::BTreeMap;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
+};
+use tracing::{info, warn};
+use vipx_common::{MAP_ACTIONS, MAP_REASONS, PROG_MAIN, PROG_PASS};
+
+use super::counters::CounterMaps;
+use crate::config::XdpModeConfig;
+
+/// The XDP object built by `cargo xtask build-ebpf`, embedded at build time
+/// (empty when it was not built: see `build.rs`).
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vipx-ebpf.o"));
+
+/// The command that builds the XDP object.
+pub const BUILD_HINT: &str = "cargo xtask build-ebpf";
+
+/// What can go wrong in the data plane.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error(
+        "this vipx-agent was built without its XDP object: run `{BUILD_HINT}`, then rebuild the agent"
+    )]
+    NoObject,
+    #[error("loading the XDP object: {0}")]
+    Load(#[from] Box<aya::EbpfError>),
+    #[error("XDP program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: Box<ProgramError>,
+    },
+    #[error("the XDP object has no {kind} named {name}")]
+    Missing {
+        kind: &'static str,
+        name: &'static str,
+    },
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("attaching XDP to {iface} in {mode} mode: {source}")]
+    Attach {
+        iface: String,
+        mode: AttachedMode,
+        #[source]
+        source: Box<ProgramError>,
+    },
+    #[error(
+        "attaching XDP to {iface}: driver mode failed ({driver}); generic mode failed too ({generic})"
+    )]
+    AttachBoth {
+        iface: String,
+        driver: Box<ProgramError>,
+        generic: Box<ProgramError>,
+    },
+    #[error("XDP is not attached to {0}")]
+    NotAttached(String),
+}
+
+/// The XDP mode an attachment actually uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachedMode {
+    Driver,
+    Generic,
+}
+
+impl AttachedMode {
+    fn aya(self) -> XdpMode {
+        match self {
+            Self::Driver => XdpMode::Driver,
+            Self::Generic => XdpMode::Skb,
+        }
+    }
+}
+
+impl std::fmt::Display for AttachedMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Driver => "driver",
+            Self::Generic => "generic",
+        })
+    }
+}
+
+/// One interface the program is attached to.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Attachment {
+    pub iface: String,
+    pub mode: AttachedMode,
+}
+
+/// The loaded XDP object, its attachments and its maps.
+pub struct Dataplane {
+    ebpf: Ebpf,
+    links: BTreeMap<String, (AttachedMode, XdpLinkId)>,
+    counters: CounterMaps,
+}
+
+impl Dataplane {
+    /// Loads the embedded XDP object into the kernel (nothing is attached
+    /// yet).
+    pub fn load() -> Result<Self, DataplaneError> {
+        Self::load_object(EBPF_OBJECT)
+    }
+
+    /// Loads an XDP object given as bytes.
+    pub fn load_object(object: &[u8]) -> Result<Self, DataplaneError> {
+        if object.is_empty() {
+            return Err(DataplaneError::NoObject);
+        }
+        raise_memlock_limit();
+        let mut ebpf = EbpfLoader::new().load(object).map_err(Box::new)?;
+        for name in [PROG_MAIN, PROG_PASS] {
+            program_mut(&mut ebpf, name)?
+                .load()
+                .map_err(|source| DataplaneError::Program {
+                    name,
+                    source: Box::new(source),
+                })?;
+        }
+        let counters = CounterMaps::take(&mut ebpf)?;
+        Ok(Self {
+            ebpf,
+            links: BTreeMap::new(),
+            counters,
+        })
+    }
+
+    /// Attaches the main program to `iface` (resolved in the calling
+    /// thread's network namespace) and logs the mode actually used.
+    pub fn attach(
+        &mut self,
+        iface: &str,
+        mode: XdpModeConfig,
+    ) -> Result<AttachedMode, DataplaneError> {
+        let (mode, link) = attach_program(&mut self.ebpf, PROG_MAIN, iface, mode)?;
+        info!(iface, %mode, "XDP program attached in {mode} mode");
+        self.links.insert(iface.to_owned(), (mode, link));
+        Ok(mode)
+    }
+
+    /// Detaches the main program from `iface`.
+    pub fn detach(&mut self, iface: &str) -> Result<(), DataplaneError> {
+        let (_, link) = self
+            .links
+            .remove(iface)
+            .ok_or_else(|| DataplaneError::NotAttached(iface.to_owned()))?;
+        main_program(&mut self.ebpf)?
+            .detach(link)
+            .map_err(|source| DataplaneError::Program {
+                name: PROG_MAIN,
+                source: Box::new(source),
+            })?;
+        info!(iface, "XDP program detached");
+        Ok(())
+    }
+
+    /// Detaches from every interface (also done on drop).
+    pub fn detach_all(&mut self) {
+        let ifaces: Vec<String> = self.links.keys().cloned().collect();
+        for iface in ifaces {
+            if let Err(err) = self.detach(&iface) {
+                warn!(iface, "detaching XDP: {err}");
+            }
+        }
+    }
+
+    /// Where the program is attached, and how.
+    pub fn attachments(&self) -> Vec<Attachment> {
+        self.links
+            .iter()
+            .map(|(iface, (mode, _))| Attachment {
+                iface: iface.clone(),
+                mode: *mode,
+            })
+            .collect()
+    }
+
+    /// The counter maps (shared with the metrics endpoint).
+    pub fn counters(&self) -> CounterMaps {
+        self.counters.clone()
+    }
+
+    /// Attaches the pass-through program to `iface`, for as long as this
+    /// data plane lives. The far end of a veth needs an XDP program for the
+    /// frames the main program sends back out (`XDP_TX`) to be received.
+    pub fn attach_pass(
+        &mut self,
+        iface: &str,
+        mode: XdpModeConfig,
+    ) -> Result<AttachedMode, DataplaneError> {
+        let (mode, _link) = attach_program(&mut self.ebpf, PROG_PASS, iface, mode)?;
+        info!(iface, %mode, "pass-through XDP program attached in {mode} mode");
+        Ok(mode)
+    }
+
+    /// The main program, e.g. for `BPF_PROG_TEST_RUN`.
+    pub fn main_program(&mut self) -> Result<&mut Xdp, DataplaneError> {
+        main_program(&mut self.ebpf)
+    }
+
+    /// The pass-through program, e.g. for `BPF_PROG_TEST_RUN` baselines.
+    pub fn pass_program(&mut self) -> Result<&mut Xdp, DataplaneError> {
+        program_mut(&mut self.ebpf, PROG_PASS)
+    }
+}
+
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        self.detach_all();
+    }
+}
+
+fn attach_program(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    iface: &str,
+    mode: XdpModeConfig,
+) -> Result<(AttachedMode, XdpLinkId), DataplaneError> {
+    let program = program_mut(ebpf, name)?;
+    let attach = |program: &mut Xdp, mode: AttachedMode| program.attach(iface, mode.aya());
+    let fixed = |program: &mut Xdp, mode: AttachedMode| {
+        attach(program, mode)
+            .map(|link| (mode, link))
+            .map_err(|source| DataplaneError::Attach {
+                iface: iface.to_owned(),
+                mode,
+                source: Box::new(source),
+            })
+    };
+    match mode {
+        XdpModeConfig::Driver => fixed(program, AttachedMode::Driver),
+        XdpModeConfig::Generic => fixed(program, AttachedMode::Generic),
+        XdpModeConfig::Auto => match attach(program, AttachedMode::Driver) {
+            Ok(link) => Ok((AttachedMode::Driver, link)),
+            Err(driver) => {
+                warn!(
+                    iface,
+                    "driver-mode XDP unavailable ({driver}); trying generic mode"
+                );
+                match attach(program, AttachedMode::Generic) {
+                    Ok(link) => Ok((AttachedMode::Generic, link)),
+                    Err(generic) => Err(DataplaneError::AttachBoth {
+                        iface: iface.to_owned(),
+                        driver: Box::new(driver),
+                        generic: Box::new(generic),
+                    }),
+                }
+            }
+        },
+    }
+}
+
+fn main_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {
+    program_mut(ebpf, PROG_MAIN)
+}
+
+fn program_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, DataplaneError> {
+    ebpf.program_mut(name)
+        .ok_or(DataplaneError::Missing {
+            kind: "program",
+            name,
+        })?
+        .try_into()
+        .map_err(|source| DataplaneError::Program {
+            name,
+            source: Box::new(source),
+        })
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit with a valid, initialised struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        // Harmless on kernels that charge BPF memory to the memory cgroup.
+        tracing::debug!(
+            "could not lift RLIMIT_MEMLOCK: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// Names of the maps the agent reads (kept here so a missing one is
+/// reported by name).
+pub(super) const COUNTER_MAPS: [&str; 2] = [MAP_ACTIONS, MAP_REASONS];

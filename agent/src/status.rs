@@ -1,0 +1,191 @@
+//! What the running agent reports about itself (`GET /api/v1/status`) and
+//! how `vipx-agent status` prints it.
+
+use std::{fmt::Write as _, net::SocketAddr, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+use crate::dataplane::{AttachedMode, CounterSnapshot};
+
+/// The agent's view of itself.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    pub node: String,
+    pub version: String,
+    pub ha_debug: bool,
+    pub uptime_seconds: u64,
+    pub config_path: String,
+    pub xdp: Vec<XdpAttachment>,
+    pub counters: Vec<NamedCounter>,
+}
+
+/// One interface with the XDP program.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct XdpAttachment {
+    pub interface: String,
+    pub mode: String,
+}
+
+/// One XDP counter slot, summed over CPUs.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct NamedCounter {
+    /// `action` or `reason`.
+    pub kind: String,
+    pub name: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl XdpAttachment {
+    pub fn new(interface: &str, mode: AttachedMode) -> Self {
+        Self {
+            interface: interface.to_owned(),
+            mode: mode.to_string(),
+        }
+    }
+}
+
+/// Flattens a counter snapshot for the status report.
+pub fn named_counters(snapshot: &CounterSnapshot) -> Vec<NamedCounter> {
+    let entry = |kind: &str, (name, c): (&str, vipx_common::Counter)| NamedCounter {
+        kind: kind.to_owned(),
+        name: name.to_owned(),
+        packets: c.packets,
+        bytes: c.bytes,
+    };
+    snapshot
+        .named_actions()
+        .map(|pair| entry("action", pair))
+        .chain(snapshot.named_reasons().map(|pair| entry("reason", pair)))
+        .collect()
+}
+
+/// The API URL of an agent listening on `listen` (a wildcard address is
+/// reached through loopback).
+pub fn api_url(listen: SocketAddr) -> String {
+    let mut addr = listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    format!("http://{addr}")
+}
+
+/// Asks a running agent for its status.
+pub async fn fetch(base_url: &str) -> anyhow::Result<Status> {
+    use anyhow::Context as _;
+    let url = format!("{}/api/v1/status", base_url.trim_end_matches('/'));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    let response = client
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("no agent answers at {url}"))?
+        .error_for_status()?;
+    response
+        .json()
+        .await
+        .with_context(|| format!("{url} did not return a status"))
+}
+
+/// The human-readable form printed by `vipx-agent status`.
+pub fn render(status: &Status) -> String {
+    let mut out = String::new();
+    let uptime = status.uptime_seconds;
+    let _ = writeln!(
+        out,
+        "node       {} (vipx-agent {})",
+        status.node, status.version
+    );
+    let _ = writeln!(
+        out,
+        "uptime     {}h{:02}m{:02}s",
+        uptime / 3600,
+        uptime / 60 % 60,
+        uptime % 60
+    );
+    let _ = writeln!(out, "config     {}", status.config_path);
+    let _ = writeln!(
+        out,
+        "ha debug   {}",
+        if status.ha_debug {
+            "on (host changes are logged, not made)"
+        } else {
+            "off"
+        }
+    );
+    if status.xdp.is_empty() {
+        let _ = writeln!(out, "xdp        not attached");
+    }
+    for attachment in &status.xdp {
+        let _ = writeln!(
+            out,
+            "xdp        {} ({} mode)",
+            attachment.interface, attachment.mode
+        );
+    }
+    for counter in status.counters.iter().filter(|c| c.packets > 0) {
+        let _ = writeln!(
+            out,
+            "{:<10} {:<14} {:>12} packets {:>14} bytes",
+            counter.kind, counter.name, counter.packets, counter.bytes
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_listen_is_reached_through_loopback() {
+        assert_eq!(
+            api_url("0.0.0.0:9469".parse().unwrap()),
+            "http://127.0.0.1:9469"
+        );
+        assert_eq!(api_url("[::]:9469".parse().unwrap()), "http://[::1]:9469");
+        assert_eq!(
+            api_url("10.1.2.3:80".parse().unwrap()),
+            "http://10.1.2.3:80"
+        );
+    }
+
+    #[test]
+    fn render_shows_attachments_and_moving_counters() {
+        let status = Status {
+            node: "lb-1".into(),
+            version: "0.1.0".into(),
+            ha_debug: false,
+            uptime_seconds: 3723,
+            config_path: "/etc/vipx/vipx.toml".into(),
+            xdp: vec![XdpAttachment::new("eth0", AttachedMode::Driver)],
+            counters: vec![
+                NamedCounter {
+                    kind: "action".into(),
+                    name: "pass".into(),
+                    packets: 5,
+                    bytes: 300,
+                },
+                NamedCounter {
+                    kind: "action".into(),
+                    name: "drop".into(),
+                    packets: 0,
+                    bytes: 0,
+                },
+            ],
+        };
+        let text = render(&status);
+        assert!(text.contains("uptime     1h02m03s"), "{text}");
+        assert!(text.contains("eth0 (driver mode)"), "{text}");
+        assert!(text.contains("pass"), "{text}");
+        assert!(
+            !text.contains("drop"),
+            "idle counters are not listed: {text}"
+        );
+    }
+}

@@ -1,0 +1,73 @@
+//! Per-CPU packet/byte counters: one slot per XDP action and one per
+//! decision reason. The agent sums the per-CPU values.
+
+/// One counter slot: packets and bytes (whole frame, from the Ethernet
+/// header on) seen by the XDP program.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl Counter {
+    /// Adds another slot (used to sum the per-CPU values).
+    #[must_use]
+    pub const fn add(self, other: Self) -> Self {
+        Self {
+            packets: self.packets.wrapping_add(other.packets),
+            bytes: self.bytes.wrapping_add(other.bytes),
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+// SAFETY: `Counter` is `#[repr(C)]`, made only of integers, without padding.
+unsafe impl aya::Pod for Counter {}
+
+/// Slots of the action counter map: the XDP return codes themselves
+/// (`enum xdp_action` in `include/uapi/linux/bpf.h`).
+pub mod action {
+    pub const ABORTED: u32 = 0;
+    pub const DROP: u32 = 1;
+    pub const PASS: u32 = 2;
+    pub const TX: u32 = 3;
+    pub const REDIRECT: u32 = 4;
+    /// Number of slots.
+    pub const COUNT: u32 = 5;
+    /// Metric label of each slot, indexed by slot.
+    pub const NAMES: [&str; COUNT as usize] = ["aborted", "drop", "pass", "tx", "redirect"];
+}
+
+/// Slots of the reason counter map: why the program decided what it did.
+pub mod reason {
+    /// Too short for the headers it claims (Ethernet, VLAN, IP, L4).
+    pub const MALFORMED: u32 = 0;
+    /// Not IPv4 or IPv6 (ARP, LLDP, ...).
+    pub const NOT_IP: u32 = 1;
+    /// An IPv4 or IPv6 fragment: never parsed past L3.
+    pub const FRAGMENT: u32 = 2;
+    /// IP, but neither TCP nor UDP nor VRRP (ICMP, ...).
+    pub const OTHER_L4: u32 = 3;
+    /// VRRP (IP protocol 112).
+    pub const VRRP: u32 = 4;
+    /// TCP or UDP that no configured service owns.
+    pub const NO_SERVICE: u32 = 5;
+    /// IPv6 with an extension header the program does not walk.
+    pub const IPV6_EXT: u32 = 6;
+    /// IPv4 with a bad version/IHL or an IPv6 header with a bad version.
+    pub const BAD_IP_HEADER: u32 = 7;
+    /// Number of slots.
+    pub const COUNT: u32 = 8;
+    /// Metric label of each slot, indexed by slot.
+    pub const NAMES: [&str; COUNT as usize] = [
+        "malformed",
+        "not_ip",
+        "fragment",
+        "other_l4",
+        "vrrp",
+        "no_service",
+        "ipv6_ext",
+        "bad_ip_header",
+    ];
+}

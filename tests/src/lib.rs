@@ -1,0 +1,46 @@
+//! The vipx lab: network namespaces joined by one L2 segment (a bridge in a
+//! hub namespace), hosts with `eth0` on it, processes started inside them,
+//! PostgreSQL and PgBouncer, and the cleanup that leaves nothing behind.
+//!
+//! Used by the integration tests, `cargo xtask lab` and `cargo xtask bench`.
+//! Everything here needs root (`CAP_NET_ADMIN`, `CAP_SYS_ADMIN`).
+//!
+//! ```no_run
+//! use vipx_lab::{Lab, LabOptions};
+//! let lab = Lab::new(LabOptions::default()).expect("lab");
+//! let n1 = lab.add_host("n1", &lab.v4(11)).expect("n1");
+//! let n2 = lab.add_host("n2", &lab.v4(12)).expect("n2");
+//! n1.run(&["ping", "-c1", "-W2", &n2.ipv4().to_string()]).expect("ping");
+//! ```
+//!
+//! Names: a lab's id is `vipx-{pid}-{seq}`; its namespaces are
+//! `vipx-{pid}-{seq}-{host}` and `vipx-{pid}-{seq}-hub`, so labs of several
+//! tests and several processes live side by side, and [`sweep_stale`] can
+//! remove what a killed process left.
+
+mod host;
+mod lab;
+pub mod netns;
+mod pgbouncer;
+mod postgres;
+mod process;
+mod procs;
+mod stats;
+mod sweep;
+
+#[cfg(test)]
+mod selftest;
+
+pub use host::{Host, IFACE};
+pub use lab::{BRIDGE, KEEP_ENV, Lab, LabCore, LabOptions};
+pub use netns::{list_netns, netns_exists, netns_inode, processes_in_netns_inodes};
+pub use nix::sys::signal::Signal;
+pub use pgbouncer::{PgBouncer, PgBouncerOptions, PoolMode};
+pub use postgres::{
+    PG_USER, PgOptions, Postgres, READY_TIMEOUT, pg_bin_dir, pg_isready, pgbench, pgbench_init,
+    psql, psql_db,
+};
+pub use process::{DEFAULT_RUN_TIMEOUT, Pid, ProcSpec, tail};
+pub use procs::ProcInfo;
+pub use stats::{LinkStats, link_stats};
+pub use sweep::{leftovers_of, owner_pid, pid_alive, sweep_stale};

@@ -1,0 +1,45 @@
+//! `cargo xtask`: set-up, builds, tests, the lab and the benchmarks.
+
+mod build;
+mod lab;
+mod setup;
+mod test;
+mod util;
+
+use clap::{Parser, Subcommand};
+
+/// vipx's developer tasks.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install what the build, the lab and the tests need (idempotent):
+    /// Debian packages, rust-src for the nightly, bpf-linker.
+    Setup,
+    /// Build the XDP object that `vipx-agent` embeds.
+    BuildEbpf {
+        /// Optimised build (what the agent should embed).
+        #[arg(long)]
+        release: bool,
+    },
+    /// Everything CI runs: set-up, the XDP object, lints, unit tests and the
+    /// privileged integration tests in network namespaces.
+    Test(test::TestArgs),
+    /// A local cluster in network namespaces: vipx-agent nodes, a client,
+    /// PostgreSQL behind three PgBouncers. Stays up until Ctrl-C.
+    Lab(lab::LabArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().task {
+        Task::Setup => setup::run(),
+        Task::BuildEbpf { release } => build::ebpf(release),
+        Task::Test(args) => test::run(&args),
+        Task::Lab(args) => lab::run(&args),
+    }
+}
