@@ -76,11 +76,8 @@ impl Lab {
                     "peer", "name", name, "netns", hub];
         ip(&args)?;
         ip(&["-n", hub, "link", "set", "dev", name, "master", BRIDGE])?;
-        if self.options().peer_gro {
-            let what = format!("[hub] ethtool -K {name} gro on");
-            let cmd =
-                ProcSpec::from_argv(&["ethtool", "-K", name, "gro", "on"]).to_command(Some(hub))?;
-            check_output(run_output(cmd, &what, Duration::from_secs(30))?, &what)?;
+        if self.options().peer_xdp_pass {
+            self.attach_peer_pass(name)?;
         }
         ip(&["-n", hub, "link", "set", "dev", name, "up"])?;
         ip(&["-n", &ns, "link", "set", "dev", "lo", "up"])?;

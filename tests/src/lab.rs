@@ -4,8 +4,10 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::ops::Deref;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::Output;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -14,6 +16,7 @@ use anyhow::{Context, Result};
 
 use crate::host::{Host, HostInfo};
 use crate::netns::{self, ip};
+use crate::process::{DEFAULT_RUN_TIMEOUT, ProcSpec, check_output, run_output};
 use crate::procs::ProcRecord;
 
 /// Name of the bridge in the hub namespace.
@@ -33,10 +36,11 @@ pub struct LabOptions {
     /// namespace before any link goes up, so no ND/MLD/RS packet ever
     /// appears on the segment. (The hub never speaks IPv6 either way.)
     pub ipv6: bool,
-    /// Enable GRO on the bridge-side veth peers, so that frames an XDP program
-    /// sends back out of a host's `eth0` with `XDP_TX` reach the bridge
-    /// instead of being dropped.
-    pub peer_gro: bool,
+    /// Attach a pass-through XDP program to every bridge port (the hub side
+    /// of each host's veth), so that frames an XDP program in a host sends
+    /// out of `eth0` with `XDP_TX` or `XDP_REDIRECT` reach the bridge instead
+    /// of vanishing (see [`crate::xdp`]).
+    pub peer_xdp_pass: bool,
     /// IPv4 network used by [`LabCore::v4`].
     pub v4_net: Ipv4Addr,
     /// Prefix length of [`LabOptions::v4_net`].
@@ -53,7 +57,7 @@ impl Default for LabOptions {
     fn default() -> Self {
         Self {
             ipv6: true,
-            peer_gro: true,
+            peer_xdp_pass: true,
             v4_net: Ipv4Addr::new(10, 77, 0, 0),
             v4_prefix_len: 24,
             v6_net: Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 0),
@@ -94,6 +98,8 @@ pub struct LabCore {
     namespaces: Mutex<Vec<String>>,
     pub(crate) hosts: Mutex<Vec<Arc<HostInfo>>>,
     pub(crate) procs: Mutex<Vec<ProcRecord>>,
+    /// The pass-through XDP program and its links to the bridge ports.
+    xdp_pass: Mutex<(Option<OwnedFd>, Vec<OwnedFd>)>,
     torn_down: AtomicBool,
 }
 
@@ -119,6 +125,7 @@ impl Lab {
             namespaces: Mutex::new(Vec::new()),
             hosts: Mutex::new(Vec::new()),
             procs: Mutex::new(Vec::new()),
+            xdp_pass: Mutex::new((None, Vec::new())),
             torn_down: AtomicBool::new(false),
         };
         // From here on, an error drops `lab`, which undoes what was done.
@@ -211,6 +218,29 @@ impl LabCore {
         &self.hub
     }
 
+    /// Runs `argv` in the hub namespace (e.g. `tcpdump -i br0`, `ethtool -k n1`)
+    /// with a 60 s deadline; fails unless it exits 0.
+    pub fn hub_run(&self, argv: &[&str]) -> Result<Output> {
+        let spec = ProcSpec::from_argv(argv);
+        let what = format!("[hub] {}", spec.display());
+        let out = run_output(
+            spec.to_command(Some(&self.hub))?,
+            &what,
+            DEFAULT_RUN_TIMEOUT,
+        )?;
+        check_output(out, &what)
+    }
+
+    /// Runs `f` on a thread inside the hub namespace (see [`crate::Host::enter`]),
+    /// e.g. to read a bridge port's counters or attach a program of your own.
+    pub fn enter_hub<F, R>(&self, f: F) -> Result<R>
+    where
+        F: FnOnce() -> R + Send,
+        R: Send,
+    {
+        netns::in_netns(&self.hub, f)
+    }
+
     /// All namespaces of the lab, in creation order (hub first).
     pub fn namespaces(&self) -> Vec<String> {
         lock(&self.namespaces).clone()
@@ -242,8 +272,32 @@ impl LabCore {
         lock(&self.hosts)
     }
 
+    /// Attaches the lab's pass-through XDP program to bridge port `port`.
+    pub(crate) fn attach_peer_pass(&self, port: &str) -> Result<()> {
+        let mut xdp = lock(&self.xdp_pass);
+        if xdp.0.is_none() {
+            xdp.0 = Some(crate::xdp::load_return_program(crate::xdp::XDP_PASS)?);
+        }
+        let prog = xdp.0.as_ref().context("no XDP program")?;
+        let link = crate::xdp::attach(prog, &self.hub, port)?;
+        xdp.1.push(link);
+        Ok(())
+    }
+
+    /// Whether the lab has been (or is being) torn down.
+    pub(crate) fn is_torn_down(&self) -> bool {
+        self.torn_down.load(Ordering::SeqCst)
+    }
+
     /// `ip netns add`, recorded for teardown; IPv6 disabled first when asked.
     pub(crate) fn create_netns(&self, name: &str, ipv6: bool) -> Result<()> {
+        if netns::netns_exists(name) {
+            // This process never made this name before (the lab seq is new):
+            // it is a leftover of a dead process that had our pid.
+            let inode = netns::netns_inode(name)?;
+            netns::kill_all_in(&[inode], Duration::from_secs(5));
+            netns::delete(name)?;
+        }
         netns::add(name)?;
         lock(&self.namespaces).push(name.to_owned());
         if !ipv6 {
@@ -275,6 +329,7 @@ impl LabCore {
                 "processes still inside the lab's namespaces: {left:?}"
             ));
         }
+        *lock(&self.xdp_pass) = (None, Vec::new());
         // Hosts (newest first), then the hub created before them.
         for ns in namespaces.iter().rev() {
             if let Err(err) = netns::delete(ns) {

@@ -18,7 +18,9 @@
 //! tests and several processes live side by side, and [`sweep_stale`] can
 //! remove what a killed process left.
 
+mod cluster;
 mod host;
+pub mod http;
 mod lab;
 pub mod netns;
 mod pgbouncer;
@@ -27,10 +29,14 @@ mod process;
 mod procs;
 mod stats;
 mod sweep;
+pub mod xdp;
 
 #[cfg(test)]
 mod selftest;
 
+pub use cluster::{
+    API_PORT, Cluster, ClusterOptions, Node, PG_PORT, PGBOUNCER_FIRST_PORT, agent_bin,
+};
 pub use host::{Host, IFACE};
 pub use lab::{BRIDGE, KEEP_ENV, Lab, LabCore, LabOptions};
 pub use netns::{list_netns, netns_exists, netns_inode, processes_in_netns_inodes};
@@ -43,4 +49,4 @@ pub use postgres::{
 pub use process::{DEFAULT_RUN_TIMEOUT, Pid, ProcSpec, tail};
 pub use procs::ProcInfo;
 pub use stats::{LinkStats, link_stats};
-pub use sweep::{leftovers_of, owner_pid, pid_alive, sweep_stale};
+pub use sweep::{leftovers_of, owner_pid, pid_alive, sweep_stale, sweep_stale_dirs};

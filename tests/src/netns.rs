@@ -143,14 +143,17 @@ pub(crate) fn add(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// `ip netns del NAME` (a no-op if it does not exist).
+/// `ip netns del NAME` (a no-op if it does not exist, or stops existing).
 pub(crate) fn delete(name: &str) -> Result<()> {
     let _guard = NETNS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     if !netns_exists(name) {
         return Ok(());
     }
-    ip(&["netns", "del", name])?;
-    Ok(())
+    match ip(&["netns", "del", name]) {
+        // Another process (a concurrent sweep) may have deleted it meanwhile.
+        Err(_) if !netns_exists(name) => Ok(()),
+        other => other.map(drop),
+    }
 }
 
 /// Runs `f` on a fresh thread that has joined namespace `name`

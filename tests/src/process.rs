@@ -1,7 +1,7 @@
 //! Describing commands ([`ProcSpec`]) and running short ones with a deadline.
 //!
 //! Long-running processes are started and tracked by the lab (see
-//! [`crate::LabCore::spawn`]); this module only builds command lines and runs
+//! [`crate::Host::spawn`]); this module only builds command lines and runs
 //! commands to completion, never longer than their timeout.
 
 use std::ffi::{OsStr, OsString};
@@ -175,6 +175,18 @@ impl ProcSpec {
             .envs(env)
             .stdin(Stdio::null())
             .process_group(0);
+        // A signal mask is inherited across fork and exec: a caller that
+        // blocks SIGTERM (to wait for it synchronously) would otherwise
+        // start processes that cannot be stopped.
+        // SAFETY: sigprocmask is async-signal-safe; nothing else runs
+        // between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::signal::SigSet::all()
+                    .thread_unblock()
+                    .map_err(std::io::Error::from)
+            });
+        }
         if let Some(dir) = &self.cwd {
             cmd.current_dir(dir);
         }

@@ -75,6 +75,9 @@ impl LabCore {
             .stderr(Stdio::from(file));
         // Hold the table lock across spawn so teardown cannot miss the child.
         let mut procs = lock(&self.procs);
+        if self.is_torn_down() {
+            bail!("the lab is being torn down; not starting {name} in {host}");
+        }
         let child = cmd
             .spawn()
             .with_context(|| format!("starting `{}` in {host}", spec.display()))?;

@@ -1,8 +1,96 @@
-//! `cargo xtask lab` (written once the lab crate settles).
+//! `cargo xtask lab`: the vipx cluster in network namespaces, up until
+//! Ctrl-C, then torn down to the last namespace and process.
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
+use nix::sys::signal::{SigSet, Signal};
+use vipx_lab::{Cluster, ClusterOptions, LabOptions};
+
+use crate::{build, setup};
+
+/// The line printed once the lab is ready (tests wait for it).
+pub const READY_LINE: &str = "Press Ctrl-C to stop the lab.";
 
 #[derive(Debug, clap::Args)]
-pub struct LabArgs {}
+pub struct LabArgs {
+    /// Number of agent nodes.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=3))]
+    nodes: u8,
+    /// Skip `setup`.
+    #[arg(long)]
+    no_setup: bool,
+    /// Build the agent in release mode.
+    #[arg(long)]
+    release: bool,
+    /// Use this vipx-agent binary instead of building one (no build at all).
+    #[arg(long)]
+    agent_bin: Option<PathBuf>,
+}
 
-pub fn run(_args: &LabArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+pub fn run(args: &LabArgs) -> anyhow::Result<()> {
+    let agent_bin = match &args.agent_bin {
+        Some(path) => path.clone(),
+        None => {
+            if !args.no_setup {
+                setup::run()?;
+            }
+            build::ebpf(true)?;
+            build::binaries(args.release)?
+        }
+    };
+    // Ctrl-C and SIGTERM are taken synchronously below, so the teardown
+    // always runs. The mask is inherited by the lab's helper threads; the
+    // processes the lab starts get a clean mask (std resets it at exec).
+    let mut signals = SigSet::empty();
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        signals.add(signal);
+    }
+    signals.thread_block().context("blocking signals")?;
+
+    println!(
+        "Bringing up the lab: {} nodes, a client, PostgreSQL and 3 PgBouncers...",
+        args.nodes
+    );
+    let cluster = Cluster::up(&ClusterOptions {
+        nodes: usize::from(args.nodes),
+        pgbouncers: 3,
+        agent_bin,
+        lab: LabOptions::default(),
+    })?;
+    println!("{}", cluster.access_text());
+    println!("{READY_LINE}");
+
+    let mut reported = Vec::new();
+    let signal = loop {
+        if let Some(signal) = wait_signal(&signals, Duration::from_secs(1)) {
+            break signal;
+        }
+        for node in &cluster.nodes {
+            if !reported.contains(&node.agent) && !cluster.lab.is_running(node.agent) {
+                reported.push(node.agent);
+                println!(
+                    "vipx-agent on {} exited; its log:\n{}",
+                    node.host.name(),
+                    cluster.lab.log_tail(node.agent, 20)
+                );
+            }
+        }
+    };
+    println!("\n{signal}: tearing the lab down...");
+    let id = cluster.lab.id().to_owned();
+    drop(cluster);
+    println!("lab {id} removed.");
+    Ok(())
+}
+
+/// Waits up to `timeout` for one of the blocked `signals`.
+fn wait_signal(signals: &SigSet, timeout: Duration) -> Option<Signal> {
+    let timeout = libc::timespec {
+        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(1),
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+    };
+    // SAFETY: a valid signal set and timespec; no siginfo requested.
+    let number = unsafe { libc::sigtimedwait(signals.as_ref(), std::ptr::null_mut(), &timeout) };
+    Signal::try_from(number).ok()
 }

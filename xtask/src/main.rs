@@ -33,6 +33,9 @@ enum Task {
     /// A local cluster in network namespaces: vipx-agent nodes, a client,
     /// PostgreSQL behind three PgBouncers. Stays up until Ctrl-C.
     Lab(lab::LabArgs),
+    /// Remove what killed labs and tests left: namespaces and temp dirs of
+    /// processes that no longer exist, and the processes inside them.
+    Sweep,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -41,5 +44,15 @@ fn main() -> anyhow::Result<()> {
         Task::BuildEbpf { release } => build::ebpf(release),
         Task::Test(args) => test::run(&args),
         Task::Lab(args) => lab::run(&args),
+        Task::Sweep => {
+            let namespaces = vipx_lab::sweep_stale()?;
+            let dirs = vipx_lab::sweep_stale_dirs()?;
+            println!(
+                "removed {} namespaces and {} temp dirs of dead lab processes",
+                namespaces.len(),
+                dirs.len()
+            );
+            Ok(())
+        }
     }
 }

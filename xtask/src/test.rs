@@ -42,22 +42,25 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     let tests = exec(&mut test);
     // Nothing may outlive the suite, also when a test failed.
     let left = vipx_lab::sweep_stale()?;
+    let dirs = vipx_lab::sweep_stale_dirs()?;
     tests?;
-    if !left.is_empty() {
-        bail!(
-            "the tests left network namespaces behind (now removed): {}",
-            left.join(", ")
-        );
+    if !left.is_empty() || !dirs.is_empty() {
+        bail!("the tests left namespaces {left:?} and temp dirs {dirs:?} behind (now removed)");
     }
     println!("xtask test: all passed, nothing left behind");
     Ok(())
 }
 
 fn report_swept(when: &str) -> anyhow::Result<()> {
-    let swept = vipx_lab::sweep_stale()?;
+    let mut swept = vipx_lab::sweep_stale()?;
+    swept.extend(
+        vipx_lab::sweep_stale_dirs()?
+            .into_iter()
+            .map(|dir| dir.display().to_string()),
+    );
     if !swept.is_empty() {
         println!(
-            "removed namespaces of dead processes {when}: {}",
+            "removed what dead lab processes left {when}: {}",
             swept.join(", ")
         );
     }

@@ -3,6 +3,7 @@
 
 mod counters;
 mod loader;
+pub mod maglev;
 
 pub use counters::{CounterMaps, CounterSnapshot};
 pub use loader::{AttachedMode, Attachment, Dataplane, DataplaneError};

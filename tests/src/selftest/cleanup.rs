@@ -6,8 +6,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::{
-    Lab, LabOptions, Signal, leftovers_of, list_netns, netns, netns_inode,
-    processes_in_netns_inodes, sweep_stale,
+    Lab, LabOptions, Pid, Signal, leftovers_of, list_netns, netns, netns_inode, process,
+    processes_in_netns_inodes, sweep, sweep_stale, sweep_stale_dirs,
 };
 
 /// Inodes of namespaces that exist right now: a deleted namespace's inode may
@@ -19,9 +19,12 @@ fn live_inodes() -> Vec<u64> {
         .collect()
 }
 
+/// What a panicking lab leaves for the checks: a pid, namespace names, inodes.
+type Seen = (Pid, Vec<String>, Vec<u64>);
+
 #[test]
 fn panicking_lab_leaves_nothing() {
-    let seen: Mutex<Option<(u32, Vec<String>, Vec<u64>)>> = Mutex::new(None);
+    let seen: Mutex<Option<Seen>> = Mutex::new(None);
     let result = catch_unwind(AssertUnwindSafe(|| {
         let lab = Lab::new(LabOptions::default()).expect("create lab");
         let h = lab.add_host("p1", &lab.v4(31)).expect("add p1");
@@ -106,27 +109,82 @@ fn sweep_removes_namespaces_of_dead_processes() {
     child.wait().expect("wait true");
     let dead = child.id();
     let ns = format!("vipx-{dead}-0-sw");
+    // Set the stale namespace up while no sweep (of any process) can run.
+    let lock = sweep::lock_sweeps().expect("sweep lock");
     netns::add(&ns).expect("add stale namespace");
     let mut sleeper = Command::new("ip")
         .args(["netns", "exec", &ns, "sleep", "600"])
         .spawn()
         .expect("spawn sleeper");
     let inode = netns_inode(&ns).expect("inode");
-    for _ in 0..100 {
-        if !processes_in_netns_inodes(&[inode]).is_empty() {
-            break;
-        }
+    let inside = (0..250).any(|_| {
         std::thread::sleep(Duration::from_millis(20));
-    }
+        processes_in_netns_inodes(&[inode]).contains(&sleeper.id())
+    });
+    assert!(inside, "the sleeper did not enter {ns}");
     assert_eq!(leftovers_of(dead), vec![ns.clone()]);
+    drop(lock);
+
     let removed = sweep_stale().expect("sweep");
-    assert!(removed.contains(&ns), "{removed:?}");
+    // A test process running beside this one may have swept it first.
+    assert!(
+        removed.contains(&ns) || !netns::netns_exists(&ns),
+        "{removed:?}"
+    );
     assert!(leftovers_of(dead).is_empty());
     assert!(!netns::netns_exists(&ns));
-    let status = sleeper.wait().expect("reap sleeper");
-    assert!(!status.success());
-    // Our own labs are never swept.
+    let status = process::wait_child(&mut sleeper, Duration::from_secs(10)).expect("wait");
+    if status.is_none() {
+        process::kill_group_and_reap(&mut sleeper);
+    }
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "sleeper survived: {status:?}"
+    );
+    // Temporary directories of dead labs go too; our own labs never do.
+    let stale_dir = std::env::temp_dir().join(format!("vipx-{dead}-0-Xy12ab"));
+    std::fs::create_dir_all(stale_dir.join("sub")).expect("create stale dir");
     let lab = Lab::new(LabOptions::ipv4_only()).expect("create lab");
     sweep_stale().expect("sweep again");
+    let dirs = sweep_stale_dirs().expect("sweep dirs");
+    if std::env::var(crate::KEEP_ENV).is_ok_and(|v| v == "1") {
+        std::fs::remove_dir_all(&stale_dir).expect("remove stale dir");
+    }
+    assert!(!stale_dir.exists(), "{dirs:?}");
     assert!(netns::netns_exists(lab.hub_netns()));
+    assert!(lab.tmp_dir().exists());
+}
+
+#[test]
+fn spawned_processes_do_not_inherit_a_blocked_stop_signal() {
+    // `cargo xtask lab` blocks SIGINT/SIGTERM to wait for them; what the lab
+    // starts must still be stoppable.
+    let lab = Lab::new(LabOptions::ipv4_only()).expect("create lab");
+    let h = lab.add_host("m1", &lab.v4(42)).expect("add m1");
+    let pid = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let mut blocked = nix::sys::signal::SigSet::empty();
+                blocked.add(Signal::SIGTERM);
+                blocked.add(Signal::SIGINT);
+                blocked.thread_block().expect("block signals");
+                h.spawn("sleeper", ["sleep", "600"]).expect("spawn")
+            })
+            .join()
+            .expect("spawning thread")
+    });
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    let mask = status
+        .lines()
+        .find_map(|line| line.strip_prefix("SigBlk:"))
+        .expect("SigBlk line")
+        .trim();
+    assert_eq!(
+        u64::from_str_radix(mask, 16).expect("hex mask"),
+        0,
+        "child inherited a blocked mask"
+    );
+    use std::os::unix::process::ExitStatusExt;
+    let exit = lab.stop_process(pid).expect("stop");
+    assert_eq!(exit.signal(), Some(15), "stopped by SIGTERM, not SIGKILL");
 }

@@ -4,7 +4,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
-use crate::{Lab, LabOptions, netns};
+use crate::{Lab, LabOptions, netns, xdp};
 
 #[test]
 fn two_hosts_ping_and_connect() {
@@ -81,6 +81,7 @@ fn two_hosts_ping_and_connect() {
 #[test]
 fn ipv4_only_segment_is_silent() {
     let lab = Lab::new(LabOptions::ipv4_only()).expect("create lab");
+    // Host `a`: `ip link set a ...` would read "a" as the keyword `address`.
     let a = lab.add_host("a", &lab.v4(21)).expect("add a");
     let b = lab.add_host("b", &lab.v4(22)).expect("add b");
     for h in [&a, &b] {
@@ -101,9 +102,16 @@ fn ipv4_only_segment_is_silent() {
         let v = netns::read_sysctl(lab.hub_netns(), &key).expect("hub sysctl");
         assert_eq!(v, "1", "IPv6 on {dev} in the hub");
     }
-    // Connectivity works, then everything must go quiet.
-    a.run(&["ping", "-c1", "-W2", &b.ipv4().to_string()])
-        .expect("ping b from a");
+    let port = lab
+        .hub_run(&["ip", "link", "show", "dev", "a"])
+        .expect("ip link");
+    let port = String::from_utf8_lossy(&port.stdout);
+    assert!(
+        port.contains("xdp"),
+        "no pass-through XDP on the bridge port: {port}"
+    );
+
+    // Nobody sends: nothing moves, neither on eth0 nor on its bridge port.
     std::thread::sleep(Duration::from_secs(1));
     let before = a.link_stats("eth0").expect("stats before");
     let port_before = a.peer_link_stats().expect("port stats before");
@@ -112,8 +120,58 @@ fn ipv4_only_segment_is_silent() {
     let port_after = a.peer_link_stats().expect("port stats after");
     assert_eq!(before, after, "packets moved on a's eth0");
     assert_eq!(port_before, port_after, "packets moved on a's bridge port");
+    // The counters do count: a ping is an ARP exchange plus echo and reply.
+    b.run(&["ping", "-c1", "-W2", &a.ipv4().to_string()])
+        .expect("ping a from b");
+    let pinged = a.link_stats("eth0").expect("stats after ping");
     assert!(
-        after.rx_packets > 0,
-        "the ping reply was not counted: {after:?}"
+        pinged.rx_packets >= after.rx_packets + 2,
+        "{after:?} -> {pinged:?}"
     );
+}
+
+#[test]
+fn enter_resumes_panics() {
+    let lab = Lab::new(LabOptions::ipv4_only()).expect("create lab");
+    let h = lab.add_host("e1", &lab.v4(61)).expect("add e1");
+    let devs = h
+        .enter(|| std::fs::read_to_string("/proc/thread-self/net/dev"))
+        .expect("enter")
+        .expect("read net/dev");
+    assert!(devs.contains("eth0:"), "{devs}");
+    let caught = std::panic::catch_unwind(|| {
+        h.enter(|| panic!("inside (expected by the test)"))
+            .expect("enter")
+    });
+    let payload = caught.expect_err("the panic must reach the caller");
+    assert_eq!(
+        payload.downcast_ref::<&str>(),
+        Some(&"inside (expected by the test)")
+    );
+}
+
+#[test]
+fn xdp_tx_from_a_host_reaches_the_segment() {
+    let lab = Lab::new(LabOptions::ipv4_only()).expect("create lab");
+    let r = lab.add_host("r", &lab.v4(71)).expect("add r");
+    let s = lab.add_host("s", &lab.v4(72)).expect("add s");
+    // r reflects every frame it receives straight back out of eth0.
+    let _link = xdp::attach_return_program(r.netns_name(), "eth0", xdp::XDP_TX)
+        .expect("attach XDP_TX to r");
+    let before = s.link_stats("eth0").expect("stats before");
+    // s's ARP requests for r come back to s (broadcast, flooded by the bridge).
+    let out = s
+        .run_unchecked(&["ping", "-c2", "-i0.2", "-W1", &r.ipv4().to_string()])
+        .expect("run ping");
+    assert!(
+        !out.status.success(),
+        "r answered although XDP reflects everything"
+    );
+    let after = s.link_stats("eth0").expect("stats after");
+    assert!(
+        after.rx_packets >= before.rx_packets + 2,
+        "reflected frames lost: {before:?} -> {after:?}"
+    );
+    let port = r.peer_link_stats().expect("port stats");
+    assert!(port.rx_packets >= 2 && port.rx_dropped == 0, "{port:?}");
 }

@@ -1,0 +1,231 @@
+//! The standard vipx cluster in a lab: agent nodes, a client, and a backend
+//! host with PostgreSQL behind PgBouncers, as `cargo xtask lab` shows it and
+//! as the scenario tests and benchmarks use it.
+
+use std::{
+    fmt::Write as _,
+    net::{Ipv4Addr, SocketAddr},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::{Host, Lab, LabOptions, PgBouncer, PgBouncerOptions, Pid, Postgres, ProcSpec, http};
+
+/// Port of every agent's API and `/metrics`.
+pub const API_PORT: u16 = 9469;
+/// PostgreSQL's port on the backend host.
+pub const PG_PORT: u16 = 5432;
+/// The first PgBouncer's port; the others follow (6432, 6433, 6434).
+pub const PGBOUNCER_FIRST_PORT: u16 = 6432;
+/// How long an agent gets to serve `/metrics` after it starts.
+const AGENT_READY: Duration = Duration::from_secs(30);
+
+/// Host numbers in the lab subnet.
+const NODE_BASE: u32 = 11;
+const CLIENT: u32 = 21;
+const BACKEND: u32 = 31;
+
+/// The `vipx-agent` binary under test: `$VIPX_AGENT_BIN` (set by
+/// `cargo xtask test`), else the workspace's debug build. Panics with the
+/// command to run when it is missing (for tests).
+pub fn agent_bin() -> PathBuf {
+    let path = std::env::var_os("VIPX_AGENT_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/vipx-agent"),
+        PathBuf::from,
+    );
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo xtask test` (or `cargo xtask build-ebpf && cargo build -p vipx-agent`)",
+        path.display()
+    );
+    path
+}
+
+/// What to bring up.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Number of agent nodes (n1, n2, ...).
+    pub nodes: usize,
+    /// Number of PgBouncers on the backend host.
+    pub pgbouncers: u16,
+    /// The `vipx-agent` binary.
+    pub agent_bin: PathBuf,
+    /// Lab settings.
+    pub lab: LabOptions,
+}
+
+/// One agent node.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub host: Host,
+    pub agent: Pid,
+    pub config: PathBuf,
+    pub api: SocketAddr,
+}
+
+/// A running cluster; dropping it tears everything down.
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    pub client: Host,
+    pub backend: Host,
+    pub postgres: Postgres,
+    pub pgbouncers: Vec<PgBouncer>,
+    pub agent_bin: PathBuf,
+    // Last: hosts and processes above refer to it.
+    pub lab: Lab,
+}
+
+impl Cluster {
+    /// Brings the whole cluster up and waits until every agent serves its
+    /// metrics.
+    pub fn up(opts: &ClusterOptions) -> Result<Self> {
+        if opts.nodes == 0 {
+            bail!("a cluster needs at least one node");
+        }
+        let lab = Lab::new(opts.lab.clone())?;
+        let client = lab.add_host("client", &lab.v4(CLIENT))?;
+        let backend = lab.add_host("backend", &lab.v4(BACKEND))?;
+        let postgres = Postgres::start(&backend, PG_PORT)?;
+        let pgbouncers = (0..opts.pgbouncers)
+            .map(|i| {
+                PgBouncer::start(
+                    &backend,
+                    "*",
+                    PGBOUNCER_FIRST_PORT + i,
+                    Ipv4Addr::LOCALHOST,
+                    PG_PORT,
+                    &PgBouncerOptions::default(),
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+
+        let mut nodes = Vec::with_capacity(opts.nodes);
+        for i in 0..opts.nodes {
+            let name = format!("n{}", i + 1);
+            let number = NODE_BASE + u32::try_from(i).context("node count")?;
+            let host = lab.add_host(&name, &lab.v4(number))?;
+            let config = lab.tmp_dir().join(format!("{name}.toml"));
+            std::fs::write(&config, node_config(&format!("{}-{name}", lab.id())))
+                .with_context(|| format!("writing {}", config.display()))?;
+            let agent = host.spawn(
+                "vipx-agent",
+                ProcSpec::new(&opts.agent_bin)
+                    .arg("--config")
+                    .arg(&config)
+                    .env("RUST_LOG", "info"),
+            )?;
+            let api = SocketAddr::from((host.ipv4(), API_PORT));
+            nodes.push(Node {
+                host,
+                agent,
+                config,
+                api,
+            });
+        }
+        let cluster = Self {
+            nodes,
+            client,
+            backend,
+            postgres,
+            pgbouncers,
+            agent_bin: opts.agent_bin.clone(),
+            lab,
+        };
+        for node in &cluster.nodes {
+            cluster.wait_agent(node)?;
+        }
+        Ok(cluster)
+    }
+
+    fn wait_agent(&self, node: &Node) -> Result<()> {
+        let deadline = Instant::now() + AGENT_READY;
+        loop {
+            if let Ok((200, page)) = http::get_from(&self.client, node.api, "/metrics")
+                && page.contains("vipx_xdp_packets_total")
+            {
+                return Ok(());
+            }
+            if !self.lab.is_running(node.agent) {
+                bail!(
+                    "vipx-agent on {} exited; its log:\n{}",
+                    node.host.name(),
+                    self.lab.log_tail(node.agent, 30)
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "vipx-agent on {} did not serve /metrics within {AGENT_READY:?}; its log:\n{}",
+                    node.host.name(),
+                    self.lab.log_tail(node.agent, 30)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// How to look around, as `cargo xtask lab` prints it.
+    pub fn access_text(&self) -> String {
+        let mut out = String::new();
+        let ns = |host: &Host| host.netns_name().to_owned();
+        let _ = writeln!(out, "vipx lab {} is up.\n", self.lab.id());
+        let _ = writeln!(out, "Agents (vipx-agent), metrics and status:");
+        for node in &self.nodes {
+            let _ = writeln!(
+                out,
+                "  {:<4} {:<15} sudo ip netns exec {} curl -s http://{}/metrics",
+                node.host.name(),
+                node.host.ipv4(),
+                ns(&node.host),
+                node.api
+            );
+            let _ = writeln!(
+                out,
+                "  {:<20} sudo ip netns exec {} {} status --api http://{}",
+                "",
+                ns(&node.host),
+                self.agent_bin.display(),
+                node.api
+            );
+            let _ = writeln!(
+                out,
+                "  {:<20} log: {}",
+                "",
+                self.lab.log_path(node.host.name(), "vipx-agent").display()
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\nBackends on {} ({}):",
+            self.backend.name(),
+            self.backend.ipv4()
+        );
+        let _ = writeln!(out, "  PostgreSQL :{}", self.postgres.port());
+        for bouncer in &self.pgbouncers {
+            let _ = writeln!(out, "  PgBouncer  :{}", bouncer.port());
+        }
+        let _ = writeln!(out, "\nThe client:");
+        let _ = writeln!(out, "  sudo ip netns exec {} bash", ns(&self.client));
+        if let Some(bouncer) = self.pgbouncers.first() {
+            let _ = writeln!(
+                out,
+                "  sudo ip netns exec {} psql -h {} -p {} -U postgres postgres",
+                ns(&self.client),
+                self.backend.ipv4(),
+                bouncer.port()
+            );
+        }
+        out
+    }
+}
+
+/// The configuration file of one lab node.
+fn node_config(name: &str) -> String {
+    format!(
+        "# Generated by the vipx lab.\n\
+         [node]\nname = \"{name}\"\n\n\
+         [dataplane]\ninterfaces = [\"eth0\"]\nxdp_mode = \"auto\"\n\n\
+         [api]\nlisten = \"0.0.0.0:{API_PORT}\"\n"
+    )
+}

@@ -1,0 +1,119 @@
+//! `cargo xtask lab` comes up, prints how to reach it, and on Ctrl-C
+//! (SIGINT) leaves no namespace and no process of its own behind.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use nix::{sys::signal::Signal, unistd::Pid};
+
+const READY_LINE: &str = "Press Ctrl-C to stop the lab.";
+const UP_TIMEOUT: Duration = Duration::from_secs(180);
+const DOWN_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Kills the lab process if the test fails half-way (its own Drop guards
+/// then do not run, so the sweep below removes what it made).
+struct Reaper(std::process::Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+            let _ = vipx_lab::sweep_stale();
+        }
+    }
+}
+
+#[test]
+fn lab_comes_up_and_ctrl_c_leaves_nothing_behind() {
+    let child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["lab", "--nodes", "2", "--agent-bin"])
+        .arg(vipx_lab::agent_bin())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start xtask lab");
+    let mut lab = Reaper(child);
+    let pid = lab.0.id();
+    let stdout = lab.0.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line.expect("read lab output")).is_err() {
+                break;
+            }
+        }
+    });
+
+    let mut printed = Vec::new();
+    let deadline = Instant::now() + UP_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line == READY_LINE => break,
+            Ok(line) => printed.push(line),
+            Err(err) => panic!(
+                "the lab did not come up within {UP_TIMEOUT:?} ({err}); it printed:\n{}",
+                printed.join("\n")
+            ),
+        }
+    }
+    let text = printed.join("\n");
+    for expected in ["/metrics", "ip netns exec", "psql -h", " status --api"] {
+        assert!(
+            text.contains(expected),
+            "the lab did not print {expected:?}:\n{text}"
+        );
+    }
+
+    let namespaces = vipx_lab::leftovers_of(pid);
+    assert!(
+        namespaces.len() >= 5,
+        "expected hub, 2 nodes, client and backend namespaces, found {namespaces:?}"
+    );
+    let inodes: Vec<u64> = namespaces
+        .iter()
+        .map(|ns| vipx_lab::netns_inode(ns).expect("namespace inode"))
+        .collect();
+    let processes = vipx_lab::processes_in_netns_inodes(&inodes);
+    assert!(
+        processes.len() >= 6,
+        "expected 2 agents, PostgreSQL and 3 PgBouncers in the lab, found pids {processes:?}"
+    );
+
+    nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGINT).expect("send SIGINT");
+    let deadline = Instant::now() + DOWN_TIMEOUT;
+    let status = loop {
+        if let Some(status) = lab.0.try_wait().expect("wait for the lab") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the lab did not exit within {DOWN_TIMEOUT:?} of SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        status.success(),
+        "the lab exited with {status} after SIGINT"
+    );
+    assert_eq!(
+        vipx_lab::leftovers_of(pid),
+        Vec::<String>::new(),
+        "namespaces left behind"
+    );
+    let still: Vec<_> = processes
+        .iter()
+        .filter(|&&p| vipx_lab::pid_alive(p))
+        .collect();
+    assert!(still.is_empty(), "lab processes still alive: {still:?}");
+    assert!(
+        vipx_lab::processes_in_netns_inodes(&inodes).is_empty(),
+        "processes still in the lab's namespaces"
+    );
+}
