@@ -9,3 +9,4 @@ pub mod daemon;
 pub mod dataplane;
 pub mod metrics;
 pub mod status;
+pub mod vip;

@@ -57,8 +57,28 @@ pub mod reason {
     pub const IPV6_EXT: u32 = 6;
     /// IPv4 with a bad version/IHL or an IPv6 header with a bad version.
     pub const BAD_IP_HEADER: u32 = 7;
+    /// A service's packet while this node is not MASTER of its group
+    /// (passed untouched).
+    pub const NOT_MASTER: u32 = 8;
+    /// A service's packet while the agent's lease is stale (passed
+    /// untouched: a hung agent must not keep serving).
+    pub const LEASE_STALE: u32 = 9;
+    /// Forwarded to the backend of an existing flow.
+    pub const FLOW_HIT: u32 = 10;
+    /// A new flow: backend picked by Maglev, flow recorded, forwarded.
+    pub const FLOW_NEW: u32 = 11;
+    /// A backend's reply to a NAT flow, translated back to the client.
+    pub const NAT_REPLY: u32 = 12;
+    /// The service has no usable backend (dropped).
+    pub const NO_BACKEND: u32 = 13;
+    /// No free NAT port for a new flow (dropped).
+    pub const NAT_EXHAUSTED: u32 = 14;
+    /// The backend's MAC is not known yet (dropped; the agent resolves it).
+    pub const NO_NEIGH: u32 = 15;
+    /// A map lookup or update that should not fail did (dropped).
+    pub const MAP_ERROR: u32 = 16;
     /// Number of slots.
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 17;
     /// Metric label of each slot, indexed by slot.
     pub const NAMES: [&str; COUNT as usize] = [
         "malformed",
@@ -69,5 +89,14 @@ pub mod reason {
         "no_service",
         "ipv6_ext",
         "bad_ip_header",
+        "not_master",
+        "lease_stale",
+        "flow_hit",
+        "flow_new",
+        "nat_reply",
+        "no_backend",
+        "nat_exhausted",
+        "no_neigh",
+        "map_error",
     ];
 }

@@ -8,8 +8,13 @@
 #![no_std]
 
 pub mod counters;
+pub mod csum;
+pub mod flow;
+pub mod service;
 
 pub use counters::{Counter, action, reason};
+pub use flow::{Flow, FlowKey, NatEntry};
+pub use service::{Backend, Group, Service, ServiceKey};
 
 /// Name of the per-CPU array of [`Counter`]s indexed by XDP action
 /// (see [`action`]).
@@ -17,6 +22,23 @@ pub const MAP_ACTIONS: &str = "VIPX_ACTIONS";
 /// Name of the per-CPU array of [`Counter`]s indexed by decision reason
 /// (see [`reason`]).
 pub const MAP_REASONS: &str = "VIPX_REASONS";
+
+/// Name of the `ServiceKey -> Service` hash map.
+pub const MAP_SERVICES: &str = "VIPX_SERVICES";
+/// Name of the backend array (`Backend`, by backend id).
+pub const MAP_BACKENDS: &str = "VIPX_BACKENDS";
+/// Name of the Maglev array (backend ids; see `service::maglev_index`).
+pub const MAP_MAGLEV: &str = "VIPX_MAGLEV";
+/// Name of the VIP group array (`Group`, by group id).
+pub const MAP_GROUPS: &str = "VIPX_GROUPS";
+/// Name of the flow LRU hash (`FlowKey -> Flow`).
+pub const MAP_FLOWS: &str = "VIPX_FLOWS";
+/// Name of the NAT reverse LRU hash (`FlowKey -> NatEntry`).
+pub const MAP_NAT: &str = "VIPX_NAT";
+/// Name of the per-CPU per-service counters (by service id).
+pub const MAP_SERVICE_STATS: &str = "VIPX_SERVICE_STATS";
+/// Name of the per-CPU per-backend counters (by backend id).
+pub const MAP_BACKEND_STATS: &str = "VIPX_BACKEND_STATS";
 
 /// Name of the main XDP program in the object.
 pub const PROG_MAIN: &str = "vipx_xdp";

@@ -6,17 +6,59 @@
 #![no_std]
 #![no_main]
 
+mod lb;
 mod parse;
+mod rewrite;
 
 use aya_ebpf::{
     bindings::xdp_action,
     macros::{map, xdp},
-    maps::PerCpuArray,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::XdpContext,
 };
-use vipx_common::{Counter, action, reason};
+use vipx_common::{
+    Backend, Counter, Flow, FlowKey, Group, NatEntry, Service, ServiceKey, action,
+    flow::DEFAULT_FLOW_ENTRIES,
+    reason,
+    service::{MAGLEV_ENTRIES, MAX_BACKENDS, MAX_GROUPS, MAX_SERVICES},
+};
 
 use crate::parse::{L4, parse};
+
+/// Services by VIP:port/protocol.
+#[map(name = "VIPX_SERVICES")]
+static VIPX_SERVICES: HashMap<ServiceKey, Service> = HashMap::with_max_entries(MAX_SERVICES, 0);
+
+/// Backends by id.
+#[map(name = "VIPX_BACKENDS")]
+static VIPX_BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+/// Maglev tables: two halves per service, backend ids.
+#[map(name = "VIPX_MAGLEV")]
+static VIPX_MAGLEV: Array<u32> = Array::with_max_entries(MAGLEV_ENTRIES, 0);
+
+/// VIP groups: master flag and agent lease.
+#[map(name = "VIPX_GROUPS")]
+static VIPX_GROUPS: Array<Group> = Array::with_max_entries(MAX_GROUPS, 0);
+
+/// The flow table (client -> VIP direction). The agent sizes it from its
+/// configuration at load time.
+#[map(name = "VIPX_FLOWS")]
+static VIPX_FLOWS: LruHashMap<FlowKey, Flow> =
+    LruHashMap::with_max_entries(DEFAULT_FLOW_ENTRIES, 0);
+
+/// NAT reverse entries (backend -> VIP:nat-port direction).
+#[map(name = "VIPX_NAT")]
+static VIPX_NAT: LruHashMap<FlowKey, NatEntry> =
+    LruHashMap::with_max_entries(DEFAULT_FLOW_ENTRIES, 0);
+
+/// Per-service counters, by service id.
+#[map(name = "VIPX_SERVICE_STATS")]
+static VIPX_SERVICE_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_SERVICES, 0);
+
+/// Per-backend counters, by backend id.
+#[map(name = "VIPX_BACKEND_STATS")]
+static VIPX_BACKEND_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
 
 /// Per-action counters, indexed by the XDP action itself.
 #[map(name = "VIPX_ACTIONS")]
@@ -30,7 +72,7 @@ static VIPX_REASONS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(reason
 #[xdp]
 pub fn vipx_xdp(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u64;
-    let (verdict, why) = decide(&ctx);
+    let (verdict, why) = decide(&ctx, len);
     bump(&VIPX_REASONS, why, len);
     bump(&VIPX_ACTIONS, verdict, len);
     verdict
@@ -45,16 +87,25 @@ pub fn vipx_pass(_ctx: XdpContext) -> u32 {
 }
 
 #[inline(always)]
-fn decide(ctx: &XdpContext) -> (u32, u32) {
+fn decide(ctx: &XdpContext, len: u64) -> (u32, u32) {
     let pkt = match parse(ctx) {
         Ok(pkt) => pkt,
         Err(why) => return (xdp_action::XDP_PASS, why),
     };
-    let why = match pkt.l4 {
-        L4::Vrrp { .. } => reason::VRRP,
-        L4::Tcp { .. } | L4::Udp { .. } => reason::NO_SERVICE,
-    };
-    (xdp_action::XDP_PASS, why)
+    match pkt.l4 {
+        L4::Vrrp { .. } => (xdp_action::XDP_PASS, reason::VRRP),
+        L4::Tcp { .. } | L4::Udp { .. } => lb::handle(ctx, &pkt, len),
+    }
+}
+
+#[inline(always)]
+fn bump_service(id: u32, len: u64) {
+    bump(&VIPX_SERVICE_STATS, id, len);
+}
+
+#[inline(always)]
+fn bump_backend(id: u32, len: u64) {
+    bump(&VIPX_BACKEND_STATS, id, len);
 }
 
 #[inline(always)]

@@ -19,8 +19,8 @@ const IPV4_MIN_HLEN: usize = 20;
 const IPV6_HLEN: usize = 40;
 /// IPv4 flags/fragment offset: MF bit and the 13-bit offset.
 const IPV4_MF_OFFSET_MASK: u16 = 0x3fff;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
 /// VRRP (RFC 5798 section 5.1.1.4).
 const IPPROTO_VRRP: u8 = 112;
 const IPPROTO_FRAGMENT: u8 = 44;
@@ -33,10 +33,6 @@ const TCP_MIN_HLEN: usize = 20;
 const UDP_HLEN: usize = 8;
 
 /// The L3 header found.
-#[expect(
-    dead_code,
-    reason = "header offsets and ports are read by the service lookup and the rewriters"
-)]
 #[derive(Clone, Copy)]
 pub enum L3 {
     V4 { off: usize },
@@ -46,7 +42,7 @@ pub enum L3 {
 /// The L4 header found.
 #[expect(
     dead_code,
-    reason = "header offsets and ports are read by the service lookup and the rewriters"
+    reason = "the VRRP offset is read by the advert recorder (election)"
 )]
 #[derive(Clone, Copy)]
 pub enum L4 {
@@ -56,10 +52,6 @@ pub enum L4 {
 }
 
 /// A parsed frame: where its headers are.
-#[expect(
-    dead_code,
-    reason = "header offsets and ports are read by the service lookup and the rewriters"
-)]
 #[derive(Clone, Copy)]
 pub struct Packet {
     pub l3: L3,
@@ -77,8 +69,14 @@ pub fn bytes<const N: usize>(ctx: &XdpContext, off: usize) -> Option<*const [u8;
     Some((start + off) as *const [u8; N])
 }
 
+/// A bounds-checked mutable pointer to `N` bytes at `off`.
 #[inline(always)]
-fn u8_at(ctx: &XdpContext, off: usize) -> Option<u8> {
+pub fn bytes_mut<const N: usize>(ctx: &XdpContext, off: usize) -> Option<*mut [u8; N]> {
+    bytes::<N>(ctx, off).map(|p| p as *mut [u8; N])
+}
+
+#[inline(always)]
+pub fn u8_at(ctx: &XdpContext, off: usize) -> Option<u8> {
     // SAFETY: `bytes` checked that the byte lies inside the frame.
     bytes::<1>(ctx, off).map(|p| unsafe { (*p)[0] })
 }

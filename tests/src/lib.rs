@@ -19,6 +19,7 @@
 //! remove what a killed process left.
 
 mod cluster;
+pub mod frames;
 mod host;
 pub mod http;
 mod lab;

@@ -1,15 +1,17 @@
 //! Loading the embedded XDP object and attaching it to interfaces.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use aya::{
     Ebpf, EbpfLoader,
     programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use tracing::{info, warn};
-use vipx_common::{MAP_ACTIONS, MAP_REASONS, PROG_MAIN, PROG_PASS};
+use vipx_common::{
+    MAP_ACTIONS, MAP_FLOWS, MAP_NAT, MAP_REASONS, PROG_MAIN, PROG_PASS, flow::DEFAULT_FLOW_ENTRIES,
+};
 
-use super::counters::CounterMaps;
+use super::{counters::CounterMaps, maps::Maps};
 use crate::config::XdpModeConfig;
 
 /// The XDP object built by `cargo xtask build-ebpf`, embedded at build time
@@ -62,6 +64,10 @@ pub enum DataplaneError {
     },
     #[error("XDP is not attached to {0}")]
     NotAttached(String),
+    #[error("the data plane has no room for more {0}")]
+    Full(&'static str),
+    #[error("Maglev table: {0}")]
+    Maglev(#[from] super::maglev::MaglevError),
 }
 
 /// The XDP mode an attachment actually uses.
@@ -102,22 +108,33 @@ pub struct Dataplane {
     ebpf: Ebpf,
     links: BTreeMap<String, (AttachedMode, XdpLinkId)>,
     counters: CounterMaps,
+    maps: Arc<Maps>,
 }
 
 impl Dataplane {
     /// Loads the embedded XDP object into the kernel (nothing is attached
     /// yet).
     pub fn load() -> Result<Self, DataplaneError> {
-        Self::load_object(EBPF_OBJECT)
+        Self::load_with(DEFAULT_FLOW_ENTRIES)
+    }
+
+    /// Loads the embedded object with a flow table (and NAT table) of
+    /// `flow_entries` entries.
+    pub fn load_with(flow_entries: u32) -> Result<Self, DataplaneError> {
+        Self::load_object(EBPF_OBJECT, flow_entries)
     }
 
     /// Loads an XDP object given as bytes.
-    pub fn load_object(object: &[u8]) -> Result<Self, DataplaneError> {
+    pub fn load_object(object: &[u8], flow_entries: u32) -> Result<Self, DataplaneError> {
         if object.is_empty() {
             return Err(DataplaneError::NoObject);
         }
         raise_memlock_limit();
-        let mut ebpf = EbpfLoader::new().load(object).map_err(Box::new)?;
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(MAP_FLOWS, flow_entries)
+            .map_max_entries(MAP_NAT, flow_entries)
+            .load(object)
+            .map_err(Box::new)?;
         for name in [PROG_MAIN, PROG_PASS] {
             program_mut(&mut ebpf, name)?
                 .load()
@@ -127,10 +144,12 @@ impl Dataplane {
                 })?;
         }
         let counters = CounterMaps::take(&mut ebpf)?;
+        let maps = Arc::new(Maps::take(&mut ebpf)?);
         Ok(Self {
             ebpf,
             links: BTreeMap::new(),
             counters,
+            maps,
         })
     }
 
@@ -182,6 +201,11 @@ impl Dataplane {
                 mode: *mode,
             })
             .collect()
+    }
+
+    /// The load-balancing maps (services, backends, Maglev, groups, flows).
+    pub fn maps(&self) -> Arc<Maps> {
+        Arc::clone(&self.maps)
     }
 
     /// The counter maps (shared with the metrics endpoint).

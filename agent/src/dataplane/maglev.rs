@@ -132,7 +132,7 @@ pub enum MaglevError {
 }
 
 /// Whether `n` is a prime number (trial division: at most 2^16 steps).
-fn is_prime(n: u32) -> bool {
+pub fn is_prime(n: u32) -> bool {
     let n = u64::from(n);
     n >= 2
         && (2..)

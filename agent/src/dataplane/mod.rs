@@ -2,8 +2,16 @@
 //! read and write of its maps. Nothing else in the agent touches a BPF map.
 
 mod counters;
+mod flows;
+mod groups;
 mod loader;
 pub mod maglev;
+mod maps;
+mod services;
 
 pub use counters::{CounterMaps, CounterSnapshot};
+pub use flows::{FlowCollector, FlowStats, FlowTimeouts};
+pub use groups::{GroupStates, monotonic_ns};
 pub use loader::{AttachedMode, Attachment, Dataplane, DataplaneError};
+pub use maps::Maps;
+pub use services::{BackendSpec, ServiceSpec, ServiceTable, addr_bytes};

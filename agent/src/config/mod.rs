@@ -4,13 +4,23 @@
 //! Every error names the file, the line and the column it comes from, so a
 //! bad line is found at once; a bad file never replaces a running config.
 
+mod group;
+mod service;
+
 use std::{
     fmt,
     net::SocketAddr,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use serde::Deserialize;
+use toml::Spanned;
+
+pub use group::{GroupConfig, InitialState, VipCidr};
+pub use service::{
+    BackendConfig, DEFAULT_MAGLEV_SIZE, Mode, PortRange, Protocol, ServiceConfig, is_prime,
+};
 
 /// Where the daemon looks for its configuration by default.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/vipx/vipx.toml";
@@ -49,6 +59,12 @@ pub struct Config {
     /// HTTP API and Prometheus endpoint.
     #[serde(default)]
     pub api: ApiConfig,
+    /// VIP groups (`[[group]]`).
+    #[serde(default, rename = "group")]
+    pub groups: Vec<Spanned<GroupConfig>>,
+    /// Services (`[[service]]`).
+    #[serde(default, rename = "service")]
+    pub services: Vec<Spanned<ServiceConfig>>,
 }
 
 /// `[node]`
@@ -82,6 +98,44 @@ pub struct DataplaneConfig {
     /// How to attach: `auto` tries driver mode and falls back to generic.
     #[serde(default)]
     pub xdp_mode: XdpModeConfig,
+    /// Entries of the flow table (and of the NAT table).
+    #[serde(default = "default_flow_table_size")]
+    pub flow_table_size: u32,
+    /// How long the data plane keeps serving after the agent's last lease
+    /// refresh: a hung agent stops serving after this.
+    #[serde(default = "default_lease_timeout", with = "humantime_serde")]
+    pub lease_timeout: Duration,
+    /// How often the agent refreshes its lease.
+    #[serde(default = "default_lease_refresh", with = "humantime_serde")]
+    pub lease_refresh: Duration,
+    /// Idle TCP flows are forgotten after this.
+    #[serde(default = "default_tcp_idle", with = "humantime_serde")]
+    pub tcp_idle_timeout: Duration,
+    /// Idle UDP flows are forgotten after this.
+    #[serde(default = "default_udp_idle", with = "humantime_serde")]
+    pub udp_idle_timeout: Duration,
+    /// TCP flows that saw a FIN both ways are forgotten after this.
+    #[serde(default = "default_fin_timeout", with = "humantime_serde")]
+    pub fin_timeout: Duration,
+}
+
+fn default_flow_table_size() -> u32 {
+    vipx_common::flow::DEFAULT_FLOW_ENTRIES
+}
+fn default_lease_timeout() -> Duration {
+    Duration::from_millis(100)
+}
+fn default_lease_refresh() -> Duration {
+    Duration::from_millis(10)
+}
+fn default_tcp_idle() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_udp_idle() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_fin_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// An interface name, checked against the kernel's limits.
@@ -194,7 +248,113 @@ impl Config {
                 ));
             }
         }
+        let dp = &self.dataplane;
+        if dp.lease_refresh.is_zero() || dp.lease_refresh >= dp.lease_timeout {
+            return Err(invalid(
+                path,
+                text,
+                find_key(text, "lease_refresh")
+                    .or_else(|| find_key(text, "lease_timeout"))
+                    .unwrap_or(0),
+                "dataplane.lease_refresh must be non-zero and shorter than lease_timeout"
+                    .to_owned(),
+            ));
+        }
+        if dp.flow_table_size < 1024 {
+            return Err(invalid(
+                path,
+                text,
+                at_key("flow_table_size"),
+                "dataplane.flow_table_size must be at least 1024".to_owned(),
+            ));
+        }
+        self.check_groups(path, text)?;
+        self.check_services(path, text)
+    }
+
+    fn check_groups(&self, path: &Path, text: &str) -> Result<(), ConfigError> {
+        use vipx_common::service::MAX_GROUPS;
+        let mut names = std::collections::HashSet::new();
+        let mut vrids = std::collections::HashSet::new();
+        for (i, group) in self.groups.iter().enumerate() {
+            let at = group.span().start;
+            let group = group.get_ref();
+            let fail = |message: String| Err(invalid(path, text, at, message));
+            if i >= MAX_GROUPS as usize {
+                return fail(format!("at most {MAX_GROUPS} groups"));
+            }
+            group.check().or_else(fail)?;
+            if !names.insert(group.name.as_str()) {
+                return fail(format!("group {}: the name is used twice", group.name));
+            }
+            if !vrids.insert(group.vrid) {
+                return fail(format!(
+                    "group {}: vrid {} is used twice",
+                    group.name, group.vrid
+                ));
+            }
+        }
         Ok(())
+    }
+
+    fn check_services(&self, path: &Path, text: &str) -> Result<(), ConfigError> {
+        use vipx_common::service::MAX_SERVICES;
+        let mut keys = std::collections::HashSet::new();
+        let mut names = std::collections::HashSet::new();
+        for (i, service) in self.services.iter().enumerate() {
+            let at = service.span().start;
+            let service = service.get_ref();
+            let fail = |message: String| Err(invalid(path, text, at, message));
+            if i >= MAX_SERVICES as usize {
+                return fail(format!("at most {MAX_SERVICES} services"));
+            }
+            service.check().or_else(fail)?;
+            if !names.insert(service.name.as_str()) {
+                return fail(format!("service {}: the name is used twice", service.name));
+            }
+            if !keys.insert((service.vip, service.port, service.protocol)) {
+                return fail(format!(
+                    "service {}: {}:{} is already a service",
+                    service.name, service.vip, service.port
+                ));
+            }
+            match self.service_group(service) {
+                Some(group) if self.groups[group].get_ref().holds(service.vip) => {}
+                Some(group) => {
+                    return fail(format!(
+                        "service {}: group {} does not hold the VIP {}",
+                        service.name,
+                        self.groups[group].get_ref().name,
+                        service.vip
+                    ));
+                }
+                None => {
+                    return fail(format!(
+                        "service {}: no [[group]] holds the VIP {}{}",
+                        service.name,
+                        service.vip,
+                        service
+                            .group
+                            .as_ref()
+                            .map(|g| format!(" (group {g} is not defined)"))
+                            .unwrap_or_default()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Index in `groups` of the group that serves `service`: the one it
+    /// names, or the one holding its VIP.
+    pub fn service_group(&self, service: &ServiceConfig) -> Option<usize> {
+        match &service.group {
+            Some(name) => self.groups.iter().position(|g| &g.get_ref().name == name),
+            None => self
+                .groups
+                .iter()
+                .position(|g| g.get_ref().holds(service.vip)),
+        }
     }
 }
 

@@ -1,0 +1,117 @@
+//! The flow table's upkeep: forgetting idle and closed flows (which frees
+//! their NAT ports) and counting what is in use.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
+
+use vipx_common::{
+    FlowKey,
+    flow::{FLOW_F_FIN_BACKEND, FLOW_F_FIN_CLIENT, nat_key},
+};
+
+use super::{
+    groups::monotonic_ns,
+    maps::{Maps, lock},
+};
+
+/// When flows are forgotten.
+#[derive(Clone, Copy, Debug)]
+pub struct FlowTimeouts {
+    pub tcp_idle: Duration,
+    pub udp_idle: Duration,
+    /// After a FIN was seen both ways.
+    pub fin: Duration,
+}
+
+/// What one collection found, per service id.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlowStats {
+    /// Flows per service id.
+    pub flows: HashMap<u32, u64>,
+    /// NAT ports in use per service id.
+    pub nat_ports: HashMap<u32, u64>,
+    /// Flows forgotten by this collection.
+    pub expired: u64,
+    /// NAT entries without a flow, removed.
+    pub orphans: u64,
+}
+
+/// Forgets expired flows; keeps what it needs between runs.
+pub struct FlowCollector {
+    maps: Arc<Maps>,
+    timeouts: FlowTimeouts,
+    /// NAT entries without a flow at the previous run. The XDP program
+    /// inserts the NAT entry just before the flow, so an entry is removed
+    /// only when it is still an orphan one run later.
+    orphans: HashSet<FlowKey>,
+}
+
+impl FlowCollector {
+    pub fn new(maps: Arc<Maps>, timeouts: FlowTimeouts) -> Self {
+        Self {
+            maps,
+            timeouts,
+            orphans: HashSet::new(),
+        }
+    }
+
+    /// Removes expired flows and their NAT entries, then NAT entries whose
+    /// flow is gone (evicted by the LRU), and counts what stays.
+    pub fn collect(&mut self) -> FlowStats {
+        let (stats, orphans) = collect(&self.maps, self.timeouts, &self.orphans);
+        self.orphans = orphans;
+        stats
+    }
+}
+
+fn collect(
+    maps: &Arc<Maps>,
+    timeouts: FlowTimeouts,
+    seen_orphans: &HashSet<FlowKey>,
+) -> (FlowStats, HashSet<FlowKey>) {
+    let now = monotonic_ns();
+    let mut orphans = HashSet::new();
+    let mut stats = FlowStats::default();
+    for (key, flow) in maps.flows() {
+        let idle = Duration::from_nanos(now.saturating_sub(flow.last_seen_ns));
+        let closed = flow.flags & (FLOW_F_FIN_CLIENT | FLOW_F_FIN_BACKEND)
+            == (FLOW_F_FIN_CLIENT | FLOW_F_FIN_BACKEND);
+        let limit = if closed {
+            timeouts.fin
+        } else if key.proto == 6 {
+            timeouts.tcp_idle
+        } else {
+            timeouts.udp_idle
+        };
+        if idle <= limit {
+            *stats.flows.entry(flow.service).or_default() += 1;
+            continue;
+        }
+        let _ = lock(&maps.flows).remove(&key);
+        stats.expired += 1;
+        if flow.nat_port != 0
+            && let Some(backend) = maps.backend(flow.backend)
+        {
+            let _ =
+                lock(&maps.nat).remove(&nat_key(&key, backend.addr, backend.port, flow.nat_port));
+        }
+    }
+    for (key, entry) in maps.nat_entries() {
+        match maps.flow(&entry.client) {
+            Some(flow) if flow.nat_port == key.dport => {
+                *stats.nat_ports.entry(entry.service).or_default() += 1;
+            }
+            _ if seen_orphans.contains(&key) => {
+                let _ = lock(&maps.nat).remove(&key);
+                stats.orphans += 1;
+            }
+            _ => {
+                orphans.insert(key);
+            }
+        }
+    }
+    (stats, orphans)
+}

@@ -1,0 +1,134 @@
+//! Typed handles on every map of the XDP object. All writes go through
+//! here; each map sits behind its own lock so the lease refresher, the flow
+//! collector and the service writer never wait on each other for long.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray},
+};
+use vipx_common::{
+    Backend, Counter, Flow, FlowKey, Group, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_FLOWS, MAP_GROUPS,
+    MAP_MAGLEV, MAP_NAT, MAP_SERVICE_STATS, MAP_SERVICES, NatEntry, Service, ServiceKey,
+};
+
+use super::loader::DataplaneError;
+
+/// The load-balancing maps.
+pub struct Maps {
+    pub(super) services: Mutex<HashMap<MapData, ServiceKey, Service>>,
+    pub(super) backends: Mutex<Array<MapData, Backend>>,
+    pub(super) maglev: Mutex<Array<MapData, u32>>,
+    pub(super) groups: Mutex<Array<MapData, Group>>,
+    pub(super) flows: Mutex<HashMap<MapData, FlowKey, Flow>>,
+    pub(super) nat: Mutex<HashMap<MapData, FlowKey, NatEntry>>,
+    pub(super) service_stats: PerCpuArray<MapData, Counter>,
+    pub(super) backend_stats: PerCpuArray<MapData, Counter>,
+}
+
+/// Locks a map, also after a panic elsewhere (map handles hold no
+/// invariants of their own).
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataplaneError>
+where
+    T: TryFrom<aya::maps::Map, Error = MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or(DataplaneError::Missing { kind: "map", name })?;
+    T::try_from(map).map_err(|source| DataplaneError::Map { name, source })
+}
+
+impl Maps {
+    pub(super) fn take(ebpf: &mut Ebpf) -> Result<Self, DataplaneError> {
+        Ok(Self {
+            services: Mutex::new(take(ebpf, MAP_SERVICES)?),
+            backends: Mutex::new(take(ebpf, MAP_BACKENDS)?),
+            maglev: Mutex::new(take(ebpf, MAP_MAGLEV)?),
+            groups: Mutex::new(take(ebpf, MAP_GROUPS)?),
+            flows: Mutex::new(take(ebpf, MAP_FLOWS)?),
+            nat: Mutex::new(take(ebpf, MAP_NAT)?),
+            service_stats: take(ebpf, MAP_SERVICE_STATS)?,
+            backend_stats: take(ebpf, MAP_BACKEND_STATS)?,
+        })
+    }
+
+    /// Packets and bytes of one service (summed over CPUs).
+    pub fn service_counter(&self, id: u32) -> Result<Counter, DataplaneError> {
+        sum(&self.service_stats, MAP_SERVICE_STATS, id)
+    }
+
+    /// Packets and bytes of one backend (summed over CPUs).
+    pub fn backend_counter(&self, id: u32) -> Result<Counter, DataplaneError> {
+        sum(&self.backend_stats, MAP_BACKEND_STATS, id)
+    }
+
+    /// One flow, if the table has it.
+    pub fn flow(&self, key: &FlowKey) -> Option<Flow> {
+        lock(&self.flows).get(key, 0).ok()
+    }
+
+    /// Every flow in the table.
+    pub fn flows(&self) -> Vec<(FlowKey, Flow)> {
+        lock(&self.flows).iter().filter_map(Result::ok).collect()
+    }
+
+    /// Every NAT entry in the table.
+    pub fn nat_entries(&self) -> Vec<(FlowKey, NatEntry)> {
+        lock(&self.nat).iter().filter_map(Result::ok).collect()
+    }
+
+    /// Inserts (or replaces) a flow and, for nat mode, its NAT entry: how
+    /// replicated flows enter a peer's table.
+    pub fn insert_flow(
+        &self,
+        key: &FlowKey,
+        flow: &Flow,
+        nat: Option<(&FlowKey, &NatEntry)>,
+    ) -> Result<(), DataplaneError> {
+        if let Some((nat_key, entry)) = nat {
+            lock(&self.nat)
+                .insert(nat_key, entry, 0)
+                .map_err(|source| DataplaneError::Map {
+                    name: MAP_NAT,
+                    source,
+                })?;
+        }
+        lock(&self.flows)
+            .insert(key, flow, 0)
+            .map_err(|source| DataplaneError::Map {
+                name: MAP_FLOWS,
+                source,
+            })
+    }
+
+    /// The backend entry of an id.
+    pub fn backend(&self, id: u32) -> Option<Backend> {
+        lock(&self.backends).get(&id, 0).ok()
+    }
+
+    /// The group entry of an id.
+    pub fn group(&self, id: u32) -> Option<Group> {
+        lock(&self.groups).get(&id, 0).ok()
+    }
+
+    /// The service entry of a key.
+    pub fn service(&self, key: &ServiceKey) -> Option<Service> {
+        lock(&self.services).get(key, 0).ok()
+    }
+}
+
+fn sum(
+    map: &PerCpuArray<MapData, Counter>,
+    name: &'static str,
+    slot: u32,
+) -> Result<Counter, DataplaneError> {
+    let values = map
+        .get(&slot, 0)
+        .map_err(|source| DataplaneError::Map { name, source })?;
+    Ok(values.iter().fold(Counter::default(), |acc, c| acc.add(*c)))
+}

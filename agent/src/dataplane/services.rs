@@ -1,0 +1,390 @@
+//! Services and backends in the data plane: ids, backend entries, Maglev
+//! tables written to the inactive half and flipped atomically.
+
+use std::{collections::HashMap, net::IpAddr, sync::Arc};
+
+use tracing::{info, warn};
+use vipx_common::{
+    Backend, Service, ServiceKey,
+    service::{
+        BACKEND_F_ACTIVE, FAMILY_V4, FAMILY_V6, MAX_BACKENDS, MAX_SERVICES, MODE_DSR, MODE_NAT,
+        maglev_index,
+    },
+};
+
+use super::{
+    loader::DataplaneError,
+    maglev::{self, BackendKey, MaglevBackend},
+    maps::{Maps, lock},
+};
+use crate::config::{Mode, PortRange};
+
+/// What one service should look like in the data plane.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceSpec {
+    pub name: String,
+    pub vip: IpAddr,
+    pub port: u16,
+    /// IP protocol number.
+    pub protocol: u8,
+    pub mode: Mode,
+    /// Group id (index of the `[[group]]`).
+    pub group: u32,
+    pub maglev_size: u32,
+    pub nat_ports: PortRange,
+    pub backends: Vec<BackendSpec>,
+}
+
+/// One backend as the data plane should see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendSpec {
+    pub addr: IpAddr,
+    pub port: u16,
+    /// Effective weight: 0 when drained or down (no new flows).
+    pub weight: u32,
+}
+
+/// A service as installed.
+struct Installed {
+    spec: ServiceSpec,
+    /// Active Maglev half.
+    table: u32,
+    /// Backend id of every slot of the active half (empty: no backend).
+    slots: Vec<u32>,
+}
+
+/// Writes services, backends and Maglev tables.
+pub struct ServiceTable {
+    maps: Arc<Maps>,
+    dry_run: bool,
+    service_ids: HashMap<ServiceKey, u32>,
+    backend_ids: HashMap<(IpAddr, u16), u32>,
+    macs: HashMap<IpAddr, [u8; 6]>,
+    installed: HashMap<u32, Installed>,
+}
+
+/// Map address bytes and family of an address.
+pub fn addr_bytes(addr: IpAddr) -> ([u8; 16], u8) {
+    let mut bytes = [0u8; 16];
+    match addr {
+        IpAddr::V4(v4) => {
+            bytes[..4].copy_from_slice(&v4.octets());
+            (bytes, FAMILY_V4)
+        }
+        IpAddr::V6(v6) => (v6.octets(), FAMILY_V6),
+    }
+}
+
+impl ServiceSpec {
+    /// The key of this service in the services map.
+    pub fn key(&self) -> ServiceKey {
+        let (addr, family) = addr_bytes(self.vip);
+        ServiceKey {
+            addr,
+            port: self.port,
+            proto: self.protocol,
+            family,
+        }
+    }
+}
+
+impl ServiceTable {
+    /// `dry_run` (HA debug mode): log the flips instead of making them.
+    pub fn new(maps: Arc<Maps>, dry_run: bool) -> Self {
+        Self {
+            maps,
+            dry_run,
+            service_ids: HashMap::new(),
+            backend_ids: HashMap::new(),
+            macs: HashMap::new(),
+            installed: HashMap::new(),
+        }
+    }
+
+    /// Id of an installed service.
+    pub fn service_id(&self, key: &ServiceKey) -> Option<u32> {
+        self.service_ids.get(key).copied()
+    }
+
+    /// Id of a backend (ids are stable for the agent's lifetime).
+    pub fn backend_id(&self, addr: IpAddr, port: u16) -> Option<u32> {
+        self.backend_ids.get(&(addr, port)).copied()
+    }
+
+    /// Names and ids of the installed services, with their backends' ids.
+    pub fn installed(&self) -> Vec<(u32, ServiceSpec, Vec<u32>)> {
+        let mut out: Vec<_> = self
+            .installed
+            .iter()
+            .map(|(id, inst)| {
+                let ids = inst
+                    .spec
+                    .backends
+                    .iter()
+                    .filter_map(|b| self.backend_id(b.addr, b.port))
+                    .collect();
+                (*id, inst.spec.clone(), ids)
+            })
+            .collect();
+        out.sort_by_key(|(id, ..)| *id);
+        out
+    }
+
+    /// Records a backend's next-hop MAC and rewrites its entries.
+    pub fn set_mac(&mut self, addr: IpAddr, mac: [u8; 6]) -> Result<(), DataplaneError> {
+        if self.macs.insert(addr, mac) == Some(mac) {
+            return Ok(());
+        }
+        let ids: Vec<(u16, u32)> = self
+            .backend_ids
+            .iter()
+            .filter(|((a, _), _)| *a == addr)
+            .map(|((_, port), id)| (*port, *id))
+            .collect();
+        for (port, id) in ids {
+            let active = self.is_active(addr, port);
+            self.write_backend(id, addr, port, active)?;
+        }
+        Ok(())
+    }
+
+    /// Backend addresses whose MAC is not known yet.
+    pub fn unresolved(&self) -> Vec<IpAddr> {
+        let mut addrs: Vec<IpAddr> = self
+            .backend_ids
+            .keys()
+            .map(|(addr, _)| *addr)
+            .filter(|addr| !self.macs.contains_key(addr))
+            .collect();
+        addrs.sort();
+        addrs.dedup();
+        addrs
+    }
+
+    /// Every backend address in use.
+    pub fn backend_addrs(&self) -> Vec<IpAddr> {
+        let mut addrs: Vec<IpAddr> = self.backend_ids.keys().map(|(a, _)| *a).collect();
+        addrs.sort();
+        addrs.dedup();
+        addrs
+    }
+
+    fn is_active(&self, addr: IpAddr, port: u16) -> bool {
+        self.installed.values().any(|inst| {
+            inst.spec
+                .backends
+                .iter()
+                .any(|b| b.addr == addr && b.port == port && b.weight > 0)
+        })
+    }
+
+    /// Makes the data plane match `specs`: new and changed services are
+    /// written (Maglev to the inactive half, then one atomic flip), services
+    /// no longer wanted are removed. Existing flows keep their backends.
+    pub fn apply(&mut self, specs: &[ServiceSpec]) -> Result<(), DataplaneError> {
+        let wanted: Vec<ServiceKey> = specs.iter().map(ServiceSpec::key).collect();
+        let stale: Vec<(ServiceKey, u32)> = self
+            .service_ids
+            .iter()
+            .filter(|(key, _)| !wanted.contains(key))
+            .map(|(key, id)| (*key, *id))
+            .collect();
+        for (key, id) in stale {
+            if self.dry_run {
+                info!(service = id, "HA debug: would remove service {id}");
+            } else {
+                let _ = lock(&self.maps.services).remove(&key);
+            }
+            self.service_ids.remove(&key);
+            self.installed.remove(&id);
+        }
+        for spec in specs {
+            self.apply_one(spec)?;
+        }
+        Ok(())
+    }
+
+    fn apply_one(&mut self, spec: &ServiceSpec) -> Result<(), DataplaneError> {
+        let key = spec.key();
+        let id = match self.service_ids.get(&key) {
+            Some(id) => *id,
+            None => {
+                let id = (0..MAX_SERVICES)
+                    .find(|id| !self.service_ids.values().any(|used| used == id))
+                    .ok_or(DataplaneError::Full("services"))?;
+                self.service_ids.insert(key, id);
+                id
+            }
+        };
+        if self
+            .installed
+            .get(&id)
+            .is_some_and(|inst| inst.spec == *spec)
+        {
+            return Ok(());
+        }
+        let mut ids = Vec::with_capacity(spec.backends.len());
+        for backend in &spec.backends {
+            ids.push(self.backend_id_or_new(backend.addr, backend.port)?);
+        }
+        let previous = self.installed.remove(&id);
+        // Backend entries first: a table never points at an unwritten one.
+        self.installed.insert(
+            id,
+            Installed {
+                spec: spec.clone(),
+                table: previous.as_ref().map_or(1, |p| p.table),
+                slots: Vec::new(),
+            },
+        );
+        for (backend, id) in spec.backends.iter().zip(&ids) {
+            let active = self.is_active(backend.addr, backend.port);
+            self.write_backend(*id, backend.addr, backend.port, active)?;
+        }
+        let slots = maglev_slots(spec, &ids)?;
+        let old_slots = previous
+            .as_ref()
+            .map(|p| p.slots.as_slice())
+            .unwrap_or_default();
+        let moved = moved(old_slots, &slots);
+        let table = previous.as_ref().map_or(0, |p| 1 - p.table);
+        if self.dry_run {
+            info!(service = %spec.name, "HA debug: would write Maglev half {table} and flip ({moved} slots move)");
+        } else {
+            self.write_table(id, table, &slots)?;
+            self.write_service(spec, id, table, &slots)?;
+            info!(
+                service = %spec.name,
+                id,
+                backends = slots_backends(&slots),
+                "service installed: Maglev half {table} active, {moved} of {} slots moved",
+                slots.len()
+            );
+        }
+        if let Some(inst) = self.installed.get_mut(&id) {
+            inst.table = table;
+            inst.slots = slots;
+        }
+        Ok(())
+    }
+
+    fn backend_id_or_new(&mut self, addr: IpAddr, port: u16) -> Result<u32, DataplaneError> {
+        if let Some(id) = self.backend_ids.get(&(addr, port)) {
+            return Ok(*id);
+        }
+        let id = u32::try_from(self.backend_ids.len()).unwrap_or(u32::MAX);
+        if id >= MAX_BACKENDS {
+            return Err(DataplaneError::Full("backends"));
+        }
+        self.backend_ids.insert((addr, port), id);
+        Ok(id)
+    }
+
+    fn write_backend(
+        &self,
+        id: u32,
+        addr: IpAddr,
+        port: u16,
+        active: bool,
+    ) -> Result<(), DataplaneError> {
+        let (bytes, family) = addr_bytes(addr);
+        let entry = Backend {
+            addr: bytes,
+            port,
+            family,
+            flags: if active { BACKEND_F_ACTIVE } else { 0 },
+            mac: self.macs.get(&addr).copied().unwrap_or_default(),
+            _pad: [0; 2],
+        };
+        if self.dry_run {
+            return Ok(());
+        }
+        lock(&self.maps.backends)
+            .set(id, entry, 0)
+            .map_err(|source| DataplaneError::Map {
+                name: vipx_common::MAP_BACKENDS,
+                source,
+            })
+    }
+
+    fn write_table(&self, id: u32, table: u32, slots: &[u32]) -> Result<(), DataplaneError> {
+        let mut maglev = lock(&self.maps.maglev);
+        for (slot, backend) in (0u32..).zip(slots) {
+            maglev
+                .set(maglev_index(id, table, slot), backend, 0)
+                .map_err(|source| DataplaneError::Map {
+                    name: vipx_common::MAP_MAGLEV,
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    fn write_service(
+        &self,
+        spec: &ServiceSpec,
+        id: u32,
+        table: u32,
+        slots: &[u32],
+    ) -> Result<(), DataplaneError> {
+        let value = Service {
+            id,
+            group: spec.group,
+            table,
+            table_size: u32::try_from(slots.len()).unwrap_or(0),
+            mode: match spec.mode {
+                Mode::Nat => MODE_NAT,
+                Mode::Dsr => MODE_DSR,
+            },
+            _pad: [0; 3],
+            nat_port_first: spec.nat_ports.first,
+            nat_port_last: spec.nat_ports.last,
+        };
+        // One update of the whole value: packets see the old table or the
+        // new one, never a mix.
+        lock(&self.maps.services)
+            .insert(spec.key(), value, 0)
+            .map_err(|source| DataplaneError::Map {
+                name: vipx_common::MAP_SERVICES,
+                source,
+            })
+    }
+}
+
+/// The backend id of every Maglev slot; empty when no backend takes new
+/// flows (the data plane then refuses them, loudly counted).
+fn maglev_slots(spec: &ServiceSpec, ids: &[u32]) -> Result<Vec<u32>, DataplaneError> {
+    let backends: Vec<MaglevBackend> = spec
+        .backends
+        .iter()
+        .map(|b| MaglevBackend {
+            key: BackendKey {
+                addr: b.addr,
+                port: b.port,
+            },
+            weight: b.weight,
+        })
+        .collect();
+    match maglev::build(&backends, spec.maglev_size) {
+        Ok(table) => Ok(table.into_iter().map(|index| ids[index as usize]).collect()),
+        Err(maglev::MaglevError::NoBackends) => {
+            warn!(service = %spec.name, "no backend takes new flows: new connections are refused");
+            Ok(Vec::new())
+        }
+        Err(err) => Err(DataplaneError::Maglev(err)),
+    }
+}
+
+fn moved(old: &[u32], new: &[u32]) -> usize {
+    if old.len() != new.len() {
+        return new.len();
+    }
+    old.iter().zip(new).filter(|(a, b)| a != b).count()
+}
+
+fn slots_backends(slots: &[u32]) -> usize {
+    let mut ids: Vec<u32> = slots.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.len()
+}

@@ -1,0 +1,317 @@
+//! Load balancing: service match, flow table, Maglev, NAT ports, and the
+//! translation of both directions of a flow.
+
+use aya_ebpf::{
+    bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::map, maps::PerCpuArray,
+    programs::XdpContext,
+};
+use vipx_common::{
+    Backend, Flow, FlowKey, NatEntry, Service, ServiceKey,
+    flow::{
+        FLOW_F_FIN_BACKEND, FLOW_F_FIN_CLIENT, NAT_PORT_TRIES, SEED_MAGLEV, SEED_NAT_PORT,
+        flow_hash, nat_key,
+    },
+    reason,
+    service::{FAMILY_V4, FAMILY_V6, MODE_NAT, maglev_index},
+};
+
+use crate::{
+    VIPX_BACKENDS, VIPX_FLOWS, VIPX_GROUPS, VIPX_MAGLEV, VIPX_NAT, VIPX_SERVICES, bump_backend,
+    bump_service,
+    parse::{L3, L4, Packet, bytes, u8_at},
+    rewrite::{Translation, set_macs, translate},
+};
+
+/// Per-CPU scratch space for the values a new flow writes: the BPF stack
+/// (512 bytes) is too small to build them there.
+#[repr(C)]
+struct Scratch {
+    nat_key: FlowKey,
+    entry: NatEntry,
+    flow: Flow,
+}
+
+#[map(name = "VIPX_SCRATCH")]
+static VIPX_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+const BPF_ANY: u64 = 0;
+const BPF_NOEXIST: u64 = 1;
+/// TCP header flag bits (RFC 9293 section 3.1), in the byte at offset 13.
+const TCP_FLAGS_OFF: usize = 13;
+const TCP_FIN: u8 = 0x01;
+const TCP_RST: u8 = 0x04;
+
+/// What the program does with a frame, and why.
+pub type Decision = (u32, u32);
+
+/// The L3/L4 facts of a TCP or UDP frame.
+struct Tuple {
+    key: FlowKey,
+    l4_off: usize,
+    /// TCP flags (0 for UDP).
+    tcp_flags: u8,
+}
+
+/// Decides the fate of a parsed TCP/UDP frame.
+#[inline(always)]
+pub fn handle(ctx: &XdpContext, pkt: &Packet, len: u64) -> Decision {
+    let Some(tuple) = tuple(ctx, pkt) else {
+        return (xdp_action::XDP_PASS, reason::MALFORMED);
+    };
+    let service_key = ServiceKey {
+        addr: tuple.key.dst,
+        port: tuple.key.dport,
+        proto: tuple.key.proto,
+        family: tuple.key.family,
+    };
+    // SAFETY: the agent replaces service values whole (a new element,
+    // RCU-freed), never in place, so the reference stays valid and stable
+    // for this run of the program.
+    if let Some(service) = unsafe { VIPX_SERVICES.get(&service_key) } {
+        return to_backend(ctx, pkt, &tuple, service, len);
+    }
+    // SAFETY: NAT entries are written once, when the flow is created.
+    if let Some(entry) = unsafe { VIPX_NAT.get(&tuple.key) } {
+        return to_client(ctx, pkt, &tuple, entry, len);
+    }
+    (xdp_action::XDP_PASS, reason::NO_SERVICE)
+}
+
+#[inline(always)]
+fn tuple(ctx: &XdpContext, pkt: &Packet) -> Option<Tuple> {
+    let (proto, l4_off, sport, dport) = match pkt.l4 {
+        L4::Tcp { off, sport, dport } => (crate::parse::IPPROTO_TCP, off, sport, dport),
+        L4::Udp { off, sport, dport } => (crate::parse::IPPROTO_UDP, off, sport, dport),
+        L4::Vrrp { .. } => return None,
+    };
+    let mut key = FlowKey {
+        sport,
+        dport,
+        proto,
+        ..FlowKey::default()
+    };
+    match pkt.l3 {
+        L3::V4 { off } => {
+            let ip = bytes::<20>(ctx, off)?;
+            // SAFETY: bounds-checked by `bytes`.
+            let ip = unsafe { &*ip };
+            key.family = FAMILY_V4;
+            key.src[..4].copy_from_slice(&ip[12..16]);
+            key.dst[..4].copy_from_slice(&ip[16..20]);
+        }
+        L3::V6 { off } => {
+            let ip = bytes::<40>(ctx, off)?;
+            // SAFETY: bounds-checked by `bytes`.
+            let ip = unsafe { &*ip };
+            key.family = FAMILY_V6;
+            key.src.copy_from_slice(&ip[8..24]);
+            key.dst.copy_from_slice(&ip[24..40]);
+        }
+    }
+    let tcp_flags = if proto == crate::parse::IPPROTO_TCP {
+        u8_at(ctx, l4_off + TCP_FLAGS_OFF)?
+    } else {
+        0
+    };
+    Some(Tuple {
+        key,
+        l4_off,
+        tcp_flags,
+    })
+}
+
+/// Whether this node serves group `group` now: MASTER, with a fresh lease.
+#[inline(always)]
+fn serving(group: u32, now: u64) -> Result<(), u32> {
+    let Some(state) = VIPX_GROUPS.get(group) else {
+        return Err(reason::NOT_MASTER);
+    };
+    if state.master == 0 {
+        return Err(reason::NOT_MASTER);
+    }
+    if now > state.lease_until_ns {
+        return Err(reason::LEASE_STALE);
+    }
+    Ok(())
+}
+
+/// Client -> VIP:port: find or create the flow, translate, send on.
+#[inline(always)]
+fn to_backend(ctx: &XdpContext, pkt: &Packet, t: &Tuple, service: &Service, len: u64) -> Decision {
+    // SAFETY: reading the monotonic clock has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if let Err(why) = serving(service.group, now) {
+        return (xdp_action::XDP_PASS, why);
+    }
+    let fin = if t.tcp_flags & TCP_FIN != 0 {
+        FLOW_F_FIN_CLIENT
+    } else {
+        0
+    };
+    let (backend_id, nat_port, why) = match VIPX_FLOWS.get_ptr_mut(&t.key) {
+        Some(flow) => {
+            // SAFETY: a valid map value pointer; concurrent writers only
+            // touch these plain integers.
+            let flow = unsafe { &mut *flow };
+            flow.last_seen_ns = now;
+            flow.flags |= fin;
+            (flow.backend, flow.nat_port, reason::FLOW_HIT)
+        }
+        None => match new_flow(ctx, t, service, now, fin) {
+            Ok((backend, nat_port)) => (backend, nat_port, reason::FLOW_NEW),
+            Err(why) => return (xdp_action::XDP_DROP, why),
+        },
+    };
+    let Some(backend) = VIPX_BACKENDS.get(backend_id) else {
+        return (xdp_action::XDP_DROP, reason::MAP_ERROR);
+    };
+    if backend.mac == [0; 6] {
+        return (xdp_action::XDP_DROP, reason::NO_NEIGH);
+    }
+    if set_macs(ctx, backend.mac).is_none() {
+        return (xdp_action::XDP_PASS, reason::MALFORMED);
+    }
+    if service.mode == MODE_NAT {
+        let to = Translation {
+            src: &t.key.dst,
+            dst: &backend.addr,
+            sport: nat_port,
+            dport: backend.port,
+        };
+        if translate(ctx, pkt.l3, t.l4_off, t.key.proto, &to).is_none() {
+            return (xdp_action::XDP_DROP, reason::MALFORMED);
+        }
+    }
+    if t.tcp_flags & TCP_RST != 0 {
+        forget(&t.key, backend, nat_port, service.mode);
+    }
+    bump_service(service.id, len);
+    bump_backend(backend_id, len);
+    (xdp_action::XDP_TX, why)
+}
+
+/// A flow's first packet: Maglev picks the backend; nat mode also takes a
+/// free NAT port (the reverse entry is inserted only if the port is free).
+#[inline(always)]
+fn new_flow(
+    ctx: &XdpContext,
+    t: &Tuple,
+    service: &Service,
+    now: u64,
+    flags: u8,
+) -> Result<(u32, u16), u32> {
+    if service.table_size == 0 {
+        return Err(reason::NO_BACKEND);
+    }
+    let slot = flow_hash(&t.key, SEED_MAGLEV) % service.table_size;
+    let backend_id = *VIPX_MAGLEV
+        .get(maglev_index(service.id, service.table, slot))
+        .ok_or(reason::MAP_ERROR)?;
+    let backend = VIPX_BACKENDS.get(backend_id).ok_or(reason::MAP_ERROR)?;
+    let nat_port = if service.mode == MODE_NAT {
+        nat_port(ctx, t, service, backend)?
+    } else {
+        0
+    };
+    let scratch = VIPX_SCRATCH.get_ptr_mut(0).ok_or(reason::MAP_ERROR)?;
+    // SAFETY: this CPU's scratch slot; nothing else runs on it meanwhile.
+    let flow = unsafe { &mut (*scratch).flow };
+    flow.backend = backend_id;
+    flow.service = service.id;
+    flow.nat_port = nat_port;
+    flow.flags = flags;
+    flow.group = service.group;
+    flow.created_ns = now;
+    flow.last_seen_ns = now;
+    VIPX_FLOWS
+        .insert(&t.key, &*flow, BPF_ANY)
+        .map_err(|_| reason::MAP_ERROR)?;
+    Ok((backend_id, nat_port))
+}
+
+/// Takes a NAT port no other flow to the same backend uses: candidates
+/// follow from the flow hash, and the reverse entry is inserted only if
+/// absent (`BPF_NOEXIST`), so two flows never share a port.
+#[inline(always)]
+fn nat_port(ctx: &XdpContext, t: &Tuple, service: &Service, backend: &Backend) -> Result<u16, u32> {
+    let first = u32::from(service.nat_port_first);
+    let span = u32::from(service.nat_port_last).saturating_sub(first) + 1;
+    let hash = flow_hash(&t.key, SEED_NAT_PORT);
+    let scratch = VIPX_SCRATCH.get_ptr_mut(0).ok_or(reason::MAP_ERROR)?;
+    // SAFETY: this CPU's scratch slot; nothing else runs on it meanwhile.
+    let (key, entry) = unsafe { (&mut (*scratch).nat_key, &mut (*scratch).entry) };
+    entry.client = t.key;
+    entry.client_mac = client_mac(ctx).ok_or(reason::MALFORMED)?;
+    entry.group = service.group;
+    entry.service = service.id;
+    *key = nat_key(&t.key, backend.addr, backend.port, 0);
+    let mut attempt = 0;
+    while attempt < NAT_PORT_TRIES {
+        // Candidates a large odd stride apart, starting from the flow hash.
+        let port = (first + hash.wrapping_add(attempt.wrapping_mul(0x9e37_79b1)) % span) as u16;
+        key.dport = port;
+        if VIPX_NAT.insert(&*key, &*entry, BPF_NOEXIST).is_ok() {
+            return Ok(port);
+        }
+        attempt += 1;
+    }
+    Err(reason::NAT_EXHAUSTED)
+}
+
+#[inline(always)]
+fn client_mac(ctx: &XdpContext) -> Option<[u8; 6]> {
+    let eth = bytes::<12>(ctx, 0)?;
+    // SAFETY: bounds-checked by `bytes`.
+    let eth = unsafe { &*eth };
+    Some([eth[6], eth[7], eth[8], eth[9], eth[10], eth[11]])
+}
+
+/// Backend -> VIP:nat-port: a reply of a nat-mode flow, back to the client.
+#[inline(always)]
+fn to_client(ctx: &XdpContext, pkt: &Packet, t: &Tuple, entry: &NatEntry, len: u64) -> Decision {
+    // SAFETY: reading the monotonic clock has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if let Err(why) = serving(entry.group, now) {
+        return (xdp_action::XDP_PASS, why);
+    }
+    let mut backend_id = None;
+    if let Some(flow) = VIPX_FLOWS.get_ptr_mut(&entry.client) {
+        // SAFETY: a valid map value pointer.
+        let flow = unsafe { &mut *flow };
+        flow.last_seen_ns = now;
+        if t.tcp_flags & TCP_FIN != 0 {
+            flow.flags |= FLOW_F_FIN_BACKEND;
+        }
+        backend_id = Some(flow.backend);
+    }
+    if set_macs(ctx, entry.client_mac).is_none() {
+        return (xdp_action::XDP_PASS, reason::MALFORMED);
+    }
+    let to = Translation {
+        src: &entry.client.dst,
+        dst: &entry.client.src,
+        sport: entry.client.dport,
+        dport: entry.client.sport,
+    };
+    if translate(ctx, pkt.l3, t.l4_off, t.key.proto, &to).is_none() {
+        return (xdp_action::XDP_DROP, reason::MALFORMED);
+    }
+    if t.tcp_flags & TCP_RST != 0 {
+        let _ = VIPX_FLOWS.remove(&entry.client);
+        let _ = VIPX_NAT.remove(&t.key);
+    }
+    bump_service(entry.service, len);
+    if let Some(id) = backend_id {
+        bump_backend(id, len);
+    }
+    (xdp_action::XDP_TX, reason::NAT_REPLY)
+}
+
+/// Drops a flow (and its NAT entry) at once, on RST.
+#[inline(always)]
+fn forget(key: &FlowKey, backend: &Backend, nat_port: u16, mode: u8) {
+    let _ = VIPX_FLOWS.remove(key);
+    if mode == MODE_NAT {
+        let _ = VIPX_NAT.remove(&nat_key(key, backend.addr, backend.port, nat_port));
+    }
+}

@@ -1,0 +1,167 @@
+//! Ethernet frames for data-plane fixtures and benchmarks, built from
+//! scratch with etherparse (checksums computed in full), so that a test
+//! compares the XDP program's incremental rewrites with an independent
+//! result.
+
+use std::net::IpAddr;
+
+use etherparse::{
+    IpHeaders, IpNumber, Ipv4Extensions, Ipv4Header, Ipv4Options, Ipv6Extensions, Ipv6Header,
+    PacketBuilder, VlanId,
+};
+
+/// TCP flag bits (RFC 9293 section 3.1).
+pub mod tcp {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+}
+
+/// The transport of a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// TCP with these flags (see [`tcp`]) and sequence number.
+    Tcp {
+        flags: u8,
+        seq: u32,
+    },
+    Udp,
+}
+
+/// Everything that makes a test frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FrameSpec {
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub vlan: Option<u16>,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub sport: u16,
+    pub dport: u16,
+    pub transport: Transport,
+    pub payload: Vec<u8>,
+    /// IPv4 options (a multiple of 4 bytes, at most 40).
+    pub ipv4_options: Vec<u8>,
+    /// IPv4 "more fragments" (makes the frame a first fragment).
+    pub more_fragments: bool,
+}
+
+impl FrameSpec {
+    /// A TCP frame.
+    pub fn tcp(src: IpAddr, sport: u16, dst: IpAddr, dport: u16, flags: u8) -> Self {
+        Self {
+            src_mac: [0x02, 0, 0, 0, 0, 0x21],
+            dst_mac: [0x02, 0, 0, 0, 0, 0x11],
+            vlan: None,
+            src,
+            dst,
+            sport,
+            dport,
+            transport: Transport::Tcp { flags, seq: 1000 },
+            payload: Vec::new(),
+            ipv4_options: Vec::new(),
+            more_fragments: false,
+        }
+    }
+
+    /// A UDP frame.
+    pub fn udp(src: IpAddr, sport: u16, dst: IpAddr, dport: u16) -> Self {
+        Self {
+            transport: Transport::Udp,
+            ..Self::tcp(src, sport, dst, dport, 0)
+        }
+    }
+
+    /// With these MACs.
+    #[must_use]
+    pub fn macs(mut self, src: [u8; 6], dst: [u8; 6]) -> Self {
+        self.src_mac = src;
+        self.dst_mac = dst;
+        self
+    }
+
+    /// With this payload.
+    #[must_use]
+    pub fn payload(mut self, payload: &[u8]) -> Self {
+        self.payload = payload.to_vec();
+        self
+    }
+
+    /// With these addresses and ports.
+    #[must_use]
+    pub fn addrs(mut self, src: IpAddr, sport: u16, dst: IpAddr, dport: u16) -> Self {
+        self.src = src;
+        self.sport = sport;
+        self.dst = dst;
+        self.dport = dport;
+        self
+    }
+
+    /// The frame's bytes.
+    pub fn build(&self) -> Vec<u8> {
+        let eth = PacketBuilder::ethernet2(self.src_mac, self.dst_mac);
+        let proto = match self.transport {
+            Transport::Tcp { .. } => IpNumber::TCP,
+            Transport::Udp => IpNumber::UDP,
+        };
+        let ip = match (self.src, self.dst) {
+            (IpAddr::V4(src), IpAddr::V4(dst)) => {
+                let mut header = Ipv4Header::new(0, 64, proto, src.octets(), dst.octets())
+                    .expect("valid IPv4 header");
+                header.options = Ipv4Options::try_from(self.ipv4_options.as_slice())
+                    .expect("IPv4 options: a multiple of 4 bytes, at most 40");
+                header.more_fragments = self.more_fragments;
+                header.dont_fragment = !self.more_fragments;
+                IpHeaders::Ipv4(header, Ipv4Extensions::default())
+            }
+            (IpAddr::V6(src), IpAddr::V6(dst)) => IpHeaders::Ipv6(
+                Ipv6Header {
+                    traffic_class: 0,
+                    flow_label: Default::default(),
+                    payload_length: 0,
+                    next_header: proto,
+                    hop_limit: 64,
+                    source: src.octets(),
+                    destination: dst.octets(),
+                },
+                Ipv6Extensions::default(),
+            ),
+            _ => panic!("source and destination of one family"),
+        };
+        let l3 = match self.vlan {
+            Some(id) => eth
+                .single_vlan(VlanId::try_new(id).expect("VLAN id below 4096"))
+                .ip(ip),
+            None => eth.ip(ip),
+        };
+        let mut out = Vec::new();
+        match self.transport {
+            Transport::Tcp { flags, seq } => {
+                let mut b = l3.tcp(self.sport, self.dport, seq, 64240);
+                if flags & tcp::SYN != 0 {
+                    b = b.syn();
+                }
+                if flags & tcp::ACK != 0 {
+                    b = b.ack(1);
+                }
+                if flags & tcp::FIN != 0 {
+                    b = b.fin();
+                }
+                if flags & tcp::RST != 0 {
+                    b = b.rst();
+                }
+                if flags & tcp::PSH != 0 {
+                    b = b.psh();
+                }
+                b.write(&mut out, &self.payload).expect("write TCP frame");
+            }
+            Transport::Udp => l3
+                .udp(self.sport, self.dport)
+                .write(&mut out, &self.payload)
+                .expect("write UDP frame"),
+        }
+        out
+    }
+}
