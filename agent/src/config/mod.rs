@@ -18,9 +18,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub use group::{GroupConfig, InitialState, VipCidr};
-pub use service::{
-    BackendConfig, DEFAULT_MAGLEV_SIZE, Mode, PortRange, Protocol, ServiceConfig, is_prime,
-};
+pub use service::{BackendConfig, DEFAULT_MAGLEV_SIZE, Mode, PortRange, Protocol, ServiceConfig};
 
 /// Where the daemon looks for its configuration by default.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/vipx/vipx.toml";
