@@ -1,23 +1,36 @@
-//! The daemon: load the config, load and attach XDP, serve the API, follow
-//! signals (SIGHUP reloads, SIGTERM/SIGINT stop and detach).
+//! The daemon: load the config, load and attach XDP, install the services,
+//! take the configured group states, serve the API, follow signals (SIGHUP
+//! reloads, SIGTERM/SIGINT step down, detach and stop).
 
 use std::{
     path::{Path, PathBuf},
-    sync::{Arc, RwLock},
-    time::Instant,
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    task::JoinHandle,
+};
 use tracing::{error, info, warn};
 
 use crate::{
     api,
-    config::Config,
-    dataplane::{Attachment, CounterMaps, Dataplane},
+    config::{Config, InitialState},
+    dataplane::{
+        Attachment, CounterMaps, Dataplane, FlowCollector, FlowTimeouts, GroupStates, ServiceTable,
+    },
+    lb::{self, SharedTable},
     metrics::Metrics,
-    status::{self, Status, XdpAttachment},
+    neigh::Neighbours,
+    ownership::Ownership,
+    status::{self, GroupStatus, ServiceStatus, Status, XdpAttachment},
+    vip::VipManager,
 };
+
+/// How long start-up waits for backend MACs before serving anyway.
+const MAC_WAIT: Duration = Duration::from_secs(3);
 
 /// What the API handlers can see of the running agent.
 pub struct AgentState {
@@ -27,16 +40,20 @@ pub struct AgentState {
     pub started: Instant,
     pub metrics: Metrics,
     counters: CounterMaps,
+    table: SharedTable,
+    groups: Arc<GroupStates>,
+    config: RwLock<Config>,
     attachments: RwLock<Vec<Attachment>>,
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl AgentState {
     /// The status report of `GET /api/v1/status`.
     pub fn status(&self) -> Status {
-        let attachments = self
-            .attachments
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let counters = match self.counters.snapshot() {
             Ok(snapshot) => status::named_counters(&snapshot),
             Err(err) => {
@@ -44,16 +61,36 @@ impl AgentState {
                 Vec::new()
             }
         };
+        let config = read(&self.config);
+        let groups = config
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(id, g)| GroupStatus {
+                name: g.get_ref().name.clone(),
+                vrid: g.get_ref().vrid,
+                master: u32::try_from(id).is_ok_and(|id| self.groups.is_master(id)),
+                vips: g.get_ref().vips.iter().map(ToString::to_string).collect(),
+            })
+            .collect();
+        let table = lb::lock(&self.table);
+        let services = table
+            .installed()
+            .into_iter()
+            .map(|(id, spec, _)| ServiceStatus::new(&spec, table.maps().service_counter(id).ok()))
+            .collect();
         Status {
             node: self.node.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             ha_debug: self.ha_debug,
             uptime_seconds: self.started.elapsed().as_secs(),
             config_path: self.config_path.display().to_string(),
-            xdp: attachments
+            xdp: read(&self.attachments)
                 .iter()
                 .map(|a| XdpAttachment::new(&a.iface, a.mode))
                 .collect(),
+            groups,
+            services,
             counters,
         }
     }
@@ -69,28 +106,69 @@ impl AgentState {
 
 /// Runs the agent until SIGTERM or SIGINT.
 pub async fn run(config_path: &Path, ha_debug: bool) -> anyhow::Result<()> {
-    let mut config = Config::load(config_path)?;
+    let config = Config::load(config_path)?;
     let node = config.node.name();
     info!(node, config = %config_path.display(), "vipx-agent {} starting", env!("CARGO_PKG_VERSION"));
     if ha_debug {
         warn!("HA debug mode: VIP, map, fence and reboot actions are logged, not carried out");
     }
 
-    let mut dataplane = Dataplane::load()?;
+    let mut dataplane = Dataplane::load_with(config.dataplane.flow_table_size)?;
     for iface in &config.dataplane.interfaces {
         dataplane.attach(iface.as_str(), config.dataplane.xdp_mode)?;
     }
+    let maps = dataplane.maps();
+    let table: SharedTable = Arc::new(Mutex::new(ServiceTable::new(Arc::clone(&maps), ha_debug)));
+    let specs = lb::specs(&config);
+    lb::lock(&table).apply(&specs)?;
+    let neighbours = Neighbours::new()?;
+    lb::resolve_all(&table, &neighbours, &specs, MAC_WAIT).await;
+    let groups = Arc::new(GroupStates::new(
+        Arc::clone(&maps),
+        config.dataplane.lease_timeout,
+        ha_debug,
+    ));
+    let ownership = Ownership::new(Arc::clone(&groups), VipManager::new(ha_debug)?);
 
     let state = Arc::new(AgentState {
         node: node.clone(),
         ha_debug,
         config_path: config_path.to_owned(),
         started: Instant::now(),
-        metrics: Metrics::new(&node, Some(dataplane.counters())).context("registering metrics")?,
+        metrics: Metrics::new(&node, Some(dataplane.counters()), Some(Arc::clone(&table)))
+            .context("registering metrics")?,
         counters: dataplane.counters(),
+        table: Arc::clone(&table),
+        groups: Arc::clone(&groups),
+        config: RwLock::new(config.clone()),
         attachments: RwLock::new(Vec::new()),
     });
     state.set_attachments(dataplane.attachments());
+    take_initial_states(&config, &ownership, &state).await;
+
+    let shared_specs = Arc::new(Mutex::new(specs));
+    let mut tasks: Vec<JoinHandle<()>> = vec![
+        tokio::spawn(Arc::clone(&groups).run_refresher(config.dataplane.lease_refresh)),
+        tokio::spawn(lb::run_resolver(
+            Arc::clone(&table),
+            neighbours,
+            Arc::clone(&shared_specs),
+        )),
+        tokio::spawn(lb::run_collector(
+            FlowCollector::new(Arc::clone(&maps), timeouts(&config)),
+            {
+                let state = Arc::clone(&state);
+                move |stats| {
+                    let names: Vec<(u32, String)> = lb::lock(&state.table)
+                        .installed()
+                        .into_iter()
+                        .map(|(id, spec, _)| (id, spec.name))
+                        .collect();
+                    state.metrics.set_flow_stats(stats, &names);
+                }
+            },
+        )),
+    ];
 
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
@@ -116,12 +194,22 @@ pub async fn run(config_path: &Path, ha_debug: bool) -> anyhow::Result<()> {
             _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
             _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
             _ = sighup.recv() => {
-                reload(config_path, &mut config, &mut dataplane);
-                state.set_attachments(dataplane.attachments());
+                reload(config_path, &state, &mut dataplane, &ownership, &shared_specs).await;
             }
         }
     }
 
+    // Step down first: the VIPs leave this node before XDP does.
+    let config = read(&state.config).clone();
+    for (id, group) in config.groups.iter().enumerate() {
+        let id = u32::try_from(id).unwrap_or(u32::MAX);
+        if ownership.is_master(id) {
+            ownership.become_backup(id, group.get_ref()).await;
+        }
+    }
+    for task in tasks.drain(..) {
+        task.abort();
+    }
     dataplane.detach_all();
     let _ = stop_tx.send(());
     if let Err(err) = server.await.context("API server task")? {
@@ -131,8 +219,37 @@ pub async fn run(config_path: &Path, ha_debug: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn timeouts(config: &Config) -> FlowTimeouts {
+    FlowTimeouts {
+        tcp_idle: config.dataplane.tcp_idle_timeout,
+        udp_idle: config.dataplane.udp_idle_timeout,
+        fin: config.dataplane.fin_timeout,
+    }
+}
+
+/// The configured `state` of each group (until VRRP election decides).
+async fn take_initial_states(config: &Config, ownership: &Ownership, state: &AgentState) {
+    for (id, group) in config.groups.iter().enumerate() {
+        let id = u32::try_from(id).unwrap_or(u32::MAX);
+        let group = group.get_ref();
+        let master = group.state == InitialState::Master;
+        if master {
+            ownership.become_master(id, group).await;
+        } else {
+            ownership.become_backup(id, group).await;
+        }
+        state.metrics.set_group_master(&group.name, master);
+    }
+}
+
 /// SIGHUP: read the file again; apply it only if it is valid as a whole.
-fn reload(path: &Path, running: &mut Config, dataplane: &mut Dataplane) {
+async fn reload(
+    path: &Path,
+    state: &AgentState,
+    dataplane: &mut Dataplane,
+    ownership: &Ownership,
+    specs: &Mutex<Vec<crate::dataplane::ServiceSpec>>,
+) {
     let new = match Config::load(path) {
         Ok(new) => new,
         Err(err) => {
@@ -140,12 +257,16 @@ fn reload(path: &Path, running: &mut Config, dataplane: &mut Dataplane) {
             return;
         }
     };
-    if new == *running {
+    let running = read(&state.config).clone();
+    if new == running {
         info!("reload: configuration unchanged");
         return;
     }
-    if new.api != running.api || new.node != running.node {
-        warn!("reload: [api] and [node] changes take effect at the next restart");
+    if new.api != running.api
+        || new.node != running.node
+        || new.dataplane.flow_table_size != running.dataplane.flow_table_size
+    {
+        warn!("reload: [api], [node] and flow_table_size changes take effect at the next restart");
     }
     let old = &running.dataplane;
     let wanted = &new.dataplane;
@@ -162,13 +283,33 @@ fn reload(path: &Path, running: &mut Config, dataplane: &mut Dataplane) {
         .map(|a| a.iface)
         .collect();
     for iface in &wanted.interfaces {
-        if attached.iter().any(|a| a == iface.as_str()) {
-            continue;
-        }
-        if let Err(err) = dataplane.attach(iface.as_str(), wanted.xdp_mode) {
+        if !attached.iter().any(|a| a == iface.as_str())
+            && let Err(err) = dataplane.attach(iface.as_str(), wanted.xdp_mode)
+        {
             error!("reload: {err}");
         }
     }
+    state.set_attachments(dataplane.attachments());
+
+    let new_specs = lb::specs(&new);
+    if let Err(err) = lb::lock(&state.table).apply(&new_specs) {
+        error!("reload: installing services: {err}");
+    }
+    *specs
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = new_specs;
+    if new.groups != running.groups {
+        for (id, group) in running.groups.iter().enumerate() {
+            let id = u32::try_from(id).unwrap_or(u32::MAX);
+            if ownership.is_master(id) && new.groups.get(id as usize) != Some(group) {
+                ownership.become_backup(id, group.get_ref()).await;
+            }
+        }
+        take_initial_states(&new, ownership, state).await;
+    }
+    *state
+        .config
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = new;
     info!("reload: configuration applied");
-    *running = new;
 }

@@ -16,7 +16,55 @@ pub struct Status {
     pub uptime_seconds: u64,
     pub config_path: String,
     pub xdp: Vec<XdpAttachment>,
+    #[serde(default)]
+    pub groups: Vec<GroupStatus>,
+    #[serde(default)]
+    pub services: Vec<ServiceStatus>,
     pub counters: Vec<NamedCounter>,
+}
+
+/// One VIP group.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct GroupStatus {
+    pub name: String,
+    pub vrid: u8,
+    pub master: bool,
+    pub vips: Vec<String>,
+}
+
+/// One service and its backends.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub vip: String,
+    pub mode: String,
+    pub packets: u64,
+    pub backends: Vec<String>,
+}
+
+impl ServiceStatus {
+    pub fn new(
+        spec: &crate::dataplane::ServiceSpec,
+        counter: Option<vipx_common::Counter>,
+    ) -> Self {
+        Self {
+            name: spec.name.clone(),
+            vip: std::net::SocketAddr::new(spec.vip, spec.port).to_string(),
+            mode: spec.mode.to_string(),
+            packets: counter.map_or(0, |c| c.packets),
+            backends: spec
+                .backends
+                .iter()
+                .map(|b| {
+                    format!(
+                        "{} weight {}",
+                        std::net::SocketAddr::new(b.addr, b.port),
+                        b.weight
+                    )
+                })
+                .collect(),
+        }
+    }
 }
 
 /// One interface with the XDP program.
@@ -128,6 +176,27 @@ pub fn render(status: &Status) -> String {
             attachment.interface, attachment.mode
         );
     }
+    for group in &status.groups {
+        let _ = writeln!(
+            out,
+            "group      {} (vrid {}): {} {}",
+            group.name,
+            group.vrid,
+            if group.master { "MASTER" } else { "BACKUP" },
+            group.vips.join(", ")
+        );
+    }
+    for service in &status.services {
+        let _ = writeln!(
+            out,
+            "service    {} {} ({}), {} packets -> {}",
+            service.name,
+            service.vip,
+            service.mode,
+            service.packets,
+            service.backends.join(", ")
+        );
+    }
     for counter in status.counters.iter().filter(|c| c.packets > 0) {
         let _ = writeln!(
             out,
@@ -164,6 +233,13 @@ mod tests {
             uptime_seconds: 3723,
             config_path: "/etc/vipx/vipx.toml".into(),
             xdp: vec![XdpAttachment::new("eth0", AttachedMode::Driver)],
+            groups: vec![GroupStatus {
+                name: "pg".into(),
+                vrid: 51,
+                master: true,
+                vips: vec!["10.0.0.100/24".into()],
+            }],
+            services: Vec::new(),
             counters: vec![
                 NamedCounter {
                     kind: "action".into(),
@@ -182,6 +258,10 @@ mod tests {
         let text = render(&status);
         assert!(text.contains("uptime     1h02m03s"), "{text}");
         assert!(text.contains("eth0 (driver mode)"), "{text}");
+        assert!(
+            text.contains("group      pg (vrid 51): MASTER 10.0.0.100/24"),
+            "{text}"
+        );
         assert!(text.contains("pass"), "{text}");
         assert!(
             !text.contains("drop"),

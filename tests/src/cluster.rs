@@ -24,6 +24,10 @@ const AGENT_READY: Duration = Duration::from_secs(30);
 
 /// Host numbers in the lab subnet.
 const NODE_BASE: u32 = 11;
+/// The VIP's host number.
+const VIP: u32 = 100;
+/// The VIP's port (PostgreSQL's, as clients know it).
+pub const VIP_PORT: u16 = 5432;
 const CLIENT: u32 = 21;
 const BACKEND: u32 = 31;
 
@@ -52,8 +56,23 @@ pub struct ClusterOptions {
     pub pgbouncers: u16,
     /// The `vipx-agent` binary.
     pub agent_bin: PathBuf,
+    /// Weight of each PgBouncer in the service (missing ones: 1).
+    pub weights: Vec<u32>,
     /// Lab settings.
     pub lab: LabOptions,
+}
+
+impl ClusterOptions {
+    /// `nodes` agent nodes in front of three PgBouncers of weight 1.
+    pub fn new(nodes: usize, agent_bin: PathBuf) -> Self {
+        Self {
+            nodes,
+            pgbouncers: 3,
+            agent_bin,
+            weights: Vec::new(),
+            lab: LabOptions::default(),
+        }
+    }
 }
 
 /// One agent node.
@@ -96,7 +115,11 @@ impl Cluster {
                     PGBOUNCER_FIRST_PORT + i,
                     Ipv4Addr::LOCALHOST,
                     PG_PORT,
-                    &PgBouncerOptions::default(),
+                    &PgBouncerOptions {
+                        // Totals in SHOW STATS every second, for the tests.
+                        settings: vec![("stats_period".into(), "1".into())],
+                        ..PgBouncerOptions::default()
+                    },
                 )
             })
             .collect::<Result<Vec<_>>>()?;
@@ -107,7 +130,14 @@ impl Cluster {
             let number = NODE_BASE + u32::try_from(i).context("node count")?;
             let host = lab.add_host(&name, &lab.v4(number))?;
             let config = lab.tmp_dir().join(format!("{name}.toml"));
-            std::fs::write(&config, node_config(&format!("{}-{name}", lab.id())))
+            let text = node_config(&NodeConfig {
+                name: &format!("{}-{name}", lab.id()),
+                master: i == 0,
+                vip: &lab.v4(VIP),
+                backend: backend.ipv4(),
+                weights: &weights(opts.pgbouncers, &opts.weights),
+            });
+            std::fs::write(&config, text)
                 .with_context(|| format!("writing {}", config.display()))?;
             let agent = host.spawn(
                 "vipx-agent",
@@ -165,6 +195,48 @@ impl Cluster {
         }
     }
 
+    /// Rewrites node `index`'s configuration with these PgBouncer `(port,
+    /// weight)` pairs (a PgBouncer left out leaves the service) and reloads
+    /// its agent with SIGHUP.
+    pub fn reconfigure(&self, index: usize, backends: &[(u16, u32)]) -> Result<()> {
+        let node = &self.nodes[index];
+        let text = node_config(&NodeConfig {
+            name: &format!("{}-{}", self.lab.id(), node.host.name()),
+            master: index == 0,
+            vip: &self.lab.v4(VIP),
+            backend: self.backend.ipv4(),
+            weights: backends,
+        });
+        std::fs::write(&node.config, text)
+            .with_context(|| format!("writing {}", node.config.display()))?;
+        self.lab.kill(node.agent, crate::Signal::SIGHUP)
+    }
+
+    /// Transactions each PgBouncer has served so far (`SHOW STATS`,
+    /// refreshed every second).
+    pub fn pgbouncer_xacts(&self) -> Result<Vec<u64>> {
+        self.pgbouncers
+            .iter()
+            .map(|bouncer| {
+                let stats = bouncer.admin("SHOW STATS")?;
+                Ok(stats
+                    .lines()
+                    .filter_map(|line| line.strip_prefix("postgres|"))
+                    .filter_map(|rest| rest.split('|').next()?.parse::<u64>().ok())
+                    .sum())
+            })
+            .collect()
+    }
+
+    /// The VIP.
+    pub fn vip(&self) -> Ipv4Addr {
+        let cidr = self.lab.v4(VIP);
+        cidr.split('/')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .expect("the lab's VIP is an IPv4 address")
+    }
+
     /// How to look around, as `cargo xtask lab` prints it.
     pub fn access_text(&self) -> String {
         let mut out = String::new();
@@ -207,10 +279,16 @@ impl Cluster {
         }
         let _ = writeln!(out, "\nThe client:");
         let _ = writeln!(out, "  sudo ip netns exec {} bash", ns(&self.client));
+        let _ = writeln!(
+            out,
+            "  sudo ip netns exec {} psql -h {} -p {VIP_PORT} -U postgres postgres   # through the VIP",
+            ns(&self.client),
+            self.vip()
+        );
         if let Some(bouncer) = self.pgbouncers.first() {
             let _ = writeln!(
                 out,
-                "  sudo ip netns exec {} psql -h {} -p {} -U postgres postgres",
+                "  sudo ip netns exec {} psql -h {} -p {} -U postgres postgres   # one PgBouncer, directly",
                 ns(&self.client),
                 self.backend.ipv4(),
                 bouncer.port()
@@ -220,12 +298,48 @@ impl Cluster {
     }
 }
 
-/// The configuration file of one lab node.
-fn node_config(name: &str) -> String {
+/// What differs between the lab's node configurations.
+struct NodeConfig<'a> {
+    name: &'a str,
+    master: bool,
+    vip: &'a str,
+    backend: Ipv4Addr,
+    /// `(port, weight)` of each PgBouncer in the service.
+    weights: &'a [(u16, u32)],
+}
+
+fn weights(pgbouncers: u16, weights: &[u32]) -> Vec<(u16, u32)> {
+    (0..pgbouncers)
+        .map(|i| {
+            let weight = weights.get(usize::from(i)).copied().unwrap_or(1);
+            (PGBOUNCER_FIRST_PORT + i, weight)
+        })
+        .collect()
+}
+
+/// The configuration file of one lab node: one group holding the VIP, one
+/// nat service in front of the PgBouncers.
+fn node_config(node: &NodeConfig<'_>) -> String {
+    let backends: String = node
+        .weights
+        .iter()
+        .map(|(port, weight)| {
+            format!(
+                "  {{ address = \"{}\", port = {port}, weight = {weight} }},\n",
+                node.backend
+            )
+        })
+        .collect();
     format!(
         "# Generated by the vipx lab.\n\
          [node]\nname = \"{name}\"\n\n\
          [dataplane]\ninterfaces = [\"eth0\"]\nxdp_mode = \"auto\"\n\n\
-         [api]\nlisten = \"0.0.0.0:{API_PORT}\"\n"
+         [api]\nlisten = \"0.0.0.0:{API_PORT}\"\n\n\
+         [[group]]\nname = \"pg\"\nvrid = 51\ninterface = \"eth0\"\nvips = [\"{vip}\"]\nstate = \"{state}\"\n\n\
+         [[service]]\nname = \"pgbouncer\"\nvip = \"{vip_addr}\"\nport = {VIP_PORT}\nmode = \"nat\"\nbackends = [\n{backends}]\n",
+        name = node.name,
+        vip = node.vip,
+        vip_addr = node.vip.split('/').next().unwrap_or(node.vip),
+        state = if node.master { "master" } else { "backup" },
     )
 }

@@ -81,6 +81,12 @@ impl Lab {
         }
         ip(&["-n", hub, "link", "set", "dev", name, "up"])?;
         ip(&["-n", &ns, "link", "set", "dev", "lo", "up"])?;
+        // Real NICs put finished checksums on the wire; a veth hands the peer
+        // only the pseudo-header sum (CHECKSUM_PARTIAL) and the skb flag that
+        // says so. XDP sees the raw frame, and a frame it sends back out
+        // (XDP_TX) loses that flag, so the receiver drops it. Hosts compute
+        // their checksums in full, as in front of a real NIC.
+        run_ethtool(&ns, &["-K", IFACE, "tx", "off"])?;
         ip(&["-n", &ns, "addr", "add", ipv4_cidr, "dev", IFACE])?;
         ip(&["-n", &ns, "link", "set", "dev", IFACE, "up"])?;
         let info = Arc::new(HostInfo {
@@ -268,6 +274,23 @@ impl Host {
     fn describe(&self, spec: &ProcSpec) -> String {
         format!("[{}] {}", self.name(), spec.display())
     }
+}
+
+/// `ethtool ARGS` inside namespace `ns`.
+fn run_ethtool(ns: &str, args: &[&str]) -> Result<()> {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "ethtool"])
+        .args(args)
+        .output()
+        .context("running ethtool (installed by `cargo xtask setup`)")?;
+    if !out.status.success() {
+        bail!(
+            "ip netns exec {ns} ethtool {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 fn validate_name(name: &str) -> Result<()> {

@@ -36,7 +36,7 @@ pub mod xdp;
 mod selftest;
 
 pub use cluster::{
-    API_PORT, Cluster, ClusterOptions, Node, PG_PORT, PGBOUNCER_FIRST_PORT, agent_bin,
+    API_PORT, Cluster, ClusterOptions, Node, PG_PORT, PGBOUNCER_FIRST_PORT, VIP_PORT, agent_bin,
 };
 pub use host::{Host, IFACE};
 pub use lab::{BRIDGE, KEEP_ENV, Lab, LabCore, LabOptions};

@@ -5,7 +5,7 @@ use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
 use nix::sys::signal::{SigSet, Signal};
-use vipx_lab::{Cluster, ClusterOptions, LabOptions};
+use vipx_lab::{Cluster, ClusterOptions};
 
 use crate::{build, setup};
 
@@ -52,12 +52,7 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
         "Bringing up the lab: {} nodes, a client, PostgreSQL and 3 PgBouncers...",
         args.nodes
     );
-    let cluster = Cluster::up(&ClusterOptions {
-        nodes: usize::from(args.nodes),
-        pgbouncers: 3,
-        agent_bin,
-        lab: LabOptions::default(),
-    })?;
+    let cluster = Cluster::up(&ClusterOptions::new(usize::from(args.nodes), agent_bin))?;
     println!("{}", cluster.access_text());
     println!("{READY_LINE}");
 

@@ -101,6 +101,11 @@ impl ServiceTable {
         }
     }
 
+    /// The maps this table writes.
+    pub fn maps(&self) -> &Arc<Maps> {
+        &self.maps
+    }
+
     /// Id of an installed service.
     pub fn service_id(&self, key: &ServiceKey) -> Option<u32> {
         self.service_ids.get(key).copied()

@@ -3,25 +3,40 @@
 //! current figures, summed over CPUs).
 
 use prometheus::{
-    Encoder, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, IntCounter, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
     core::{Collector, Desc},
     proto::{self, LabelPair, MetricFamily, MetricType},
 };
 use tracing::warn;
 
+mod lb;
+
+pub use lb::LbCollector;
+
 use vipx_common::Counter;
 
-use crate::dataplane::{Attachment, CounterMaps};
+use crate::{
+    dataplane::{Attachment, CounterMaps, FlowStats},
+    lb::SharedTable,
+};
 
 /// Everything `/metrics` shows.
 pub struct Metrics {
     registry: Registry,
     attached: IntGaugeVec,
+    flows: IntGaugeVec,
+    nat_ports: IntGaugeVec,
+    group_master: IntGaugeVec,
+    flows_expired: IntCounter,
 }
 
 impl Metrics {
     /// Registers the agent's metrics; `counters` are read at each scrape.
-    pub fn new(node: &str, counters: Option<CounterMaps>) -> prometheus::Result<Self> {
+    pub fn new(
+        node: &str,
+        counters: Option<CounterMaps>,
+        lb: Option<SharedTable>,
+    ) -> prometheus::Result<Self> {
         let registry = Registry::new();
         let build = IntGauge::with_opts(
             Opts::new("vipx_build_info", "vipx-agent build and node; always 1.")
@@ -41,11 +56,69 @@ impl Metrics {
         if let Some(counters) = counters {
             registry.register(Box::new(XdpCollector::new(counters)?))?;
         }
+        if let Some(table) = lb {
+            registry.register(Box::new(LbCollector::new(table)?))?;
+        }
+        let gauge = |name: &str, help: &str, label: &str| -> prometheus::Result<IntGaugeVec> {
+            let vec = IntGaugeVec::new(Opts::new(name, help), &[label])?;
+            registry.register(Box::new(vec.clone()))?;
+            Ok(vec)
+        };
+        let flows = gauge(
+            "vipx_service_flows",
+            "Flows in the flow table, by service.",
+            "service",
+        )?;
+        let nat_ports = gauge(
+            "vipx_service_nat_ports",
+            "NAT ports in use, by service (nat mode).",
+            "service",
+        )?;
+        let group_master = gauge(
+            "vipx_group_master",
+            "1 while this node is MASTER of the group (serves its VIPs).",
+            "group",
+        )?;
+        let flows_expired = IntCounter::new(
+            "vipx_flows_expired_total",
+            "Flows forgotten after their idle or FIN timeout.",
+        )?;
+        registry.register(Box::new(flows_expired.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
-        Ok(Self { registry, attached })
+        Ok(Self {
+            registry,
+            attached,
+            flows,
+            nat_ports,
+            group_master,
+            flows_expired,
+        })
+    }
+
+    /// Records what a flow collection found (`names`: service id -> name).
+    pub fn set_flow_stats(&self, stats: &FlowStats, names: &[(u32, String)]) {
+        for (id, name) in names {
+            let count = |m: &std::collections::HashMap<u32, u64>| {
+                i64::try_from(m.get(id).copied().unwrap_or(0)).unwrap_or(i64::MAX)
+            };
+            self.flows
+                .with_label_values(&[name.as_str()])
+                .set(count(&stats.flows));
+            self.nat_ports
+                .with_label_values(&[name.as_str()])
+                .set(count(&stats.nat_ports));
+        }
+        self.flows_expired.inc_by(stats.expired);
+    }
+
+    /// Records whether this node is MASTER of a group.
+    pub fn set_group_master(&self, group: &str, master: bool) {
+        self.group_master
+            .with_label_values(&[group])
+            .set(i64::from(master));
     }
 
     /// Records where XDP is attached now (replaces the previous view).
@@ -149,22 +222,51 @@ fn field(named: &[(&'static str, Counter)], get: fn(&Counter) -> u64) -> Vec<(&'
 }
 
 fn counter_family(name: &str, help: &str, label: &str, values: &[(&str, u64)]) -> MetricFamily {
+    let rows: Vec<(Vec<String>, f64)> = values
+        .iter()
+        .map(|(value_label, value)| (vec![(*value_label).to_owned()], *value as f64))
+        .collect();
+    family(name, help, &[label], &rows, true)
+}
+
+/// A metric family of counters (or gauges) with the given label names, one
+/// sample per row.
+pub(crate) fn family(
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    rows: &[(Vec<String>, f64)],
+    counter: bool,
+) -> MetricFamily {
     let mut family = MetricFamily::default();
     family.set_name(name.to_owned());
     family.set_help(help.to_owned());
-    family.set_field_type(MetricType::COUNTER);
-    for (value_label, value) in values {
-        let mut pair = LabelPair::default();
-        pair.set_name(label.to_owned());
-        pair.set_value((*value_label).to_owned());
-        let mut counter = proto::Counter::default();
-        #[expect(
-            clippy::cast_precision_loss,
-            reason = "Prometheus counters are f64; exact up to 2^53"
-        )]
-        counter.set_value(*value as f64);
-        let mut metric = proto::Metric::from_label(vec![pair]);
-        metric.set_counter(counter);
+    family.set_field_type(if counter {
+        MetricType::COUNTER
+    } else {
+        MetricType::GAUGE
+    });
+    for (values, value) in rows {
+        let pairs = labels
+            .iter()
+            .zip(values)
+            .map(|(label, value)| {
+                let mut pair = LabelPair::default();
+                pair.set_name((*label).to_owned());
+                pair.set_value(value.clone());
+                pair
+            })
+            .collect();
+        let mut metric = proto::Metric::from_label(pairs);
+        if counter {
+            let mut c = proto::Counter::default();
+            c.set_value(*value);
+            metric.set_counter(c);
+        } else {
+            let mut g = proto::Gauge::default();
+            g.set_value(*value);
+            metric.set_gauge(g);
+        }
         family.mut_metric().push(metric);
     }
     family
@@ -203,7 +305,7 @@ mod tests {
 
     #[test]
     fn agent_metrics_render_without_a_dataplane() {
-        let metrics = Metrics::new("node-a", None).expect("metrics");
+        let metrics = Metrics::new("node-a", None, None).expect("metrics");
         metrics.set_attachments(&[Attachment {
             iface: "eth0".into(),
             mode: crate::dataplane::AttachedMode::Generic,
