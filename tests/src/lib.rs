@@ -28,6 +28,7 @@ mod pgbouncer;
 mod postgres;
 mod process;
 mod procs;
+pub mod rig;
 mod stats;
 mod sweep;
 pub mod xdp;

@@ -7,28 +7,20 @@ use std::{
     time::Duration,
 };
 
-use aya::programs::{TestRun as _, TestRunOptions};
 use vipx_agent::{
     config::{Mode, PortRange},
-    dataplane::{
-        BackendSpec, CounterSnapshot, Dataplane, GroupStates, ServiceSpec, ServiceTable,
-        addr_bytes,
-        maglev::{self, BackendKey, MaglevBackend},
-    },
+    dataplane::{BackendSpec, CounterSnapshot, Dataplane, GroupStates, ServiceSpec, ServiceTable},
 };
-use vipx_common::{
-    FlowKey, action,
-    flow::{SEED_MAGLEV, flow_hash},
-    reason,
+use vipx_common::{action, reason};
+use vipx_lab::{
+    frames::{FrameSpec, tcp},
+    rig::{self, CLIENT_MAC, NODE_MAC, backend_mac},
 };
-use vipx_lab::frames::{FrameSpec, tcp};
 
 const XDP_PASS: u32 = action::PASS;
 const XDP_TX: u32 = action::TX;
 const XDP_DROP: u32 = action::DROP;
 
-const NODE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x11];
-const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x21];
 const VIP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 77, 0, 100));
 const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 77, 0, 21));
 const VIP6: IpAddr = IpAddr::V6(Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 0x100));
@@ -36,12 +28,6 @@ const CLIENT6: IpAddr = IpAddr::V6(Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 0x
 /// A small prime table keeps the fixtures fast; Maglev itself is tested
 /// with M = 65537 in the agent's unit tests.
 const M: u32 = 251;
-
-fn backend_mac(addr: IpAddr) -> [u8; 6] {
-    let (bytes, _) = addr_bytes(addr);
-    let last = if addr.is_ipv4() { bytes[3] } else { bytes[15] };
-    [0x02, 0xbe, 0, 0, 0, last]
-}
 
 fn v4(last: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(10, 77, 0, last))
@@ -51,28 +37,8 @@ fn v6(last: u16) -> IpAddr {
     IpAddr::V6(Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, last))
 }
 
-/// PgBouncers on one backend host (nat: 5432 -> 6432/6433/6434).
 fn nat_spec(vip: IpAddr, backend: IpAddr) -> ServiceSpec {
-    ServiceSpec {
-        name: "pgbouncer".into(),
-        vip,
-        port: 5432,
-        protocol: 6,
-        mode: Mode::Nat,
-        group: 0,
-        maglev_size: M,
-        nat_ports: PortRange {
-            first: 40000,
-            last: 40999,
-        },
-        backends: (0..3)
-            .map(|i| BackendSpec {
-                addr: backend,
-                port: 6432 + i,
-                weight: 1,
-            })
-            .collect(),
-    }
+    rig::nat_spec(vip, backend, M)
 }
 
 /// Three backend hosts holding the VIP on `lo` (dsr keeps the port).
@@ -90,98 +56,34 @@ fn dsr_spec() -> ServiceSpec {
     }
 }
 
-/// The real program, maps written by the agent's `ServiceTable` and
-/// `GroupStates`.
-struct Rig {
-    dataplane: Dataplane,
-    table: ServiceTable,
-    groups: GroupStates,
-}
+/// The real program, maps written by the agent's own code (see
+/// `vipx_lab::rig`), with panicking shorthands for the tests.
+struct Rig(rig::Rig);
 
 impl Rig {
     fn new(specs: &[ServiceSpec], lease: Duration) -> Self {
-        let dataplane =
-            Dataplane::load_with(4096).expect("load the XDP object (cargo xtask build-ebpf)");
-        let mut table = ServiceTable::new(dataplane.maps(), false);
-        table.apply(specs).expect("install services");
-        for spec in specs {
-            for backend in &spec.backends {
-                table
-                    .set_mac(backend.addr, backend_mac(backend.addr))
-                    .expect("set backend MAC");
-            }
-        }
-        let groups = GroupStates::new(dataplane.maps(), lease, false);
-        groups.set_master(0, true).expect("become master");
-        Self {
-            dataplane,
-            table,
-            groups,
-        }
+        Self(rig::Rig::new(specs, lease).expect("load the XDP program and fill its maps"))
     }
 
     fn master(specs: &[ServiceSpec]) -> Self {
-        Self::new(specs, Duration::from_secs(600))
+        Self(rig::Rig::master(specs).expect("load the XDP program and fill its maps"))
     }
 
-    /// Runs one frame; returns the action and the frame as it leaves.
     fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
-        let program = self.dataplane.main_program().expect("main program");
-        let mut out = vec![0u8; frame.len() + 256];
-        let result = program
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ..TestRunOptions::new()
-            })
-            .expect("BPF_PROG_TEST_RUN");
-        out.truncate(result.data_size_out as usize);
-        (result.return_value, out)
+        self.0.run(frame).expect("BPF_PROG_TEST_RUN")
     }
 
     fn counters(&self) -> CounterSnapshot {
-        self.dataplane.counters().snapshot().expect("read counters")
+        self.0.counters().expect("read counters")
     }
 
     fn flow(&self, frame: &FrameSpec) -> Option<vipx_common::Flow> {
-        self.dataplane.maps().flow(&key_of(frame))
+        self.0.flow(frame)
     }
 }
 
-fn key_of(frame: &FrameSpec) -> FlowKey {
-    let (src, family) = addr_bytes(frame.src);
-    let (dst, _) = addr_bytes(frame.dst);
-    FlowKey {
-        src,
-        dst,
-        sport: frame.sport,
-        dport: frame.dport,
-        proto: match frame.transport {
-            vipx_lab::frames::Transport::Tcp { .. } => 6,
-            vipx_lab::frames::Transport::Udp => 17,
-        },
-        family,
-        _pad: [0; 2],
-    }
-}
-
-/// The backend Maglev gives a new flow, computed with the agent's own
-/// Maglev and the shared flow hash.
 fn maglev_backend(spec: &ServiceSpec, frame: &FrameSpec) -> BackendSpec {
-    let backends: Vec<MaglevBackend> = spec
-        .backends
-        .iter()
-        .map(|b| MaglevBackend {
-            key: BackendKey {
-                addr: b.addr,
-                port: b.port,
-            },
-            weight: b.weight,
-        })
-        .collect();
-    let table = maglev::build(&backends, spec.maglev_size).expect("Maglev table");
-    let slot = flow_hash(&key_of(frame), SEED_MAGLEV) % spec.maglev_size;
-    spec.backends[table[slot as usize] as usize].clone()
+    rig::maglev_backend(spec, frame).expect("Maglev table")
 }
 
 /// What a nat-mode packet must look like towards `backend`.
@@ -354,7 +256,7 @@ fn truncated_and_malformed_frames_pass_untouched() {
         );
     }
     assert!(
-        rig.dataplane.maps().flows().is_empty(),
+        rig.0.dataplane.maps().flows().is_empty(),
         "no flow from malformed frames"
     );
 }
@@ -455,7 +357,7 @@ fn dsr_rewrites_only_the_destination_mac() {
     let flow = rig.flow(&syn).expect("dsr flows are recorded too");
     assert_eq!(flow.nat_port, 0, "no NAT port in dsr mode");
     assert!(
-        rig.dataplane.maps().nat_entries().is_empty(),
+        rig.0.dataplane.maps().nat_entries().is_empty(),
         "no NAT entry in dsr mode"
     );
 }
@@ -468,7 +370,7 @@ fn not_master_and_stale_lease_pass_untouched() {
         .build();
 
     let mut rig = Rig::master(std::slice::from_ref(&spec));
-    rig.groups.set_master(0, false).expect("step down");
+    rig.0.groups.set_master(0, false).expect("step down");
     let before = rig.counters();
     let (act, out) = rig.run(&syn);
     assert_eq!(
@@ -495,10 +397,10 @@ fn not_master_and_stale_lease_pass_untouched() {
         1
     );
     // A refresh makes it serve again.
-    let groups = GroupStates::new(rig.dataplane.maps(), Duration::from_secs(600), false);
+    let groups = GroupStates::new(rig.0.dataplane.maps(), Duration::from_secs(600), false);
     groups.set_master(0, true).expect("fresh lease");
     assert_eq!(rig.run(&syn).0, XDP_TX, "fresh lease serves");
-    assert!(rig.groups.is_master(0));
+    assert!(rig.0.groups.is_master(0));
 }
 
 #[test]
@@ -522,7 +424,8 @@ fn maglev_flip_keeps_established_flows_on_their_backend() {
             .collect(),
         ..spec.clone()
     };
-    rig.table
+    rig.0
+        .table
         .apply(std::slice::from_ref(&without))
         .expect("flip the Maglev table");
 
@@ -543,7 +446,7 @@ fn maglev_flip_keeps_established_flows_on_their_backend() {
     assert_eq!(rig.run(&moved.build()).0, XDP_TX);
     let placed = rig.flow(&moved).expect("flow");
     assert_ne!(
-        rig.table.backend_id(backend.addr, backend.port),
+        rig.0.table.backend_id(backend.addr, backend.port),
         Some(placed.backend),
         "a drained backend gets no new flow"
     );
@@ -586,7 +489,7 @@ fn nat_ports_never_collide_and_rst_frees_the_flow() {
         "only {} of 200 flows got a NAT port",
         ports.len()
     );
-    assert_eq!(rig.dataplane.maps().nat_entries().len(), ports.len());
+    assert_eq!(rig.0.dataplane.maps().nat_entries().len(), ports.len());
 
     // RST ends a flow at once and frees its port.
     let client = IpAddr::V4(Ipv4Addr::from(0x0a4d_0000 + 1000));
@@ -598,7 +501,7 @@ fn nat_ports_never_collide_and_rst_frees_the_flow() {
     );
     assert!(rig.flow(&rst).is_none(), "RST removed the flow");
     assert_eq!(
-        rig.dataplane.maps().nat_entries().len(),
+        rig.0.dataplane.maps().nat_entries().len(),
         ports.len() - 1,
         "and its NAT entry"
     );
@@ -615,11 +518,11 @@ fn no_backend_and_unknown_mac_drop_and_count() {
     table.apply(std::slice::from_ref(&spec)).expect("install");
     let groups = GroupStates::new(dataplane.maps(), Duration::from_secs(600), false);
     groups.set_master(0, true).expect("master");
-    let mut rig = Rig {
+    let mut rig = Rig(rig::Rig {
         dataplane,
         table,
         groups,
-    };
+    });
     let syn = FrameSpec::tcp(CLIENT, 46000, VIP, 5432, tcp::SYN).macs(CLIENT_MAC, NODE_MAC);
     let before = rig.counters();
     assert_eq!(rig.run(&syn.build()).0, XDP_DROP, "no backend: refused");
@@ -630,7 +533,8 @@ fn no_backend_and_unknown_mac_drop_and_count() {
 
     // Backends back, but their MAC is not known yet.
     spec.backends.iter_mut().for_each(|b| b.weight = 1);
-    rig.table
+    rig.0
+        .table
         .apply(std::slice::from_ref(&spec))
         .expect("install");
     let before = rig.counters();
@@ -640,7 +544,10 @@ fn no_backend_and_unknown_mac_drop_and_count() {
         "unknown MAC: dropped until resolved"
     );
     assert_eq!(reason_moved(&before, &rig.counters(), reason::NO_NEIGH), 1);
-    rig.table.set_mac(v4(31), backend_mac(v4(31))).expect("MAC");
+    rig.0
+        .table
+        .set_mac(v4(31), backend_mac(v4(31)))
+        .expect("MAC");
     assert_eq!(
         rig.run(&syn.build()).0,
         XDP_TX,

@@ -1,5 +1,6 @@
 //! `cargo xtask`: set-up, builds, tests, the lab and the benchmarks.
 
+mod bench;
 mod build;
 mod lab;
 mod setup;
@@ -33,6 +34,8 @@ enum Task {
     /// A local cluster in network namespaces: vipx-agent nodes, a client,
     /// PostgreSQL behind three PgBouncers. Stays up until Ctrl-C.
     Lab(lab::LabArgs),
+    /// Benchmarks, printed as tables with ratios measured in one run.
+    Bench(bench::BenchArgs),
     /// Remove what killed labs and tests left: namespaces and temp dirs of
     /// processes that no longer exist, and the processes inside them.
     Sweep,
@@ -44,6 +47,7 @@ fn main() -> anyhow::Result<()> {
         Task::BuildEbpf { release } => build::ebpf(release),
         Task::Test(args) => test::run(&args),
         Task::Lab(args) => lab::run(&args),
+        Task::Bench(args) => bench::run(&args),
         Task::Sweep => {
             let namespaces = vipx_lab::sweep_stale()?;
             let dirs = vipx_lab::sweep_stale_dirs()?;

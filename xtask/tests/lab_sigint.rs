@@ -71,6 +71,27 @@ fn lab_comes_up_and_ctrl_c_leaves_nothing_behind() {
         );
     }
 
+    // The printed psql command reaches PostgreSQL through the VIP.
+    let psql = text
+        .lines()
+        .find(|line| line.contains("# through the VIP"))
+        .and_then(|line| line.trim().strip_prefix("sudo "))
+        .and_then(|line| line.split(" #").next())
+        .expect("the lab prints a psql command through the VIP");
+    let mut argv: Vec<&str> = psql.split_whitespace().collect();
+    argv.extend(["-X", "-A", "-t", "-c", "SELECT 'via the VIP'"]);
+    let out = Command::new(argv[0])
+        .args(&argv[1..])
+        .env("PGCONNECT_TIMEOUT", "5")
+        .output()
+        .expect("run the printed psql command");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "via the VIP",
+        "psql through the VIP failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     let namespaces = vipx_lab::leftovers_of(pid);
     assert!(
         namespaces.len() >= 5,

@@ -106,6 +106,16 @@ impl Maps {
             })
     }
 
+    /// Removes a flow (not its NAT entry).
+    pub fn remove_flow(&self, key: &FlowKey) -> Result<(), DataplaneError> {
+        lock(&self.flows)
+            .remove(key)
+            .map_err(|source| DataplaneError::Map {
+                name: MAP_FLOWS,
+                source,
+            })
+    }
+
     /// The backend entry of an id.
     pub fn backend(&self, id: u32) -> Option<Backend> {
         lock(&self.backends).get(&id, 0).ok()

@@ -1,0 +1,174 @@
+//! Configuration parsing and checks.
+
+use super::*;
+
+const GOOD: &str = r#"
+[node]
+name = "lb-1"
+
+[dataplane]
+interfaces = ["eth0", "eth1"]
+xdp_mode = "generic"
+
+[api]
+listen = "127.0.0.1:9000"
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(Path::new("/etc/vipx/vipx.toml"), text)
+}
+
+fn error_of(text: &str) -> String {
+    parse(text)
+        .expect_err("config should be rejected")
+        .to_string()
+}
+
+#[test]
+fn parses_a_full_config() {
+    let config = parse(GOOD).expect("good config parses");
+    assert_eq!(config.node.name(), "lb-1");
+    assert_eq!(config.dataplane.interfaces.len(), 2);
+    assert_eq!(config.dataplane.xdp_mode, XdpModeConfig::Generic);
+    assert_eq!(config.api.listen, "127.0.0.1:9000".parse().unwrap());
+}
+
+#[test]
+fn defaults_fill_the_optional_sections() {
+    let config = parse("[dataplane]\ninterfaces = [\"eth0\"]\n").expect("minimal config parses");
+    assert_eq!(config.dataplane.xdp_mode, XdpModeConfig::Auto);
+    assert_eq!(config.api.listen, DEFAULT_API_LISTEN.parse().unwrap());
+}
+
+#[test]
+fn unknown_key_names_file_line_and_column() {
+    let text = "[dataplane]\ninterfaces = [\"eth0\"]\n  colour = \"blue\"\n";
+    let err = error_of(text);
+    assert!(
+        err.starts_with("/etc/vipx/vipx.toml:3:3: "),
+        "error should point at line 3 column 3: {err}"
+    );
+    assert!(err.contains("colour"), "error should name the key: {err}");
+}
+
+#[test]
+fn wrong_type_names_line_and_column() {
+    let text = "[dataplane]\ninterfaces = [\"eth0\"]\n[api]\nlisten = 9000\n";
+    let err = error_of(text);
+    assert!(err.starts_with("/etc/vipx/vipx.toml:4:10: "), "{err}");
+}
+
+#[test]
+fn bad_enum_value_and_bad_interface_are_located() {
+    let err = error_of("[dataplane]\ninterfaces = [\"eth0\"]\nxdp_mode = \"turbo\"\n");
+    assert!(err.starts_with("/etc/vipx/vipx.toml:3:12: "), "{err}");
+    let err = error_of("[dataplane]\ninterfaces = [\"a-very-long-interface-name\"]\n");
+    assert!(err.starts_with("/etc/vipx/vipx.toml:2:14: "), "{err}");
+    assert!(err.contains("1 to 15 bytes"), "{err}");
+}
+
+#[test]
+fn semantic_errors_are_located() {
+    let err = error_of("[api]\nlisten = \"127.0.0.1:1\"\n[dataplane]\n interfaces = []\n");
+    assert!(err.starts_with("/etc/vipx/vipx.toml:4:2: "), "{err}");
+    let err = error_of("[dataplane]\ninterfaces = [\"eth0\", \"eth0\"]\n");
+    assert!(err.contains("listed twice"), "{err}");
+    assert!(err.starts_with("/etc/vipx/vipx.toml:2:1: "), "{err}");
+}
+
+#[test]
+fn missing_section_is_reported() {
+    let err = error_of("[node]\nname = \"x\"\n");
+    assert!(err.contains("dataplane"), "{err}");
+    assert!(err.starts_with("/etc/vipx/vipx.toml:1:1: "), "{err}");
+}
+
+#[test]
+fn line_column_counts_characters() {
+    assert_eq!(line_column("ab\ncé d", 7), (2, 4));
+    assert_eq!(line_column("", 0), (1, 1));
+}
+
+#[test]
+fn example_config_in_the_repository_parses() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/vipx.toml");
+    Config::load(&path).expect("config/vipx.toml is valid");
+}
+
+const GROUP: &str =
+    "[[group]]\nname = \"pg\"\nvrid = 51\ninterface = \"eth0\"\nvips = [\"10.0.0.100/24\"]\n";
+
+fn with_service(service: &str) -> String {
+    format!("[dataplane]\ninterfaces = [\"eth0\"]\n{GROUP}[[service]]\n{service}")
+}
+
+const BACKENDS: &str = "backends = [{ address = \"10.0.0.31\", port = 6432 }]\n";
+
+#[test]
+fn a_service_and_its_group_parse() {
+    let text = with_service(&format!(
+        "name = \"pgb\"\nvip = \"10.0.0.100\"\nport = 5432\n{BACKENDS}"
+    ));
+    let config = parse(&text).expect("service parses");
+    let service = config.services[0].get_ref();
+    assert_eq!(service.mode, Mode::Nat);
+    assert_eq!(service.protocol, Protocol::Tcp);
+    assert_eq!(service.maglev_size, DEFAULT_MAGLEV_SIZE);
+    assert_eq!(service.backends[0].weight, 1);
+    assert_eq!(config.service_group(service), Some(0));
+    assert_eq!(config.groups[0].get_ref().state, InitialState::Backup);
+}
+
+#[test]
+fn service_errors_point_at_the_service() {
+    let cases = [
+        ("name = \"a\"\nvip = \"10.0.0.99\"\nport = 5432\n".to_owned() + BACKENDS, "no [[group]] holds the VIP"),
+        ("name = \"a\"\nvip = \"10.0.0.100\"\nport = 5432\ngroup = \"nope\"\n".to_owned() + BACKENDS, "group nope is not defined"),
+        ("name = \"a\"\nvip = \"10.0.0.100\"\nport = 5432\nmaglev_size = 65536\n".to_owned() + BACKENDS, "must be a prime"),
+        ("name = \"a\"\nvip = \"10.0.0.100\"\nport = 5432\nmode = \"dsr\"\n".to_owned() + BACKENDS, "dsr cannot change the port"),
+        ("name = \"a\"\nvip = \"10.0.0.100\"\nport = 5432\nbackends = []\n".to_owned(), "at least one backend"),
+        ("name = \"a\"\nvip = \"10.0.0.100\"\nport = 5432\nbackends = [{ address = \"fd00::1\" }]\n".to_owned(), "address family"),
+    ];
+    for (service, expected) in cases {
+        let err = error_of(&with_service(&service));
+        assert!(err.contains(expected), "expected {expected:?} in: {err}");
+        assert!(err.starts_with("/etc/vipx/vipx.toml:"), "{err}");
+    }
+}
+
+#[test]
+fn bad_values_inside_a_service_are_located() {
+    let text = with_service(&format!(
+        "name = \"a\"\nvip = \"10.0.0.100\"\nport = 5432\nnat_ports = \"80-90\"\n{BACKENDS}"
+    ));
+    let err = error_of(&text);
+    assert!(err.starts_with("/etc/vipx/vipx.toml:12:13: "), "{err}");
+    assert!(err.contains("port range"), "{err}");
+    let text = format!(
+        "[dataplane]\ninterfaces = [\"eth0\"]\n[[group]]\nname = \"pg\"\nvrid = 51\ninterface = \"eth0\"\nvips = [\"10.0.0.100\"]\n"
+    );
+    let err = error_of(&text);
+    assert!(err.starts_with("/etc/vipx/vipx.toml:7:"), "{err}");
+    assert!(err.contains("prefix length"), "{err}");
+}
+
+#[test]
+fn duplicate_groups_and_services_are_rejected() {
+    let twice = format!("[dataplane]\ninterfaces = [\"eth0\"]\n{GROUP}{GROUP}");
+    assert!(error_of(&twice).contains("used twice"));
+    let service = format!("name = \"a\"\nvip = \"10.0.0.100\"\nport = 5432\n{BACKENDS}");
+    let text = format!(
+        "{}[[service]]\n{}",
+        with_service(&service),
+        service.replace("\"a\"", "\"b\"")
+    );
+    assert!(error_of(&text).contains("already a service"));
+}
+
+#[test]
+fn lease_refresh_must_be_shorter_than_the_lease() {
+    let text = "[dataplane]\ninterfaces = [\"eth0\"]\nlease_timeout = \"10ms\"\nlease_refresh = \"20ms\"\n";
+    let err = error_of(text);
+    assert!(err.contains("lease_refresh"), "{err}");
+    assert!(err.starts_with("/etc/vipx/vipx.toml:4:1: "), "{err}");
+}
