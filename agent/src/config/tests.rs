@@ -144,10 +144,8 @@ fn bad_values_inside_a_service_are_located() {
     let err = error_of(&text);
     assert!(err.starts_with("/etc/vipx/vipx.toml:12:13: "), "{err}");
     assert!(err.contains("port range"), "{err}");
-    let text = format!(
-        "[dataplane]\ninterfaces = [\"eth0\"]\n[[group]]\nname = \"pg\"\nvrid = 51\ninterface = \"eth0\"\nvips = [\"10.0.0.100\"]\n"
-    );
-    let err = error_of(&text);
+    let text = "[dataplane]\ninterfaces = [\"eth0\"]\n[[group]]\nname = \"pg\"\nvrid = 51\ninterface = \"eth0\"\nvips = [\"10.0.0.100\"]\n";
+    let err = error_of(text);
     assert!(err.starts_with("/etc/vipx/vipx.toml:7:"), "{err}");
     assert!(err.contains("prefix length"), "{err}");
 }
