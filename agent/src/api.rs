@@ -4,11 +4,12 @@ use std::sync::Arc;
 
 use axum::{
     Json, Router,
-    extract::State,
-    http::header,
+    extract::{Query, State},
+    http::{StatusCode, header},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
 };
+use serde::{Deserialize, Serialize};
 
 use crate::daemon::AgentState;
 
@@ -20,6 +21,8 @@ pub fn router(state: Arc<AgentState>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
+        .route("/api/v1/events", get(events))
+        .route("/api/v1/drain", post(drain))
         .with_state(state)
 }
 
@@ -32,4 +35,49 @@ async fn metrics(State(state): State<Arc<AgentState>>) -> Response {
 
 async fn status(State(state): State<Arc<AgentState>>) -> Response {
     Json(state.status()).into_response()
+}
+
+/// `GET /api/v1/events?after=N`
+#[derive(Debug, Default, Deserialize)]
+struct EventsQuery {
+    #[serde(default)]
+    after: u64,
+}
+
+async fn events(
+    State(state): State<Arc<AgentState>>,
+    Query(query): Query<EventsQuery>,
+) -> Response {
+    Json(state.events.since(query.after)).into_response()
+}
+
+/// `POST /api/v1/drain`: `{"backend": "10.0.0.31:6432", "drain": true}`.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct DrainRequest {
+    pub backend: std::net::SocketAddr,
+    #[serde(default = "yes")]
+    pub drain: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn drain(
+    State(state): State<Arc<AgentState>>,
+    Json(request): Json<DrainRequest>,
+) -> Response {
+    if state.drain(request.backend, request.drain) {
+        (
+            StatusCode::OK,
+            Json(serde_json::json!({ "backend": request.backend, "drained": request.drain })),
+        )
+            .into_response()
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({ "error": format!("no service has backend {}", request.backend) })),
+        )
+            .into_response()
+    }
 }

@@ -31,6 +31,24 @@ pub enum Command {
         /// The file to check.
         path: PathBuf,
     },
+    /// Drain a backend in the running agent: its flows stay, new flows go
+    /// elsewhere (`--undo` to take it back).
+    Drain {
+        /// The backend, ADDRESS:PORT.
+        backend: std::net::SocketAddr,
+        /// Undrain.
+        #[arg(long)]
+        undo: bool,
+        /// Base URL of the agent's API (default: from the config file).
+        #[arg(long)]
+        api: Option<String>,
+    },
+    /// Print the running agent's event timeline.
+    Events {
+        /// Base URL of the agent's API (default: from the config file).
+        #[arg(long)]
+        api: Option<String>,
+    },
     /// Ask the running agent for its state.
     Status {
         /// Base URL of the agent's API (default: from the config file's

@@ -21,6 +21,8 @@ use crate::{
     dataplane::{
         Attachment, CounterMaps, Dataplane, FlowCollector, FlowTimeouts, GroupStates, ServiceTable,
     },
+    events::EventLog,
+    health::HealthRunner,
     lb::{self, SharedTable},
     metrics::Metrics,
     neigh::Neighbours,
@@ -38,7 +40,9 @@ pub struct AgentState {
     pub ha_debug: bool,
     pub config_path: PathBuf,
     pub started: Instant,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
+    pub events: Arc<EventLog>,
+    health: Mutex<HealthRunner>,
     counters: CounterMaps,
     table: SharedTable,
     groups: Arc<GroupStates>,
@@ -95,6 +99,14 @@ impl AgentState {
         }
     }
 
+    /// Drains (or undrains) a backend; false if no service has it.
+    pub fn drain(&self, backend: std::net::SocketAddr, drain: bool) -> bool {
+        self.health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .drain(backend, drain)
+    }
+
     fn set_attachments(&self, attachments: Vec<Attachment>) {
         self.metrics.set_attachments(&attachments);
         *self
@@ -120,7 +132,20 @@ pub async fn run(config_path: &Path, ha_debug: bool) -> anyhow::Result<()> {
     let maps = dataplane.maps();
     let table: SharedTable = Arc::new(Mutex::new(ServiceTable::new(Arc::clone(&maps), ha_debug)));
     let specs = lb::specs(&config);
-    lb::lock(&table).apply(&specs)?;
+    let events = Arc::new(EventLog::default());
+    let metrics = Arc::new(
+        Metrics::new(&node, Some(dataplane.counters()), Some(Arc::clone(&table)))
+            .context("registering metrics")?,
+    );
+    // Installs the services, then keeps their backend sets in line with
+    // the health checks.
+    let health = HealthRunner::start(
+        &config,
+        specs.clone(),
+        Arc::clone(&table),
+        Arc::clone(&events),
+        Arc::clone(&metrics),
+    );
     let neighbours = Neighbours::new()?;
     lb::resolve_all(&table, &neighbours, &specs, MAC_WAIT).await;
     let groups = Arc::new(GroupStates::new(
@@ -135,8 +160,9 @@ pub async fn run(config_path: &Path, ha_debug: bool) -> anyhow::Result<()> {
         ha_debug,
         config_path: config_path.to_owned(),
         started: Instant::now(),
-        metrics: Metrics::new(&node, Some(dataplane.counters()), Some(Arc::clone(&table)))
-            .context("registering metrics")?,
+        metrics,
+        events,
+        health: Mutex::new(health),
         counters: dataplane.counters(),
         table: Arc::clone(&table),
         groups: Arc::clone(&groups),
@@ -233,12 +259,21 @@ async fn take_initial_states(config: &Config, ownership: &Ownership, state: &Age
         let id = u32::try_from(id).unwrap_or(u32::MAX);
         let group = group.get_ref();
         let master = group.state == InitialState::Master;
+        let was = ownership.is_master(id);
         if master {
             ownership.become_master(id, group).await;
         } else {
             ownership.become_backup(id, group).await;
         }
         state.metrics.set_group_master(&group.name, master);
+        let name = |m: bool| if m { "MASTER" } else { "BACKUP" };
+        state.events.record(
+            "group",
+            &group.name,
+            name(was),
+            name(master),
+            "configured state",
+        );
     }
 }
 

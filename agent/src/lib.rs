@@ -7,6 +7,8 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;
+pub mod events;
+pub mod health;
 pub mod lb;
 pub mod metrics;
 pub mod neigh;

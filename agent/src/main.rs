@@ -49,11 +49,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Drain { backend, undo, api } => {
+            let base = api_base(api, &cli.config)?;
+            let answer = runtime.block_on(status::drain(&base, backend, !undo))?;
+            println!("{answer}");
+            Ok(())
+        }
+        Command::Events { api } => {
+            let base = api_base(api, &cli.config)?;
+            for event in runtime.block_on(status::events(&base))? {
+                println!(
+                    "{:>6} {} {:<8} {:<32} {} -> {} ({})",
+                    event.seq,
+                    event.unix_ms,
+                    event.kind,
+                    event.subject,
+                    event.from,
+                    event.to,
+                    event.reason
+                );
+            }
+            Ok(())
+        }
         Command::Status { api, json } => {
-            let base = match api {
-                Some(url) => url,
-                None => status::api_url(Config::load(&cli.config)?.api.listen),
-            };
+            let base = api_base(api, &cli.config)?;
             let report = runtime.block_on(status::fetch(&base))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
@@ -63,4 +82,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The API's base URL: given, or from the config file's `[api] listen`.
+fn api_base(api: Option<String>, config: &std::path::Path) -> anyhow::Result<String> {
+    Ok(match api {
+        Some(url) => url,
+        None => status::api_url(Config::load(config)?.api.listen),
+    })
 }

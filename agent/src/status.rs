@@ -125,10 +125,7 @@ pub fn api_url(listen: SocketAddr) -> String {
 pub async fn fetch(base_url: &str) -> anyhow::Result<Status> {
     use anyhow::Context as _;
     let url = format!("{}/api/v1/status", base_url.trim_end_matches('/'));
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()?;
-    let response = client
+    let response = client()?
         .get(&url)
         .send()
         .await
@@ -138,6 +135,49 @@ pub async fn fetch(base_url: &str) -> anyhow::Result<Status> {
         .json()
         .await
         .with_context(|| format!("{url} did not return a status"))
+}
+
+/// Asks a running agent to drain (or undrain) a backend.
+pub async fn drain(
+    base_url: &str,
+    backend: std::net::SocketAddr,
+    drain: bool,
+) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    let url = format!("{}/api/v1/drain", base_url.trim_end_matches('/'));
+    let response = client()?
+        .post(&url)
+        .json(&crate::api::DrainRequest { backend, drain })
+        .send()
+        .await
+        .with_context(|| format!("no agent answers at {url}"))?;
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    if !status.is_success() {
+        anyhow::bail!("{url}: {status}: {body}");
+    }
+    Ok(body)
+}
+
+/// A running agent's event timeline.
+pub async fn events(base_url: &str) -> anyhow::Result<Vec<crate::events::Event>> {
+    use anyhow::Context as _;
+    let url = format!("{}/api/v1/events", base_url.trim_end_matches('/'));
+    client()?
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("no agent answers at {url}"))?
+        .error_for_status()?
+        .json()
+        .await
+        .with_context(|| format!("{url} did not return events"))
+}
+
+fn client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?)
 }
 
 /// The human-readable form printed by `vipx-agent status`.

@@ -90,6 +90,10 @@ impl PgBouncer {
             .join(format!("{}-pgbouncer-{listen_port}", host.name()));
         make_user_dir(&dir)?;
         make_user_dir(&dir.join("sock"))?;
+        // A restart on the same port after kill -9: the old pidfile would
+        // stop it while the killed process is still a zombie (an old instance
+        // that really runs still holds the port, and the start fails there).
+        let _ = std::fs::remove_file(dir.join("pgbouncer.pid"));
         let ini = dir.join("pgbouncer.ini");
         let config = render_ini(
             &dir,

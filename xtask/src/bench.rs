@@ -39,6 +39,9 @@ pub struct BenchArgs {
 enum BenchKind {
     /// XDP cost per packet and pgbench through the VIP / direct / HAProxy.
     Dataplane,
+    /// Time from a PgBouncer's death to its removal, and from its restart
+    /// to its return.
+    Health,
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
@@ -49,6 +52,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let agent = build::binaries(true)?;
     match args.what {
         BenchKind::Dataplane => dataplane(args, agent),
+        BenchKind::Health => {
+            println!("{}", crate::bench_health::run(args.rounds.max(5), agent)?);
+            Ok(())
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 //! bad line is found at once; a bad file never replaces a running config.
 
 mod group;
+mod health;
 mod service;
 
 use std::{
@@ -18,6 +19,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub use group::{GroupConfig, InitialState, VipCidr};
+pub use health::{AllDown, CheckKind, HealthConfig, OnDown};
 pub use service::{BackendConfig, DEFAULT_MAGLEV_SIZE, Mode, PortRange, Protocol, ServiceConfig};
 
 /// Where the daemon looks for its configuration by default.

@@ -35,6 +35,8 @@ pub struct ServiceConfig {
     pub nat_ports: PortRange,
     /// The backends.
     pub backends: Vec<BackendConfig>,
+    /// Health checks of the backends (none: every backend counts as up).
+    pub health: Option<super::HealthConfig>,
 }
 
 fn default_maglev_size() -> u32 {
@@ -163,6 +165,9 @@ impl ServiceConfig {
             return Err(format!(
                 "service {name}: maglev_size must exceed the number of backends"
             ));
+        }
+        if let Some(health) = &self.health {
+            health.check(name)?;
         }
         let mut seen = std::collections::HashSet::new();
         for backend in &self.backends {

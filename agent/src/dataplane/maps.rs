@@ -116,6 +116,28 @@ impl Maps {
             })
     }
 
+    /// Forgets every flow pinned to backend `id` (and its NAT entry): their
+    /// next packets become new flows to live backends. Returns how many.
+    pub fn remove_flows_to(&self, id: u32) -> usize {
+        let backend = self.backend(id);
+        let doomed: Vec<(FlowKey, Flow)> = self
+            .flows()
+            .into_iter()
+            .filter(|(_, flow)| flow.backend == id)
+            .collect();
+        for (key, flow) in &doomed {
+            let _ = lock(&self.flows).remove(key);
+            if let Some(backend) = &backend
+                && flow.nat_port != 0
+            {
+                let nat =
+                    vipx_common::flow::nat_key(key, backend.addr, backend.port, flow.nat_port);
+                let _ = lock(&self.nat).remove(&nat);
+            }
+        }
+        doomed.len()
+    }
+
     /// The backend entry of an id.
     pub fn backend(&self, id: u32) -> Option<Backend> {
         lock(&self.backends).get(&id, 0).ok()

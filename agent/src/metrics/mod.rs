@@ -3,7 +3,8 @@
 //! current figures, summed over CPUs).
 
 use prometheus::{
-    Encoder, IntCounter, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
     core::{Collector, Desc},
     proto::{self, LabelPair, MetricFamily, MetricType},
 };
@@ -17,6 +18,7 @@ use vipx_common::Counter;
 
 use crate::{
     dataplane::{Attachment, CounterMaps, FlowStats},
+    health::Health,
     lb::SharedTable,
 };
 
@@ -28,6 +30,10 @@ pub struct Metrics {
     nat_ports: IntGaugeVec,
     group_master: IntGaugeVec,
     flows_expired: IntCounter,
+    backend_state: IntGaugeVec,
+    check_seconds: HistogramVec,
+    transitions: IntCounterVec,
+    all_down: IntGaugeVec,
 }
 
 impl Metrics {
@@ -84,6 +90,38 @@ impl Metrics {
             "Flows forgotten after their idle or FIN timeout.",
         )?;
         registry.register(Box::new(flows_expired.clone()))?;
+        let backend_state = IntGaugeVec::new(
+            Opts::new(
+                "vipx_backend_health",
+                "1 for the backend's current health (up, degraded, down), by service.",
+            ),
+            &["service", "backend", "state"],
+        )?;
+        registry.register(Box::new(backend_state.clone()))?;
+        let check_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "vipx_health_check_duration_seconds",
+                "Duration of health checks.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &["service", "backend"],
+        )?;
+        registry.register(Box::new(check_seconds.clone()))?;
+        let transitions = IntCounterVec::new(
+            Opts::new(
+                "vipx_health_transitions_total",
+                "Health transitions of backends, by new state.",
+            ),
+            &["service", "backend", "to"],
+        )?;
+        registry.register(Box::new(transitions.clone()))?;
+        let all_down = gauge(
+            "vipx_service_all_backends_down",
+            "1 while every backend of the service is down.",
+            "service",
+        )?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -95,7 +133,42 @@ impl Metrics {
             nat_ports,
             group_master,
             flows_expired,
+            backend_state,
+            check_seconds,
+            transitions,
+            all_down,
         })
+    }
+
+    /// Records one health check.
+    pub fn observe_check(&self, report: &crate::health::Report) {
+        let service = report.target.service.as_str();
+        let backend = report.target.backend.to_string();
+        self.check_seconds
+            .with_label_values(&[service, &backend])
+            .observe(report.took.as_secs_f64());
+        for state in [Health::Up, Health::Degraded, Health::Down] {
+            self.backend_state
+                .with_label_values(&[service, &backend, state.name()])
+                .set(i64::from(state == report.health));
+        }
+        if report.changed_from.is_some() {
+            self.transitions
+                .with_label_values(&[service, &backend, report.health.name()])
+                .inc();
+        }
+    }
+
+    /// Records which services have every backend down.
+    pub fn set_all_down(&self, services: &std::collections::HashSet<String>) {
+        for metric in self.all_down.collect().iter().flat_map(|f| f.get_metric()) {
+            if let Some(label) = metric.get_label().first() {
+                self.all_down.with_label_values(&[label.value()]).set(0);
+            }
+        }
+        for service in services {
+            self.all_down.with_label_values(&[service.as_str()]).set(1);
+        }
     }
 
     /// Records what a flow collection found (`names`: service id -> name).
@@ -247,7 +320,7 @@ pub(crate) fn family(
         MetricType::GAUGE
     });
     for (values, value) in rows {
-        let pairs = labels
+        let mut pairs: Vec<LabelPair> = labels
             .iter()
             .zip(values)
             .map(|(label, value)| {
@@ -257,6 +330,8 @@ pub(crate) fn family(
                 pair
             })
             .collect();
+        // Sorted by name, as the prometheus crate's own vectors are.
+        pairs.sort_by(|a, b| a.name().cmp(b.name()));
         let mut metric = proto::Metric::from_label(pairs);
         if counter {
             let mut c = proto::Counter::default();

@@ -1,0 +1,268 @@
+//! `exec`: a command; exit status 0 is up.
+//!
+//! The command runs in a process group of its own, so that a probe that
+//! times out kills it and whatever it started (`sh -c 'curl ...'`).
+
+use std::net::SocketAddr;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, ChildStderr, Command};
+
+use super::{ExecCheck, Stage, Verdict, io_reason};
+
+/// How much of stderr is kept (its end).
+const STDERR_TAIL: usize = 4096;
+/// How many of its last lines a reason quotes.
+const REASON_LINES: usize = 2;
+/// How long stderr is still read after the command exited (a background
+/// process it started may hold stderr open).
+const STDERR_GRACE: Duration = Duration::from_millis(50);
+
+/// Runs `check.command` with the target in its environment.
+pub(super) async fn probe(check: &ExecCheck, target: SocketAddr, stage: &Stage) -> Verdict {
+    let Some((program, args)) = check.command.split_first() else {
+        return Verdict::down("no command");
+    };
+    stage.set("spawn");
+    let spawned = Command::new(program)
+        .args(args)
+        .env("VIPX_BACKEND_ADDR", target.ip().to_string())
+        .env("VIPX_BACKEND_PORT", target.port().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => Group::new(child),
+        Err(e) => return Verdict::down(format!("{program}: {}", io_reason(&e))),
+    };
+    stage.set("exit status");
+    let mut stderr = Vec::new();
+    let status = wait(&mut child, &mut stderr).await;
+    child.reaped();
+    match status {
+        Ok(status) if status.success() => Verdict::Up,
+        Ok(status) => Verdict::down(status_reason(status, &stderr)),
+        Err(e) => Verdict::down(format!("wait: {}", io_reason(&e))),
+    }
+}
+
+/// Waits for the command while it reads the end of its stderr.
+async fn wait(group: &mut Group, tail: &mut Vec<u8>) -> std::io::Result<ExitStatus> {
+    let stderr = group.child.stderr.take();
+    let read = read_tail(stderr, tail);
+    tokio::pin!(read);
+    let wait = group.child.wait();
+    tokio::pin!(wait);
+    let mut read_done = false;
+    let status = loop {
+        tokio::select! {
+            status = &mut wait => break status,
+            () = &mut read, if !read_done => read_done = true,
+        }
+    };
+    if !read_done {
+        let _ = tokio::time::timeout(STDERR_GRACE, read).await;
+    }
+    status
+}
+
+/// Reads `stderr` to its end, keeping the last `STDERR_TAIL` bytes in `tail`.
+async fn read_tail(stderr: Option<ChildStderr>, tail: &mut Vec<u8>) {
+    let Some(mut stderr) = stderr else {
+        return;
+    };
+    let mut chunk = [0u8; 1024];
+    // Each round reads at least one byte or ends: bounded by the output.
+    while let Ok(n @ 1..) = stderr.read(&mut chunk).await {
+        tail.extend_from_slice(&chunk[..n]);
+        if tail.len() > 2 * STDERR_TAIL {
+            tail.drain(..tail.len() - STDERR_TAIL);
+        }
+    }
+}
+
+/// "exit status 3: <last lines of stderr>".
+fn status_reason(status: ExitStatus, stderr: &[u8]) -> String {
+    let stderr = String::from_utf8_lossy(stderr);
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let tail = lines[lines.len().saturating_sub(REASON_LINES)..].join(" / ");
+    let status = status.to_string(); // "exit status: 3", "signal: 9 (SIGKILL)"
+    let status = status.replacen(": ", " ", 1);
+    if tail.is_empty() {
+        status
+    } else {
+        format!("{status}: {tail}")
+    }
+}
+
+/// The command's child, whose process group is killed when the probe is
+/// dropped before the child was reaped (a timeout).
+struct Group {
+    child: Child,
+    pgid: Option<Pid>,
+}
+
+impl Group {
+    fn new(child: Child) -> Self {
+        let pgid = child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .map(Pid::from_raw);
+        Self { child, pgid }
+    }
+
+    /// The child was reaped: its pid may be reused, so no more killpg.
+    fn reaped(&mut self) {
+        self.pgid = None;
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        // The child is not reaped yet, so the group id is still ours. Its
+        // own kill_on_drop follows when `child` drops.
+        if let Some(pgid) = self.pgid {
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::super::{Check, probe};
+    use super::*;
+
+    const TIMEOUT: Duration = Duration::from_secs(5);
+
+    fn exec(argv: &[&str]) -> Check {
+        Check::Exec(ExecCheck {
+            command: argv.iter().map(|s| (*s).to_owned()).collect(),
+        })
+    }
+
+    fn target() -> SocketAddr {
+        "127.0.0.1:6432".parse().expect("address")
+    }
+
+    #[tokio::test]
+    async fn exit_0_is_up() {
+        assert_eq!(
+            probe(&exec(&["true"]), target(), TIMEOUT).await,
+            Verdict::Up
+        );
+    }
+
+    #[tokio::test]
+    async fn another_status_is_down_with_stderr() {
+        let check = exec(&["sh", "-c", "echo noise >&2; echo bad >&2; exit 3"]);
+        assert_eq!(
+            probe(&check, target(), TIMEOUT).await,
+            Verdict::down("exit status 3: noise / bad")
+        );
+        let check = exec(&["sh", "-c", "kill -9 $$"]);
+        let verdict = probe(&check, target(), TIMEOUT).await;
+        assert_eq!(verdict, Verdict::down("signal 9 (SIGKILL)"));
+    }
+
+    #[tokio::test]
+    async fn the_command_sees_the_target() {
+        let script = r#"test "$VIPX_BACKEND_ADDR:$VIPX_BACKEND_PORT" = 127.0.0.1:6432"#;
+        assert_eq!(
+            probe(&exec(&["sh", "-c", script]), target(), TIMEOUT).await,
+            Verdict::Up
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_or_none_is_down() {
+        let verdict = probe(&exec(&["/nonexistent/check"]), target(), TIMEOUT).await;
+        assert_eq!(
+            verdict,
+            Verdict::down("/nonexistent/check: No such file or directory")
+        );
+        assert_eq!(
+            probe(&exec(&[]), target(), TIMEOUT).await,
+            Verdict::down("no command")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_background_process_holding_stderr_does_not_hold_the_probe() {
+        let start = Instant::now();
+        let check = exec(&["sh", "-c", "sleep 3 & echo done >&2; exit 1"]);
+        let verdict = probe(&check, target(), TIMEOUT).await;
+        assert_eq!(verdict, Verdict::down("exit status 1: done"));
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_timeout_kills_the_command_and_its_children() {
+        let start = Instant::now();
+        let verdict = probe(
+            &exec(&["sleep", "10"]),
+            target(),
+            Duration::from_millis(200),
+        )
+        .await;
+        assert!(
+            start.elapsed() < Duration::from_millis(700),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(
+            verdict,
+            Verdict::down("timed out after 200ms (exit status)")
+        );
+
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let pid_file = dir.path().join("pid");
+        let script = format!("sleep 10 & echo $! > {}; wait", pid_file.display());
+        let start = Instant::now();
+        let timeout = Duration::from_millis(200);
+        let verdict = probe(&exec(&["sh", "-c", &script]), target(), timeout).await;
+        assert!(
+            start.elapsed() < timeout + Duration::from_millis(500),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(
+            verdict,
+            Verdict::down("timed out after 200ms (exit status)")
+        );
+
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .expect("the script wrote the pid of its sleep")
+            .trim()
+            .parse()
+            .expect("a pid");
+        // SIGKILL is asynchronous: give the kernel a moment (bounded).
+        let mut alive = true;
+        for _ in 0..50 {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // Gone, or a zombie waiting for its reaper (init, or us).
+            alive = !stat.is_empty() && !stat.contains(") Z ");
+            if !alive {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!alive, "the command's sleep {pid} survived the timeout");
+    }
+}

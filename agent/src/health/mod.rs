@@ -1,0 +1,141 @@
+//! Health checks: checkers that understand PostgreSQL and PgBouncer, one
+//! task per backend with rise/fall hysteresis, and a controller that turns
+//! verdicts into the data plane's backend set.
+
+pub mod checks;
+pub mod controller;
+pub mod monitor;
+pub mod state;
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex, PoisonError},
+};
+
+use tokio::{sync::mpsc, task::JoinHandle};
+
+pub use controller::{Controller, Policy};
+pub use monitor::{Prober, Report, Schedule, Target};
+pub use state::{Health, Hysteresis};
+
+use crate::{
+    config::Config, dataplane::ServiceSpec, events::EventLog, lb::SharedTable, metrics::Metrics,
+};
+
+/// Reports in flight between the checks and the controller.
+const REPORT_QUEUE: usize = 1024;
+
+/// The running health checks of every service that has a `[service.health]`.
+pub struct HealthRunner {
+    controller: Arc<Mutex<Controller>>,
+    monitors: Vec<JoinHandle<()>>,
+    reports: mpsc::Sender<Report>,
+    receiver: JoinHandle<()>,
+}
+
+fn lock(controller: &Mutex<Controller>) -> std::sync::MutexGuard<'_, Controller> {
+    controller.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl HealthRunner {
+    /// Applies `specs` (the configured services) and starts their checks.
+    pub fn start(
+        config: &Config,
+        specs: Vec<ServiceSpec>,
+        table: SharedTable,
+        events: Arc<EventLog>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let controller = Arc::new(Mutex::new(Controller::new(table, events)));
+        let (reports, mut rx) = mpsc::channel::<Report>(REPORT_QUEUE);
+        let receiver = {
+            let controller = Arc::clone(&controller);
+            tokio::spawn(async move {
+                while let Some(report) = rx.recv().await {
+                    metrics.observe_check(&report);
+                    let mut controller = lock(&controller);
+                    controller.on_report(&report);
+                    metrics.set_all_down(controller.all_down());
+                }
+            })
+        };
+        let mut runner = Self {
+            controller,
+            monitors: Vec::new(),
+            reports,
+            receiver,
+        };
+        runner.reload(config, specs);
+        runner
+    }
+
+    /// A new configuration: the base backend set is applied, checks are
+    /// restarted from the health the controller already knows.
+    pub fn reload(&mut self, config: &Config, specs: Vec<ServiceSpec>) {
+        for monitor in self.monitors.drain(..) {
+            monitor.abort();
+        }
+        let mut policies = HashMap::new();
+        for service in &config.services {
+            let service = service.get_ref();
+            let Some(health) = &service.health else {
+                continue;
+            };
+            policies.insert(
+                service.name.clone(),
+                Policy {
+                    on_down: health.on_down,
+                    all_down: health.all_down,
+                },
+            );
+            let schedule = Schedule {
+                interval: health.interval,
+                timeout: health.timeout,
+                jitter: health.jitter,
+                rise: health.rise,
+                fall: health.fall,
+            };
+            let prober: Arc<dyn Prober> = Arc::new(health.to_check());
+            for backend in &service.backends {
+                let addr = SocketAddr::new(backend.address, service.backend_port(backend));
+                let target = Target {
+                    service: service.name.clone(),
+                    backend: addr,
+                    check_addr: SocketAddr::new(
+                        backend.address,
+                        health.port.unwrap_or(addr.port()),
+                    ),
+                };
+                let initial = lock(&self.controller).health(&service.name, addr);
+                self.monitors.push(tokio::spawn(monitor::run(
+                    target,
+                    Arc::clone(&prober),
+                    schedule,
+                    initial,
+                    self.reports.clone(),
+                )));
+            }
+        }
+        lock(&self.controller).set_base(specs, policies);
+    }
+
+    /// Drains or undrains a backend; false if no service has it.
+    pub fn drain(&self, backend: SocketAddr, drain: bool) -> bool {
+        lock(&self.controller).set_drain(backend, drain)
+    }
+
+    /// The health of every checked backend.
+    pub fn health(&self, service: &str, backend: SocketAddr) -> Health {
+        lock(&self.controller).health(service, backend)
+    }
+}
+
+impl Drop for HealthRunner {
+    fn drop(&mut self) {
+        for monitor in self.monitors.drain(..) {
+            monitor.abort();
+        }
+        self.receiver.abort();
+    }
+}
