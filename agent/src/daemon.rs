@@ -22,7 +22,10 @@ use crate::{
         Attachment, CounterMaps, Dataplane, FlowCollector, FlowTimeouts, GroupStates, ServiceTable,
     },
     events::EventLog,
-    health::HealthRunner,
+    health::{
+        HealthRunner,
+        track::{Effective, Tracker, Tracking},
+    },
     lb::{self, SharedTable},
     metrics::Metrics,
     neigh::Neighbours,
@@ -48,6 +51,7 @@ pub struct AgentState {
     groups: Arc<GroupStates>,
     config: RwLock<Config>,
     attachments: RwLock<Vec<Attachment>>,
+    tracking: RwLock<Arc<Tracking>>,
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -70,11 +74,17 @@ impl AgentState {
             .groups
             .iter()
             .enumerate()
-            .map(|(id, g)| GroupStatus {
-                name: g.get_ref().name.clone(),
-                vrid: g.get_ref().vrid,
-                master: u32::try_from(id).is_ok_and(|id| self.groups.is_master(id)),
-                vips: g.get_ref().vips.iter().map(ToString::to_string).collect(),
+            .map(|(id, g)| {
+                let g = g.get_ref();
+                let effective = read(&self.tracking).effective(&g.name);
+                GroupStatus {
+                    name: g.name.clone(),
+                    vrid: g.vrid,
+                    master: u32::try_from(id).is_ok_and(|id| self.groups.is_master(id)),
+                    vips: g.vips.iter().map(ToString::to_string).collect(),
+                    priority: effective.map_or(g.priority, |e| e.priority),
+                    fault: effective.is_some_and(|e| e.fault),
+                }
             })
             .collect();
         let table = lb::lock(&self.table);
@@ -168,9 +178,12 @@ pub async fn run(config_path: &Path, ha_debug: bool) -> anyhow::Result<()> {
         groups: Arc::clone(&groups),
         config: RwLock::new(config.clone()),
         attachments: RwLock::new(Vec::new()),
+        tracking: RwLock::new(Arc::default()),
     });
     state.set_attachments(dataplane.attachments());
     take_initial_states(&config, &ownership, &state).await;
+    let (track_tx, mut track_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut tracker = start_tracker(&config, &state, track_tx.clone());
 
     let shared_specs = Arc::new(Mutex::new(specs));
     let mut tasks: Vec<JoinHandle<()>> = vec![
@@ -220,7 +233,12 @@ pub async fn run(config_path: &Path, ha_debug: bool) -> anyhow::Result<()> {
             _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
             _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
             _ = sighup.recv() => {
-                reload(config_path, &state, &mut dataplane, &ownership, &shared_specs).await;
+                if reload(config_path, &state, &mut dataplane, &ownership, &shared_specs).await {
+                    tracker = start_tracker(&read(&state.config), &state, track_tx.clone());
+                }
+            }
+            Some((group, effective)) = track_rx.recv() => {
+                on_tracking(&state, &ownership, &group, effective).await;
             }
         }
     }
@@ -236,6 +254,7 @@ pub async fn run(config_path: &Path, ha_debug: bool) -> anyhow::Result<()> {
     for task in tasks.drain(..) {
         task.abort();
     }
+    drop(tracker);
     dataplane.detach_all();
     let _ = stop_tx.send(());
     if let Err(err) = server.await.context("API server task")? {
@@ -277,25 +296,103 @@ async fn take_initial_states(config: &Config, ownership: &Ownership, state: &Age
     }
 }
 
+/// Starts the tracked items of every group; their changes come back on
+/// `changes`.
+fn start_tracker(
+    config: &Config,
+    state: &AgentState,
+    changes: tokio::sync::mpsc::UnboundedSender<(String, Effective)>,
+) -> Tracker {
+    let tracker = Tracker::start(
+        config,
+        Arc::clone(&state.events),
+        move |group, effective| {
+            let _ = changes.send((group.to_owned(), effective));
+        },
+    );
+    for group in &config.groups {
+        let group = group.get_ref();
+        if let Some(effective) = tracker.tracking.effective(&group.name) {
+            state
+                .metrics
+                .set_group_priority(&group.name, effective.priority, effective.fault);
+        }
+    }
+    *state
+        .tracking
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::clone(&tracker.tracking);
+    tracker
+}
+
+/// A group's tracked priority changed. Until the election consumes the
+/// priority, a FAULT (a failing weight-0 item) gives up MASTER and its end
+/// restores the configured state.
+async fn on_tracking(state: &AgentState, ownership: &Ownership, group: &str, effective: Effective) {
+    state
+        .metrics
+        .set_group_priority(group, effective.priority, effective.fault);
+    let config = read(&state.config).clone();
+    let Some((id, group)) = config
+        .groups
+        .iter()
+        .enumerate()
+        .find(|(_, g)| g.get_ref().name == group)
+        .map(|(id, g)| (u32::try_from(id).unwrap_or(u32::MAX), g.get_ref().clone()))
+    else {
+        return;
+    };
+    let master = ownership.is_master(id);
+    if effective.fault && master {
+        ownership.become_backup(id, &group).await;
+        state.metrics.set_group_master(&group.name, false);
+        state.events.record(
+            "group",
+            &group.name,
+            "MASTER",
+            "FAULT",
+            "a tracked item failed",
+        );
+    } else if !effective.fault && !master && group.state == InitialState::Master {
+        ownership.become_master(id, &group).await;
+        state.metrics.set_group_master(&group.name, true);
+        state.events.record(
+            "group",
+            &group.name,
+            "FAULT",
+            "MASTER",
+            "tracked items recovered",
+        );
+    }
+}
+
 /// SIGHUP: read the file again; apply it only if it is valid as a whole.
+/// Returns whether a new configuration was applied.
 async fn reload(
     path: &Path,
     state: &AgentState,
     dataplane: &mut Dataplane,
     ownership: &Ownership,
     specs: &Mutex<Vec<crate::dataplane::ServiceSpec>>,
-) {
+) -> bool {
     let new = match Config::load(path) {
         Ok(new) => new,
         Err(err) => {
             error!("reload rejected, keeping the running config: {err}");
-            return;
+            state.events.record(
+                "reload",
+                &path.display().to_string(),
+                "",
+                "rejected",
+                &err.to_string(),
+            );
+            return false;
         }
     };
     let running = read(&state.config).clone();
     if new == running {
         info!("reload: configuration unchanged");
-        return;
+        return false;
     }
     if new.api != running.api
         || new.node != running.node
@@ -347,4 +444,5 @@ async fn reload(
         .write()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = new;
     info!("reload: configuration applied");
+    true
 }

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;
+pub mod election;
 pub mod events;
 pub mod health;
 pub mod lb;

@@ -30,6 +30,12 @@ pub struct GroupStatus {
     pub vrid: u8,
     pub master: bool,
     pub vips: Vec<String>,
+    /// Election priority after tracked items.
+    #[serde(default)]
+    pub priority: u8,
+    /// A tracked weight-0 item failed.
+    #[serde(default)]
+    pub fault: bool,
 }
 
 /// One service and its backends.
@@ -219,10 +225,15 @@ pub fn render(status: &Status) -> String {
     for group in &status.groups {
         let _ = writeln!(
             out,
-            "group      {} (vrid {}): {} {}",
+            "group      {} (vrid {}, priority {}): {} {}",
             group.name,
             group.vrid,
-            if group.master { "MASTER" } else { "BACKUP" },
+            group.priority,
+            match (group.master, group.fault) {
+                (_, true) => "FAULT",
+                (true, false) => "MASTER",
+                (false, false) => "BACKUP",
+            },
             group.vips.join(", ")
         );
     }
@@ -278,6 +289,8 @@ mod tests {
                 vrid: 51,
                 master: true,
                 vips: vec!["10.0.0.100/24".into()],
+                priority: 100,
+                fault: false,
             }],
             services: Vec::new(),
             counters: vec![
@@ -299,7 +312,7 @@ mod tests {
         assert!(text.contains("uptime     1h02m03s"), "{text}");
         assert!(text.contains("eth0 (driver mode)"), "{text}");
         assert!(
-            text.contains("group      pg (vrid 51): MASTER 10.0.0.100/24"),
+            text.contains("group      pg (vrid 51, priority 100): MASTER 10.0.0.100/24"),
             "{text}"
         );
         assert!(text.contains("pass"), "{text}");

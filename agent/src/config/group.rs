@@ -22,6 +22,66 @@ pub struct GroupConfig {
     /// runs, this is the state the node keeps.
     #[serde(default)]
     pub state: InitialState,
+    /// Election priority, 1-255 (255: the address owner). keepalived's
+    /// default is 100.
+    #[serde(default = "default_priority")]
+    pub priority: u8,
+    /// Interfaces whose failure lowers the priority (keepalived's
+    /// `track_interface`).
+    #[serde(default)]
+    pub track_interface: Vec<TrackInterface>,
+    /// Scripts whose result changes the priority (keepalived's
+    /// `track_script`).
+    #[serde(default)]
+    pub track_script: Vec<TrackScript>,
+}
+
+fn default_priority() -> u8 {
+    100
+}
+
+/// `[[group.track_interface]]`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrackInterface {
+    /// The interface.
+    pub name: InterfaceName,
+    /// Added to the priority while the interface is down (negative lowers
+    /// it); 0 puts the group in FAULT (it gives up MASTER).
+    #[serde(default)]
+    pub weight: i32,
+}
+
+/// `[[group.track_script]]`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrackScript {
+    /// Name in logs and metrics.
+    pub name: String,
+    /// The command and its arguments; exit status 0 is success.
+    pub command: Vec<String>,
+    #[serde(default = "default_script_interval", with = "humantime_serde")]
+    pub interval: std::time::Duration,
+    #[serde(default = "default_script_timeout", with = "humantime_serde")]
+    pub timeout: std::time::Duration,
+    #[serde(default = "default_one")]
+    pub rise: u32,
+    #[serde(default = "default_one")]
+    pub fall: u32,
+    /// Negative: added to the priority while the script fails. Positive:
+    /// added while it succeeds. 0: a failure puts the group in FAULT.
+    #[serde(default)]
+    pub weight: i32,
+}
+
+fn default_script_interval() -> std::time::Duration {
+    std::time::Duration::from_secs(1)
+}
+fn default_script_timeout() -> std::time::Duration {
+    std::time::Duration::from_millis(500)
+}
+fn default_one() -> u32 {
+    1
 }
 
 /// `state` of a group at start.
@@ -83,6 +143,41 @@ impl GroupConfig {
         }
         if self.vips.is_empty() {
             return Err(format!("group {}: at least one VIP is needed", self.name));
+        }
+        if self.priority == 0 {
+            return Err(format!("group {}: priority must be 1-255", self.name));
+        }
+        for track in &self.track_interface {
+            if !(-253..=253).contains(&track.weight) {
+                return Err(format!(
+                    "group {}: track_interface {}: weight must be -253..253",
+                    self.name, track.name
+                ));
+            }
+        }
+        for script in &self.track_script {
+            if script.command.is_empty() {
+                return Err(format!(
+                    "group {}: track_script {}: `command` is empty",
+                    self.name, script.name
+                ));
+            }
+            if !(-253..=253).contains(&script.weight) {
+                return Err(format!(
+                    "group {}: track_script {}: weight must be -253..253",
+                    self.name, script.name
+                ));
+            }
+            if script.rise == 0
+                || script.fall == 0
+                || script.timeout.is_zero()
+                || script.interval.is_zero()
+            {
+                return Err(format!(
+                    "group {}: track_script {}: rise, fall, interval and timeout must be non-zero",
+                    self.name, script.name
+                ));
+            }
         }
         Ok(())
     }

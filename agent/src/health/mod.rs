@@ -6,6 +6,7 @@ pub mod checks;
 pub mod controller;
 pub mod monitor;
 pub mod state;
+pub mod track;
 
 use std::{
     collections::HashMap,

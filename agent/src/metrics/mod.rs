@@ -34,6 +34,8 @@ pub struct Metrics {
     check_seconds: HistogramVec,
     transitions: IntCounterVec,
     all_down: IntGaugeVec,
+    group_priority: IntGaugeVec,
+    group_fault: IntGaugeVec,
 }
 
 impl Metrics {
@@ -117,6 +119,16 @@ impl Metrics {
             &["service", "backend", "to"],
         )?;
         registry.register(Box::new(transitions.clone()))?;
+        let group_priority = gauge(
+            "vipx_group_priority",
+            "The group's election priority after its tracked items.",
+            "group",
+        )?;
+        let group_fault = gauge(
+            "vipx_group_fault",
+            "1 while a tracked weight-0 item of the group fails (FAULT).",
+            "group",
+        )?;
         let all_down = gauge(
             "vipx_service_all_backends_down",
             "1 while every backend of the service is down.",
@@ -137,6 +149,8 @@ impl Metrics {
             check_seconds,
             transitions,
             all_down,
+            group_priority,
+            group_fault,
         })
     }
 
@@ -185,6 +199,16 @@ impl Metrics {
                 .set(count(&stats.nat_ports));
         }
         self.flows_expired.inc_by(stats.expired);
+    }
+
+    /// Records a group's priority after its tracked items, and FAULT.
+    pub fn set_group_priority(&self, group: &str, priority: u8, fault: bool) {
+        self.group_priority
+            .with_label_values(&[group])
+            .set(i64::from(priority));
+        self.group_fault
+            .with_label_values(&[group])
+            .set(i64::from(fault));
     }
 
     /// Records whether this node is MASTER of a group.

@@ -1,0 +1,334 @@
+//! Startup and the Backup state (RFC 5798 sections 6.4.1 and 6.4.2).
+
+use super::*;
+
+#[test]
+fn config_is_checked() {
+    let err = |c: InstanceConfig| Instance::new(c).expect_err("config refused");
+    assert_eq!(
+        err(InstanceConfig {
+            vrid: 0,
+            ..config(100, 1)
+        }),
+        InstanceConfigError::ZeroVrid
+    );
+    assert_eq!(err(config(0, 1)), InstanceConfigError::ZeroPriority);
+    for interval in [ms(0), ms(40_960)] {
+        let c = InstanceConfig {
+            advert_interval: interval,
+            ..config(100, 1)
+        };
+        assert_eq!(
+            err(c),
+            InstanceConfigError::IntervalOutOfRange { interval },
+            "{interval:?}"
+        );
+    }
+    let c = InstanceConfig {
+        advert_interval: ms(15),
+        ..config(100, 1)
+    };
+    assert!(
+        err(c)
+            .to_string()
+            .contains("15ms is not a whole number of centiseconds"),
+        "15 ms refused"
+    );
+    for interval in [ms(10), ms(40_950)] {
+        let c = InstanceConfig {
+            advert_interval: interval,
+            ..config(100, 1)
+        };
+        Instance::new(c).expect("interval at the bounds accepted");
+    }
+}
+
+#[test]
+fn startup_as_owner_becomes_master_at_once() {
+    let mut owner = Instance::new(config(255, 1)).expect("owner config");
+    assert_eq!(owner.state(), State::Initialize, "stopped before startup");
+    assert_eq!(owner.next_deadline(), None, "no timer before startup");
+    let actions = owner.startup(ms(5));
+    assert_eq!(
+        actions,
+        [
+            Action::SendAdvert { priority: 255 },
+            Action::BecomeMaster {
+                reason: Reason::Startup
+            }
+        ],
+        "owner: advert then master"
+    );
+    assert_eq!(
+        owner.next_deadline(),
+        Some(ms(1005)),
+        "Adver_Timer = Advertisement_Interval"
+    );
+    assert!(
+        owner.startup(ms(6)).is_empty(),
+        "a second startup does nothing"
+    );
+}
+
+#[test]
+fn startup_below_255_becomes_backup_with_master_down_timer() {
+    let mut backup = Instance::new(config(100, 1)).expect("config");
+    let actions = backup.startup(ms(5));
+    assert_eq!(
+        actions,
+        [Action::BecomeBackup {
+            reason: Reason::Startup
+        }],
+        "backup"
+    );
+    assert_eq!(backup.state(), State::Backup, "state");
+    assert_eq!(
+        backup.skew_time(),
+        ms(600),
+        "(256 - 100) * 100 / 256 = 60 cs"
+    );
+    assert_eq!(backup.master_down_interval(), ms(3600), "3 * 100 + 60 cs");
+    assert_eq!(backup.next_deadline(), Some(ms(3605)), "Master_Down_Timer");
+}
+
+#[test]
+fn backup_takes_over_after_exactly_master_down_interval_of_silence() {
+    let mut backup = started(config(100, 1), ms(0));
+    assert!(
+        backup
+            .advert_received(ms(1000), ip(9), &advert(200, 100))
+            .is_empty(),
+        "accepted"
+    );
+    assert_eq!(
+        backup.next_deadline(),
+        Some(ms(4600)),
+        "reset to 1.0 s + 3.6 s"
+    );
+    assert!(
+        backup.timer(ms(4600) - NS).is_empty(),
+        "not a nanosecond early"
+    );
+    assert_eq!(backup.state(), State::Backup, "still backup");
+    assert_eq!(
+        backup.timer(ms(4600)),
+        [
+            Action::SendAdvert { priority: 100 },
+            Action::BecomeMaster {
+                reason: Reason::MasterDown
+            }
+        ],
+        "master down"
+    );
+    assert_eq!(
+        backup.next_deadline(),
+        Some(ms(5600)),
+        "now the Adver_Timer"
+    );
+    assert_eq!(
+        backup.timer(ms(5600)),
+        [Action::SendAdvert { priority: 100 }],
+        "next advert"
+    );
+    assert_eq!(backup.next_deadline(), Some(ms(6600)), "Adver_Timer reset");
+}
+
+#[test]
+fn adverts_from_the_master_keep_resetting_the_timer() {
+    let mut backup = started(config(100, 1), ms(0));
+    for second in 1..=20 {
+        let now = ms(second * 1000);
+        assert!(
+            backup.timer(now - NS).is_empty(),
+            "no takeover before the advert at {now:?}"
+        );
+        backup.advert_received(now, ip(9), &advert(200, 100));
+        assert_eq!(
+            backup.next_deadline(),
+            Some(now + ms(3600)),
+            "reset at {now:?}"
+        );
+    }
+    assert_eq!(backup.state(), State::Backup, "backup all along");
+    let actions = backup.timer(ms(23_600));
+    assert!(
+        actions.contains(&Action::BecomeMaster {
+            reason: Reason::MasterDown
+        }),
+        "takes over 3.6 s after the last advert: {actions:?}"
+    );
+}
+
+#[test]
+fn priority_zero_from_the_master_means_takeover_after_skew_time() {
+    let mut backup = started(config(100, 1), ms(0));
+    backup.advert_received(ms(1000), ip(9), &advert(200, 100));
+    assert!(
+        backup
+            .advert_received(ms(1500), ip(9), &advert(0, 100))
+            .is_empty(),
+        "no action yet"
+    );
+    assert_eq!(
+        backup.next_deadline(),
+        Some(ms(2100)),
+        "Master_Down_Timer = Skew_Time (0.6 s)"
+    );
+    assert!(
+        backup.timer(ms(2100) - NS).is_empty(),
+        "not before Skew_Time"
+    );
+    assert_eq!(
+        backup.timer(ms(2100)),
+        [
+            Action::SendAdvert { priority: 100 },
+            Action::BecomeMaster {
+                reason: Reason::PriorityZeroReceived { src: ip(9) }
+            }
+        ],
+        "takeover after the master's priority 0"
+    );
+}
+
+#[test]
+fn preempt_on_a_higher_priority_backup_takes_over_from_a_lower_master() {
+    let mut backup = started(config(200, 1), ms(0));
+    assert_eq!(
+        backup.master_down_interval(),
+        ms(3210),
+        "3 * 100 + 56 * 100 / 256 cs"
+    );
+    for n in 0..3 {
+        let now = ms(500 + n * 1000);
+        backup.advert_received(now, ip(9), &advert(100, 100));
+        assert_eq!(
+            backup.next_deadline(),
+            Some(ms(3210)),
+            "lower advert discarded at {now:?}"
+        );
+    }
+    assert!(
+        backup.timer(ms(3210) - NS).is_empty(),
+        "not before Master_Down_Interval"
+    );
+    assert_eq!(
+        backup.timer(ms(3210)),
+        [
+            Action::SendAdvert { priority: 200 },
+            Action::BecomeMaster {
+                reason: Reason::Preempt {
+                    src: ip(9),
+                    priority: 100
+                }
+            }
+        ],
+        "preempts the lower master"
+    );
+}
+
+#[test]
+fn preempt_off_a_higher_priority_backup_stays_backup() {
+    let mut backup = started(
+        InstanceConfig {
+            preempt: false,
+            ..config(200, 1)
+        },
+        ms(0),
+    );
+    for n in 0..20 {
+        let now = ms(500 + n * 1000);
+        assert!(backup.timer(now).is_empty(), "no takeover at {now:?}");
+        backup.advert_received(now, ip(9), &advert(100, 50));
+        assert_eq!(backup.master_adver_interval(), ms(500), "interval learnt");
+    }
+    assert_eq!(
+        backup.state(),
+        State::Backup,
+        "nopreempt keeps the lower master"
+    );
+}
+
+#[test]
+fn preempt_delay_holds_preemption_back_from_the_first_lower_advert() {
+    let c = InstanceConfig {
+        preempt_delay: ms(5000),
+        ..config(200, 1)
+    };
+    let mut backup = started(c, ms(0));
+    // The first lower advert (0.5 s) starts the delay: adverts until 5.5 s
+    // are accepted, the one at 5.5 s is discarded, so the timer set at 4.5 s
+    // runs out at 4.5 + 3.21 s.
+    for n in 0..8 {
+        let now = ms(500 + n * 1000);
+        assert!(backup.timer(now).is_empty(), "held at {now:?}");
+        backup.advert_received(now, ip(9), &advert(100, 100));
+    }
+    assert_eq!(
+        backup.next_deadline(),
+        Some(ms(7710)),
+        "last accepted advert at 4.5 s"
+    );
+    assert!(backup.timer(ms(7710) - NS).is_empty(), "not before");
+    let actions = backup.timer(ms(7710));
+    assert!(
+        actions.contains(&Action::BecomeMaster {
+            reason: Reason::Preempt {
+                src: ip(9),
+                priority: 100
+            }
+        }),
+        "preempts once the delay is over: {actions:?}"
+    );
+}
+
+#[test]
+fn preempt_delay_restarts_when_the_master_drops_below_us() {
+    let c = InstanceConfig {
+        preempt_delay: ms(2000),
+        ..config(150, 1)
+    };
+    let mut backup = started(c, ms(0));
+    for second in 1..=10 {
+        backup.advert_received(ms(second * 1000), ip(9), &advert(200, 100));
+    }
+    // The master's priority drops to 100 at 11 s: the delay runs 11..13 s.
+    for second in 11..=13 {
+        backup.advert_received(ms(second * 1000), ip(9), &advert(100, 100));
+    }
+    assert_eq!(
+        backup.next_deadline(),
+        Some(ms(12_000 + 3410)),
+        "advert at 13 s discarded"
+    );
+    backup.timer(ms(15_410));
+    assert_eq!(
+        backup.state(),
+        State::Master,
+        "took over after delay + Master_Down_Interval"
+    );
+}
+
+#[test]
+fn the_masters_advertised_interval_drives_the_backup_timers() {
+    let mut b = started(config(100, 1), ms(0));
+    assert_eq!(
+        b.master_adver_interval(),
+        ms(1000),
+        "own interval before any advert"
+    );
+    b.advert_received(ms(1000), ip(9), &advert(200, 25));
+    assert_eq!(b.master_adver_interval(), ms(250), "learnt 25 cs");
+    assert_eq!(b.skew_time(), ms(150), "156 * 25 / 256 = 15 cs");
+    assert_eq!(b.master_down_interval(), ms(900), "3 * 25 + 15 cs");
+    assert_eq!(
+        b.next_deadline(),
+        Some(ms(1900)),
+        "timer on the learnt interval"
+    );
+    b.advert_received(ms(2000), ip(9), &advert(200, 400));
+    assert_eq!(
+        b.next_deadline(),
+        Some(ms(2000 + 12_000 + 2430)),
+        "3 * 400 + 243 cs"
+    );
+}

@@ -1,0 +1,274 @@
+//! The Master state, priority changes, shutdown and what is ignored (RFC 5798
+//! sections 6.4.3 and 7.1).
+
+use super::*;
+
+#[test]
+fn equal_priority_tie_break_by_primary_address() {
+    let mut low = master(config(100, 1));
+    assert_eq!(
+        low.advert_received(ms(9000), ip(2), &advert(100, 100)),
+        [Action::BecomeBackup {
+            reason: Reason::HigherAddress {
+                src: ip(2),
+                priority: 100
+            }
+        }],
+        "10.0.0.1 yields to 10.0.0.2"
+    );
+    let mut high = master(config(100, 3));
+    let before = high.next_deadline();
+    assert!(
+        high.advert_received(ms(9000), ip(2), &advert(100, 100))
+            .is_empty(),
+        "kept"
+    );
+    assert_eq!(high.state(), State::Master, "10.0.0.3 stays master");
+    assert_eq!(
+        high.next_deadline(),
+        before,
+        "advert discarded, timer untouched"
+    );
+
+    let v6 = |s: &str| IpAddr::V6(s.parse().expect("v6"));
+    let mut low6 = master(InstanceConfig {
+        primary_addr: v6("fe80::1:0"),
+        ..config(100, 1)
+    });
+    low6.advert_received(ms(9000), v6("fe80::ffff"), &advert(100, 100));
+    assert_eq!(
+        low6.state(),
+        State::Master,
+        "fe80::1:0 is greater than fe80::ffff"
+    );
+    low6.advert_received(ms(9000), v6("fe80::2:0"), &advert(100, 100));
+    assert_eq!(
+        low6.state(),
+        State::Backup,
+        "fe80::2:0 is greater than fe80::1:0"
+    );
+}
+
+#[test]
+fn master_receiving_a_higher_priority_steps_down_and_learns_its_interval() {
+    let mut m = master(config(100, 5));
+    let now = ms(10_000);
+    assert_eq!(
+        m.advert_received(now, ip(2), &advert(150, 50)),
+        [Action::BecomeBackup {
+            reason: Reason::HigherPriority {
+                src: ip(2),
+                priority: 150
+            }
+        }],
+        "steps down"
+    );
+    assert_eq!(
+        m.master_adver_interval(),
+        ms(500),
+        "Master_Adver_Interval from the advert"
+    );
+    assert_eq!(m.advert_interval(), ms(1000), "our own interval unchanged");
+    assert_eq!(
+        m.next_deadline(),
+        Some(now + ms(1800)),
+        "3 * 50 + 156 * 50 / 256 cs"
+    );
+}
+
+#[test]
+fn master_discards_lower_priority_adverts() {
+    let mut m = master(config(100, 1));
+    let before = m.next_deadline();
+    assert!(
+        m.advert_received(ms(9000), ip(2), &advert(99, 100))
+            .is_empty(),
+        "discarded"
+    );
+    assert_eq!(
+        (m.state(), m.next_deadline()),
+        (State::Master, before),
+        "untouched"
+    );
+}
+
+#[test]
+fn master_receiving_priority_zero_advertises_at_once() {
+    let mut m = master(config(100, 1));
+    let now = ms(5000);
+    assert_eq!(
+        m.advert_received(now, ip(2), &advert(0, 100)),
+        [Action::SendAdvert { priority: 100 }],
+        "advert at once"
+    );
+    assert_eq!(m.next_deadline(), Some(now + ms(1000)), "Adver_Timer reset");
+    assert_eq!(m.state(), State::Master, "still master");
+}
+
+#[test]
+fn shutdown_of_a_master_sends_priority_zero() {
+    let mut m = master(config(100, 1));
+    assert_eq!(
+        m.shutdown(ms(9000)),
+        [
+            Action::SendAdvert { priority: 0 },
+            Action::Stop {
+                reason: Reason::Shutdown
+            }
+        ],
+        "priority 0 then stop"
+    );
+    assert_eq!(
+        (m.state(), m.next_deadline()),
+        (State::Initialize, None),
+        "stopped"
+    );
+    assert!(m.shutdown(ms(9001)).is_empty(), "already stopped");
+    assert!(m.timer(ms(99_000)).is_empty(), "no timer once stopped");
+    assert!(
+        m.advert_received(ms(9002), ip(2), &advert(0, 100))
+            .is_empty(),
+        "deaf once stopped"
+    );
+    assert_eq!(
+        m.startup(ms(10_000)),
+        [Action::BecomeBackup {
+            reason: Reason::Startup
+        }],
+        "can start again"
+    );
+
+    let mut b = started(config(100, 1), ms(0));
+    assert_eq!(
+        b.shutdown(ms(1)),
+        [Action::Stop {
+            reason: Reason::Shutdown
+        }],
+        "backup stops"
+    );
+}
+
+#[test]
+fn set_priority_on_a_master_advertises_the_new_priority_at_once() {
+    let mut m = master(config(100, 1));
+    assert_eq!(
+        m.set_priority(ms(5000), 80),
+        [Action::SendAdvert { priority: 80 }],
+        "drop"
+    );
+    assert_eq!(m.next_deadline(), Some(ms(6000)), "Adver_Timer restarted");
+    assert!(
+        m.set_priority(ms(5001), 80).is_empty(),
+        "unchanged priority: nothing"
+    );
+    assert_eq!(
+        m.set_priority(ms(5002), 0),
+        [Action::SendAdvert { priority: 1 }],
+        "0 -> 1"
+    );
+    assert_eq!(m.priority(), 1, "priority 0 is reserved");
+}
+
+#[test]
+fn set_priority_on_a_backup_recomputes_its_timers() {
+    let mut b = started(config(100, 1), ms(0));
+    b.advert_received(ms(1000), ip(9), &advert(150, 100));
+    assert_eq!(b.next_deadline(), Some(ms(4600)), "3.6 s at priority 100");
+    assert!(
+        b.set_priority(ms(2000), 250).is_empty(),
+        "no action for a backup"
+    );
+    assert_eq!(b.skew_time(), ms(20), "(256 - 250) * 100 / 256 = 2 cs");
+    assert_eq!(b.next_deadline(), Some(ms(4020)), "same start, new length");
+    // Now above the master (150): its next advert is discarded and we preempt.
+    b.advert_received(ms(2000), ip(9), &advert(150, 100));
+    assert_eq!(b.next_deadline(), Some(ms(4020)), "lower advert discarded");
+    b.timer(ms(4020));
+    assert_eq!(
+        b.state(),
+        State::Master,
+        "preempted after the recomputed timer"
+    );
+}
+
+#[test]
+fn adverts_that_are_not_for_us_are_ignored() {
+    let mut b = started(config(100, 1), ms(0));
+    let before = b.next_deadline();
+    let other_vrid = Advert {
+        vrid: 52,
+        ..advert(0, 100)
+    };
+    b.advert_received(ms(100), ip(9), &other_vrid);
+    b.advert_received(
+        ms(100),
+        IpAddr::V6("fe80::9".parse().expect("v6")),
+        &advert(0, 100),
+    );
+    b.advert_received(ms(100), ip(1), &advert(0, 100));
+    assert_eq!(
+        b.next_deadline(),
+        before,
+        "other VRID, other family, own address ignored"
+    );
+
+    let mut owner = started(config(255, 1), ms(0));
+    assert!(
+        owner
+            .advert_received(ms(100), ip(9), &advert(255, 100))
+            .is_empty(),
+        "owner"
+    );
+    assert_eq!(
+        owner.state(),
+        State::Master,
+        "the owner discards adverts (7.1)"
+    );
+
+    let mut idle = Instance::new(config(100, 1)).expect("config");
+    assert!(
+        idle.advert_received(ms(100), ip(9), &advert(0, 100))
+            .is_empty(),
+        "not started"
+    );
+}
+
+#[test]
+fn actions_read_well_in_the_event_timeline() {
+    let text = |a: Action| a.to_string();
+    assert_eq!(
+        text(Action::SendAdvert { priority: 0 }),
+        "send advert with priority 0"
+    );
+    assert_eq!(
+        text(Action::BecomeMaster {
+            reason: Reason::Preempt {
+                src: ip(9),
+                priority: 100
+            }
+        }),
+        "MASTER: preempted master 10.0.0.9 of lower priority 100"
+    );
+    assert_eq!(
+        text(Action::BecomeBackup {
+            reason: Reason::HigherAddress {
+                src: ip(2),
+                priority: 100
+            }
+        }),
+        "BACKUP: advert from 10.0.0.2 with equal priority 100 and a higher address"
+    );
+    assert_eq!(
+        text(Action::BecomeMaster {
+            reason: Reason::PriorityZeroReceived { src: ip(9) }
+        }),
+        "MASTER: master 10.0.0.9 stopped (priority 0)"
+    );
+    assert_eq!(
+        text(Action::Stop {
+            reason: Reason::Shutdown
+        }),
+        "INIT: shutdown"
+    );
+    assert_eq!(State::Backup.to_string(), "BACKUP", "state");
+}
