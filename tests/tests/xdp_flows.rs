@@ -117,3 +117,39 @@ fn idle_flows_expire_and_orphan_nat_entries_are_removed() {
     assert_eq!(strict.collect().orphans, 1, "still an orphan: removed");
     assert!(maps.nat_entries().is_empty());
 }
+
+#[test]
+fn on_down_reset_forgets_the_flows_of_one_backend_only() {
+    let spec = rig::nat_spec(VIP, BACKEND, 251);
+    let mut rig = Rig::master(std::slice::from_ref(&spec)).expect("rig");
+    let mut per_backend: std::collections::HashMap<u32, Vec<FrameSpec>> = Default::default();
+    for port in 49000..49030 {
+        let (syn, _) = open(&mut rig, port);
+        let flow = rig.flow(&syn).expect("flow");
+        per_backend.entry(flow.backend).or_default().push(syn);
+    }
+    assert_eq!(per_backend.len(), 3, "30 flows reach all three backends");
+    let (&victim, gone) = per_backend.iter().next().expect("a backend");
+    let maps = rig.dataplane.maps();
+    let nat_before = maps.nat_entries().len();
+    assert_eq!(maps.remove_flows_to(victim), gone.len());
+    for syn in gone {
+        assert!(
+            rig.flow(syn).is_none(),
+            "flows of the reset backend are gone"
+        );
+    }
+    for (backend, kept) in &per_backend {
+        if *backend != victim {
+            assert!(
+                kept.iter().all(|syn| rig.flow(syn).is_some()),
+                "other backends keep theirs"
+            );
+        }
+    }
+    assert_eq!(
+        maps.nat_entries().len(),
+        nat_before - gone.len(),
+        "their NAT ports are free"
+    );
+}
