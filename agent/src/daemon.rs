@@ -17,11 +17,12 @@ use tracing::{error, info, warn};
 
 use crate::{
     api,
-    config::{Config, InitialState},
+    config::Config,
     dataplane::{
         Attachment, CounterMaps, Dataplane, FlowCollector, FlowTimeouts, GroupStates, ServiceTable,
     },
     events::EventLog,
+    groups::GroupRunner,
     health::{
         HealthRunner,
         track::{Effective, Tracker, Tracking},
@@ -163,7 +164,10 @@ pub async fn run(config_path: &Path, ha_debug: bool) -> anyhow::Result<()> {
         config.dataplane.lease_timeout,
         ha_debug,
     ));
-    let ownership = Ownership::new(Arc::clone(&groups), VipManager::new(ha_debug)?);
+    let ownership = Arc::new(Ownership::new(
+        Arc::clone(&groups),
+        VipManager::new(ha_debug)?,
+    ));
 
     let state = Arc::new(AgentState {
         node: node.clone(),
@@ -181,9 +185,14 @@ pub async fn run(config_path: &Path, ha_debug: bool) -> anyhow::Result<()> {
         tracking: RwLock::new(Arc::default()),
     });
     state.set_attachments(dataplane.attachments());
-    take_initial_states(&config, &ownership, &state).await;
     let (track_tx, mut track_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut tracker = start_tracker(&config, &state, track_tx.clone());
+    let mut group_runner = GroupRunner::new(
+        ownership,
+        Arc::clone(&state.events),
+        Arc::clone(&state.metrics),
+    );
+    group_runner.start(&config, &tracker.tracking).await;
 
     let shared_specs = Arc::new(Mutex::new(specs));
     let mut tasks: Vec<JoinHandle<()>> = vec![
@@ -233,24 +242,27 @@ pub async fn run(config_path: &Path, ha_debug: bool) -> anyhow::Result<()> {
             _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
             _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
             _ = sighup.recv() => {
-                if reload(config_path, &state, &mut dataplane, &ownership, &shared_specs).await {
-                    tracker = start_tracker(&read(&state.config), &state, track_tx.clone());
+                let running = read(&state.config).clone();
+                if reload(config_path, &state, &mut dataplane, &shared_specs) {
+                    let new = read(&state.config).clone();
+                    tracker = start_tracker(&new, &state, track_tx.clone());
+                    if new.groups != running.groups {
+                        group_runner.stop(&running).await;
+                        group_runner.start(&new, &tracker.tracking).await;
+                    }
                 }
             }
             Some((group, effective)) = track_rx.recv() => {
-                on_tracking(&state, &ownership, &group, effective).await;
+                let config = read(&state.config).clone();
+                group_runner.on_tracking(&config, &group, effective).await;
             }
         }
     }
 
-    // Step down first: the VIPs leave this node before XDP does.
+    // Step down first (priority 0 from a MASTER, so a backup takes over at
+    // once): the VIPs leave this node before XDP does.
     let config = read(&state.config).clone();
-    for (id, group) in config.groups.iter().enumerate() {
-        let id = u32::try_from(id).unwrap_or(u32::MAX);
-        if ownership.is_master(id) {
-            ownership.become_backup(id, group.get_ref()).await;
-        }
-    }
+    group_runner.stop(&config).await;
     for task in tasks.drain(..) {
         task.abort();
     }
@@ -269,30 +281,6 @@ fn timeouts(config: &Config) -> FlowTimeouts {
         tcp_idle: config.dataplane.tcp_idle_timeout,
         udp_idle: config.dataplane.udp_idle_timeout,
         fin: config.dataplane.fin_timeout,
-    }
-}
-
-/// The configured `state` of each group (until VRRP election decides).
-async fn take_initial_states(config: &Config, ownership: &Ownership, state: &AgentState) {
-    for (id, group) in config.groups.iter().enumerate() {
-        let id = u32::try_from(id).unwrap_or(u32::MAX);
-        let group = group.get_ref();
-        let master = group.state == InitialState::Master;
-        let was = ownership.is_master(id);
-        if master {
-            ownership.become_master(id, group).await;
-        } else {
-            ownership.become_backup(id, group).await;
-        }
-        state.metrics.set_group_master(&group.name, master);
-        let name = |m: bool| if m { "MASTER" } else { "BACKUP" };
-        state.events.record(
-            "group",
-            &group.name,
-            name(was),
-            name(master),
-            "configured state",
-        );
     }
 }
 
@@ -325,54 +313,12 @@ fn start_tracker(
     tracker
 }
 
-/// A group's tracked priority changed. Until the election consumes the
-/// priority, a FAULT (a failing weight-0 item) gives up MASTER and its end
-/// restores the configured state.
-async fn on_tracking(state: &AgentState, ownership: &Ownership, group: &str, effective: Effective) {
-    state
-        .metrics
-        .set_group_priority(group, effective.priority, effective.fault);
-    let config = read(&state.config).clone();
-    let Some((id, group)) = config
-        .groups
-        .iter()
-        .enumerate()
-        .find(|(_, g)| g.get_ref().name == group)
-        .map(|(id, g)| (u32::try_from(id).unwrap_or(u32::MAX), g.get_ref().clone()))
-    else {
-        return;
-    };
-    let master = ownership.is_master(id);
-    if effective.fault && master {
-        ownership.become_backup(id, &group).await;
-        state.metrics.set_group_master(&group.name, false);
-        state.events.record(
-            "group",
-            &group.name,
-            "MASTER",
-            "FAULT",
-            "a tracked item failed",
-        );
-    } else if !effective.fault && !master && group.state == InitialState::Master {
-        ownership.become_master(id, &group).await;
-        state.metrics.set_group_master(&group.name, true);
-        state.events.record(
-            "group",
-            &group.name,
-            "FAULT",
-            "MASTER",
-            "tracked items recovered",
-        );
-    }
-}
-
 /// SIGHUP: read the file again; apply it only if it is valid as a whole.
 /// Returns whether a new configuration was applied.
-async fn reload(
+fn reload(
     path: &Path,
     state: &AgentState,
     dataplane: &mut Dataplane,
-    ownership: &Ownership,
     specs: &Mutex<Vec<crate::dataplane::ServiceSpec>>,
 ) -> bool {
     let new = match Config::load(path) {
@@ -424,21 +370,21 @@ async fn reload(
     state.set_attachments(dataplane.attachments());
 
     let new_specs = lb::specs(&new);
-    if let Err(err) = lb::lock(&state.table).apply(&new_specs) {
-        error!("reload: installing services: {err}");
-    }
+    state
+        .health
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .reload(&new, new_specs.clone());
     *specs
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = new_specs;
-    if new.groups != running.groups {
-        for (id, group) in running.groups.iter().enumerate() {
-            let id = u32::try_from(id).unwrap_or(u32::MAX);
-            if ownership.is_master(id) && new.groups.get(id as usize) != Some(group) {
-                ownership.become_backup(id, group.get_ref()).await;
-            }
-        }
-        take_initial_states(&new, ownership, state).await;
-    }
+    state.events.record(
+        "reload",
+        &path.display().to_string(),
+        "",
+        "applied",
+        "SIGHUP",
+    );
     *state
         .config
         .write()

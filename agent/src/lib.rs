@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod election;
 pub mod events;
+pub mod groups;
 pub mod health;
 pub mod lb;
 pub mod metrics;

@@ -19,6 +19,16 @@ pub const API_PORT: u16 = 9469;
 pub const PG_PORT: u16 = 5432;
 /// The first PgBouncer's port; the others follow (6432, 6433, 6434).
 pub const PGBOUNCER_FIRST_PORT: u16 = 6432;
+/// VRRP advert interval in the lab.
+pub const ADVERT_INTERVAL_MS: u64 = 100;
+
+/// VRRP priority of node `index`: 150, 100, 50.
+pub fn node_priority(index: usize) -> u8 {
+    150u8
+        .saturating_sub(u8::try_from(index).unwrap_or(2).saturating_mul(50))
+        .max(1)
+}
+
 /// How long an agent gets to serve `/metrics` after it starts.
 const AGENT_READY: Duration = Duration::from_secs(30);
 
@@ -64,6 +74,8 @@ pub struct ClusterOptions {
     pub pool_size: Option<u32>,
     /// TOML appended to every node's configuration (more services...).
     pub extra_config: String,
+    /// Lines added to the `[[group]]` table (`preempt = false`...).
+    pub group_options: String,
     /// Lab settings.
     pub lab: LabOptions,
 }
@@ -79,6 +91,7 @@ impl ClusterOptions {
             health: None,
             pool_size: None,
             extra_config: String::new(),
+            group_options: String::new(),
             lab: LabOptions::default(),
         }
     }
@@ -103,6 +116,7 @@ pub struct Cluster {
     pub agent_bin: PathBuf,
     health: Option<String>,
     extra_config: String,
+    group_options: String,
     // Last: hosts and processes above refer to it.
     pub lab: Lab,
 }
@@ -145,11 +159,13 @@ impl Cluster {
             let text = node_config(&NodeConfig {
                 name: &format!("{}-{name}", lab.id()),
                 master: i == 0,
+                priority: node_priority(i),
                 vip: &lab.v4(VIP),
                 backend: backend.ipv4(),
                 weights: &weights(opts.pgbouncers, &opts.weights),
                 health: opts.health.as_deref(),
                 extra: &opts.extra_config,
+                group: &opts.group_options,
             });
             std::fs::write(&config, text)
                 .with_context(|| format!("writing {}", config.display()))?;
@@ -177,11 +193,13 @@ impl Cluster {
             agent_bin: opts.agent_bin.clone(),
             health: opts.health.clone(),
             extra_config: opts.extra_config.clone(),
+            group_options: opts.group_options.clone(),
             lab,
         };
         for node in &cluster.nodes {
             cluster.wait_agent(node)?;
         }
+        cluster.wait_master(0, AGENT_READY)?;
         Ok(cluster)
     }
 
@@ -219,11 +237,13 @@ impl Cluster {
         let text = node_config(&NodeConfig {
             name: &format!("{}-{}", self.lab.id(), node.host.name()),
             master: index == 0,
+            priority: node_priority(index),
             vip: &self.lab.v4(VIP),
             backend: self.backend.ipv4(),
             weights: backends,
             health: self.health.as_deref(),
             extra: &self.extra_config,
+            group: &self.group_options,
         });
         std::fs::write(&node.config, text)
             .with_context(|| format!("writing {}", node.config.display()))?;
@@ -244,6 +264,44 @@ impl Cluster {
                     .sum())
             })
             .collect()
+    }
+
+    /// Starts node `index`'s agent again (after it was killed or stopped)
+    /// and returns its pid.
+    pub fn restart_agent(&mut self, index: usize) -> Result<Pid> {
+        let node = &mut self.nodes[index];
+        let pid = node.host.spawn(
+            "vipx-agent",
+            ProcSpec::new(&self.agent_bin)
+                .arg("--config")
+                .arg(&node.config)
+                .env("RUST_LOG", "info"),
+        )?;
+        node.agent = pid;
+        let node = node.clone();
+        self.wait_agent(&node)?;
+        Ok(pid)
+    }
+
+    /// Whether node `index` reports itself MASTER of the VIP group.
+    pub fn is_master(&self, index: usize) -> bool {
+        self.metric(index, "vipx_group_master{group=\"pg\"}") == Some(1.0)
+    }
+
+    /// Waits until node `index` is MASTER of the VIP group.
+    pub fn wait_master(&self, index: usize, limit: Duration) -> Result<()> {
+        let deadline = Instant::now() + limit;
+        while self.metric(index, "vipx_group_master{group=\"pg\"}") != Some(1.0) {
+            if Instant::now() >= deadline {
+                bail!(
+                    "{} did not become MASTER within {limit:?}; its log:\n{}",
+                    self.nodes[index].host.name(),
+                    self.lab.log_tail(self.nodes[index].agent, 30)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
     }
 
     /// Node `index`'s `/metrics` page, scraped from the client.
@@ -334,12 +392,15 @@ impl Cluster {
 struct NodeConfig<'a> {
     name: &'a str,
     master: bool,
+    /// VRRP priority: the first node highest.
+    priority: u8,
     vip: &'a str,
     backend: Ipv4Addr,
     /// `(port, weight)` of each PgBouncer in the service.
     weights: &'a [(u16, u32)],
     health: Option<&'a str>,
     extra: &'a str,
+    group: &'a str,
 }
 
 fn weights(pgbouncers: u16, weights: &[u32]) -> Vec<(u16, u32)> {
@@ -373,12 +434,15 @@ fn node_config(node: &NodeConfig<'_>) -> String {
          [node]\nname = \"{name}\"\n\n\
          [dataplane]\ninterfaces = [\"eth0\"]\nxdp_mode = \"auto\"\n\n\
          [api]\nlisten = \"0.0.0.0:{API_PORT}\"\n\n\
-         [[group]]\nname = \"pg\"\nvrid = 51\ninterface = \"eth0\"\nvips = [\"{vip}\"]\nstate = \"{state}\"\n\n\
+         [[group]]\nname = \"pg\"\nvrid = 51\ninterface = \"eth0\"\nvips = [\"{vip}\"]\nstate = \"{state}\"\n\
+         election = \"vrrp\"\npriority = {priority}\nadvert_interval = \"{ADVERT_INTERVAL_MS}ms\"\n{group}\n\n\
          [[service]]\nname = \"pgbouncer\"\nvip = \"{vip_addr}\"\nport = {VIP_PORT}\nmode = \"nat\"\nbackends = [\n{backends}]\n{health}\n{extra}",
         name = node.name,
         vip = node.vip,
         vip_addr = node.vip.split('/').next().unwrap_or(node.vip),
         state = if node.master { "master" } else { "backup" },
+        priority = node.priority,
         extra = node.extra,
+        group = node.group,
     )
 }

@@ -37,7 +37,8 @@ pub mod xdp;
 mod selftest;
 
 pub use cluster::{
-    API_PORT, Cluster, ClusterOptions, Node, PG_PORT, PGBOUNCER_FIRST_PORT, VIP_PORT, agent_bin,
+    ADVERT_INTERVAL_MS, API_PORT, Cluster, ClusterOptions, Node, PG_PORT, PGBOUNCER_FIRST_PORT,
+    VIP_PORT, agent_bin, node_priority,
 };
 pub use host::{Host, IFACE};
 pub use lab::{BRIDGE, KEEP_ENV, Lab, LabCore, LabOptions};

@@ -22,6 +22,23 @@ pub struct GroupConfig {
     /// runs, this is the state the node keeps.
     #[serde(default)]
     pub state: InitialState,
+    /// How the group's MASTER is chosen: `vrrp` (default: VRRPv3 election
+    /// with the other nodes) or `static` (the configured `state` holds).
+    #[serde(default)]
+    pub election: Election,
+    /// VRRP advertisement interval, 10ms to 40.95s in whole centiseconds.
+    #[serde(default = "default_advert_interval", with = "humantime_serde")]
+    pub advert_interval: std::time::Duration,
+    /// Whether a higher-priority backup takes over from a lower master.
+    #[serde(default = "default_true")]
+    pub preempt: bool,
+    /// keepalived's `preempt_delay`.
+    #[serde(default, with = "humantime_serde")]
+    pub preempt_delay: std::time::Duration,
+    /// Unicast peers (keepalived's `unicast_peer`); empty: multicast
+    /// 224.0.0.18. Adverts from other sources are ignored when set.
+    #[serde(default)]
+    pub unicast_peers: Vec<std::net::IpAddr>,
     /// Election priority, 1-255 (255: the address owner). keepalived's
     /// default is 100.
     #[serde(default = "default_priority")]
@@ -38,6 +55,25 @@ pub struct GroupConfig {
 
 fn default_priority() -> u8 {
     100
+}
+
+fn default_advert_interval() -> std::time::Duration {
+    std::time::Duration::from_secs(1)
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// How a group's MASTER is chosen.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Election {
+    /// VRRPv3 (RFC 5798) with the other nodes.
+    #[default]
+    Vrrp,
+    /// No election: the configured `state` holds.
+    Static,
 }
 
 /// `[[group.track_interface]]`
@@ -146,6 +182,25 @@ impl GroupConfig {
         }
         if self.priority == 0 {
             return Err(format!("group {}: priority must be 1-255", self.name));
+        }
+        let ms = self.advert_interval.as_millis();
+        if !(10..=40_950).contains(&ms)
+            || !ms.is_multiple_of(10)
+            || !self
+                .advert_interval
+                .subsec_nanos()
+                .is_multiple_of(1_000_000)
+        {
+            return Err(format!(
+                "group {}: advert_interval must be 10ms to 40.95s in whole centiseconds",
+                self.name
+            ));
+        }
+        if self.election == Election::Vrrp && self.vips.iter().any(|v| v.addr.is_ipv6()) {
+            return Err(format!(
+                "group {}: VRRP election runs over IPv4 for now; use election = \"static\" for IPv6 VIPs",
+                self.name
+            ));
         }
         for track in &self.track_interface {
             if !(-253..=253).contains(&track.weight) {

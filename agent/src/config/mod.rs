@@ -18,7 +18,7 @@ use std::{
 use serde::Deserialize;
 use toml::Spanned;
 
-pub use group::{GroupConfig, InitialState, TrackInterface, TrackScript, VipCidr};
+pub use group::{Election, GroupConfig, InitialState, TrackInterface, TrackScript, VipCidr};
 pub use health::{AllDown, CheckKind, HealthConfig, OnDown};
 pub use service::{BackendConfig, DEFAULT_MAGLEV_SIZE, Mode, PortRange, Protocol, ServiceConfig};
 

@@ -170,3 +170,24 @@ fn lease_refresh_must_be_shorter_than_the_lease() {
     assert!(err.contains("lease_refresh"), "{err}");
     assert!(err.starts_with("/etc/vipx/vipx.toml:4:1: "), "{err}");
 }
+
+#[test]
+fn election_settings_are_checked() {
+    let group = |extra: &str| {
+        format!(
+            "[dataplane]\ninterfaces = [\"eth0\"]\n[[group]]\nname = \"pg\"\nvrid = 51\ninterface = \"eth0\"\nvips = [\"10.0.0.100/24\"]\n{extra}"
+        )
+    };
+    let config = parse(&group("")).expect("defaults");
+    let g = config.groups[0].get_ref();
+    assert_eq!(g.election, Election::Vrrp);
+    assert_eq!(g.advert_interval, std::time::Duration::from_secs(1));
+    assert!(g.preempt);
+    assert_eq!(g.priority, 100);
+    assert!(error_of(&group("advert_interval = \"15ms\"\n")).contains("whole centiseconds"));
+    assert!(error_of(&group("advert_interval = \"5ms\"\n")).contains("whole centiseconds"));
+    assert!(error_of(&group("priority = 0\n")).contains("priority must be 1-255"));
+    let v6 = "[dataplane]\ninterfaces = [\"eth0\"]\n[[group]]\nname = \"pg\"\nvrid = 51\ninterface = \"eth0\"\nvips = [\"fd00::100/64\"]\n";
+    assert!(error_of(v6).contains("IPv4 for now"));
+    parse(&format!("{v6}election = \"static\"\n")).expect("static IPv6 groups are fine");
+}

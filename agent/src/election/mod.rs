@@ -22,6 +22,8 @@
 
 pub mod action;
 pub mod packet;
+pub mod runner;
+pub mod socket;
 pub mod state;
 pub mod timers;
 

@@ -36,6 +36,7 @@ pub struct Metrics {
     all_down: IntGaugeVec,
     group_priority: IntGaugeVec,
     group_fault: IntGaugeVec,
+    adverts: IntCounterVec,
 }
 
 impl Metrics {
@@ -119,6 +120,14 @@ impl Metrics {
             &["service", "backend", "to"],
         )?;
         registry.register(Box::new(transitions.clone()))?;
+        let adverts = IntCounterVec::new(
+            Opts::new(
+                "vipx_vrrp_adverts_total",
+                "VRRP adverts by group: sent, received, invalid, foreign (not a peer).",
+            ),
+            &["group", "what"],
+        )?;
+        registry.register(Box::new(adverts.clone()))?;
         let group_priority = gauge(
             "vipx_group_priority",
             "The group's election priority after its tracked items.",
@@ -151,6 +160,7 @@ impl Metrics {
             all_down,
             group_priority,
             group_fault,
+            adverts,
         })
     }
 
@@ -209,6 +219,11 @@ impl Metrics {
         self.group_fault
             .with_label_values(&[group])
             .set(i64::from(fault));
+    }
+
+    /// Counts a VRRP advert.
+    pub fn count_advert(&self, group: &str, what: &str) {
+        self.adverts.with_label_values(&[group, what]).inc();
     }
 
     /// Records whether this node is MASTER of a group.

@@ -1,0 +1,244 @@
+//! VRRPv3 election in the lab: a killed master is replaced, a stopped one
+//! hands over at once, a returning one takes the VIP back or not as
+//! preemption says, and keepalived 2.2 shares a VRID with vipx both ways.
+
+mod support;
+
+use std::time::Duration;
+
+use vipx_lab::{Cluster, ClusterOptions, Host, ProcSpec, Signal, VIP_PORT, agent_bin};
+
+const TAKEOVER: Duration = Duration::from_secs(10);
+
+/// A session through the VIP answers (retried for a few seconds while the
+/// client's ARP cache follows the gratuitous ARP).
+fn vip_answers(cluster: &Cluster) -> bool {
+    support::wait_for(Duration::from_secs(5), || {
+        vipx_lab::psql(
+            &cluster.client,
+            cluster.vip(),
+            VIP_PORT,
+            "SELECT 'via the VIP'",
+        )
+        .ok()
+        .filter(|out| out == "via the VIP")
+    })
+    .is_some()
+}
+
+fn events(cluster: &Cluster, index: usize) -> String {
+    vipx_lab::http::get_from(&cluster.client, cluster.nodes[index].api, "/api/v1/events")
+        .map(|(_, body)| body)
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_killed_master_is_replaced_and_the_vip_answers() {
+    let cluster = Cluster::up(&ClusterOptions::new(2, agent_bin())).expect("bring the cluster up");
+    assert!(!cluster.is_master(1), "one master only");
+    assert!(vip_answers(&cluster), "the VIP answers before the failover");
+    cluster
+        .lab
+        .kill(cluster.nodes[0].agent, Signal::SIGKILL)
+        .expect("kill -9 the master's agent");
+    cluster
+        .wait_master(1, TAKEOVER)
+        .expect("the backup takes over");
+    assert!(
+        events(&cluster, 1).contains("no advert from a master"),
+        "{}",
+        events(&cluster, 1)
+    );
+    assert!(vip_answers(&cluster), "the VIP answers from the new master");
+}
+
+#[test]
+fn a_stopped_master_hands_over_at_once_and_preempts_on_return() {
+    let mut cluster =
+        Cluster::up(&ClusterOptions::new(2, agent_bin())).expect("bring the cluster up");
+    let status = cluster
+        .lab
+        .stop_process(cluster.nodes[0].agent)
+        .expect("SIGTERM the master");
+    assert_eq!(status.code(), Some(0), "clean exit");
+    cluster
+        .wait_master(1, TAKEOVER)
+        .expect("the backup takes over");
+    let timeline = events(&cluster, 1);
+    assert!(
+        timeline.contains("stopped (priority 0)"),
+        "handover on priority 0: {timeline}"
+    );
+    assert!(vip_answers(&cluster), "the VIP answers from the backup");
+    let vip_on_old = cluster.nodes[0]
+        .host
+        .run_stdout(&["ip", "-4", "addr", "show", "eth0"])
+        .expect("ip addr");
+    assert!(
+        !vip_on_old.contains("10.77.0.100"),
+        "the stopped master released the VIP:\n{vip_on_old}"
+    );
+
+    // The higher-priority node returns and preempts.
+    cluster
+        .restart_agent(0)
+        .expect("start the old master again");
+    cluster
+        .wait_master(0, TAKEOVER)
+        .expect("the returning master preempts");
+    support::wait_for(TAKEOVER, || (!cluster.is_master(1)).then_some(()))
+        .expect("the backup steps down");
+    assert!(events(&cluster, 1).contains("MASTER\",\"to\":\"BACKUP"));
+    assert!(vip_answers(&cluster), "the VIP answers after the failback");
+}
+
+#[test]
+fn without_preemption_the_returning_master_stays_backup() {
+    let opts = ClusterOptions {
+        group_options: "preempt = false\n".into(),
+        ..ClusterOptions::new(2, agent_bin())
+    };
+    let mut cluster = Cluster::up(&opts).expect("bring the cluster up");
+    cluster
+        .lab
+        .stop_process(cluster.nodes[0].agent)
+        .expect("SIGTERM the master");
+    cluster
+        .wait_master(1, TAKEOVER)
+        .expect("the backup takes over");
+    cluster
+        .restart_agent(0)
+        .expect("start the old master again");
+    // Give it several Master_Down_Intervals to (wrongly) take over.
+    std::thread::sleep(Duration::from_millis(20 * vipx_lab::ADVERT_INTERVAL_MS));
+    assert!(
+        !cluster.is_master(0),
+        "no preemption: the returning node stays BACKUP"
+    );
+    assert!(cluster.is_master(1), "the current master keeps the VIP");
+    assert!(vip_answers(&cluster));
+}
+
+/// keepalived 2.2 (VRRPv3, 100 ms adverts) on `host` with `priority`.
+fn start_keepalived(host: &Host, priority: u8) -> vipx_lab::Pid {
+    let dir = host
+        .lab()
+        .tmp_dir()
+        .join(format!("{}-keepalived", host.name()));
+    std::fs::create_dir_all(&dir).expect("keepalived dir");
+    let config = dir.join("keepalived.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "global_defs {{\n  router_id {name}\n  vrrp_version 3\n  script_user root\n}}\n\
+             vrrp_instance pg {{\n  state BACKUP\n  interface eth0\n  virtual_router_id 51\n  priority {priority}\n  advert_int 0.1\n  \
+             virtual_ipaddress {{\n    10.77.0.100/24\n  }}\n}}\n",
+            name = host.name()
+        ),
+    )
+    .expect("keepalived.conf");
+    let pid = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    host.spawn(
+        "keepalived",
+        ProcSpec::new("/usr/sbin/keepalived")
+            .args(["--dont-fork", "--log-console", "--vrrp", "--use-file"])
+            .arg(&config)
+            .args([
+                "--pid",
+                &pid("keepalived.pid"),
+                "--vrrp_pid",
+                &pid("vrrp.pid"),
+            ]),
+    )
+    .expect("start keepalived")
+}
+
+fn holds_vip(host: &Host) -> bool {
+    host.run_stdout(&["ip", "-4", "addr", "show", "eth0"])
+        .map(|out| out.contains("10.77.0.100"))
+        .unwrap_or(false)
+}
+
+#[test]
+fn keepalived_and_vipx_hand_the_vip_to_each_other() {
+    let cluster = Cluster::up(&ClusterOptions::new(1, agent_bin())).expect("bring the cluster up");
+    let keepalived_host = cluster
+        .lab
+        .add_host("kad", &cluster.lab.v4(51))
+        .expect("keepalived host");
+
+    // vipx (priority 150) is MASTER; keepalived (100) must stay BACKUP.
+    let keepalived = start_keepalived(&keepalived_host, 100);
+    std::thread::sleep(Duration::from_millis(15 * vipx_lab::ADVERT_INTERVAL_MS));
+    assert!(
+        !holds_vip(&keepalived_host),
+        "keepalived accepted vipx as MASTER"
+    );
+    assert!(cluster.is_master(0));
+    let adverts = cluster
+        .metric(0, "vipx_vrrp_adverts_total{group=\"pg\",what=\"received\"}")
+        .unwrap_or(0.0);
+    assert!(
+        adverts == 0.0,
+        "a BACKUP keepalived sends no adverts ({adverts})"
+    );
+
+    // vipx stops (priority 0): keepalived takes the VIP.
+    cluster
+        .lab
+        .stop_process(cluster.nodes[0].agent)
+        .expect("SIGTERM vipx");
+    support::wait_for(TAKEOVER, || holds_vip(&keepalived_host).then_some(())).unwrap_or_else(
+        || {
+            panic!(
+                "keepalived did not take over:\n{}",
+                cluster.lab.log_tail(keepalived, 30)
+            )
+        },
+    );
+    cluster
+        .lab
+        .stop_process(keepalived)
+        .expect("stop keepalived");
+    support::wait_for(TAKEOVER, || (!holds_vip(&keepalived_host)).then_some(()))
+        .expect("keepalived released the VIP");
+}
+
+#[test]
+fn vipx_follows_a_keepalived_master_and_takes_over_when_it_stops() {
+    let cluster = Cluster::up(&ClusterOptions::new(1, agent_bin())).expect("bring the cluster up");
+    let keepalived_host = cluster
+        .lab
+        .add_host("kad", &cluster.lab.v4(51))
+        .expect("keepalived host");
+    // keepalived with priority 200 preempts vipx (150).
+    let keepalived = start_keepalived(&keepalived_host, 200);
+    support::wait_for(TAKEOVER, || holds_vip(&keepalived_host).then_some(())).unwrap_or_else(
+        || {
+            panic!(
+                "keepalived did not preempt:\n{}",
+                cluster.lab.log_tail(keepalived, 30)
+            )
+        },
+    );
+    support::wait_for(TAKEOVER, || (!cluster.is_master(0)).then_some(()))
+        .expect("vipx stepped down for the higher-priority keepalived");
+    let received = cluster
+        .metric(0, "vipx_vrrp_adverts_total{group=\"pg\",what=\"received\"}")
+        .unwrap_or(0.0);
+    assert!(received > 0.0, "vipx parsed keepalived's adverts");
+    assert_eq!(
+        cluster.metric(0, "vipx_vrrp_adverts_total{group=\"pg\",what=\"invalid\"}"),
+        None,
+        "no keepalived advert was rejected"
+    );
+    // keepalived stops (priority 0): vipx takes over.
+    cluster
+        .lab
+        .stop_process(keepalived)
+        .expect("stop keepalived");
+    cluster
+        .wait_master(0, TAKEOVER)
+        .expect("vipx takes the VIP back");
+    assert!(vip_answers(&cluster), "the VIP answers from vipx");
+}
