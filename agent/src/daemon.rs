@@ -194,9 +194,11 @@ pub async fn run(config_path: &Path, ha_debug: bool) -> anyhow::Result<()> {
     );
     group_runner.start(&config, &tracker.tracking).await;
 
+    let refresher = Arc::clone(&groups)
+        .spawn_refresher(config.dataplane.lease_refresh)
+        .context("starting the lease refresher")?;
     let shared_specs = Arc::new(Mutex::new(specs));
     let mut tasks: Vec<JoinHandle<()>> = vec![
-        tokio::spawn(Arc::clone(&groups).run_refresher(config.dataplane.lease_refresh)),
         tokio::spawn(lb::run_resolver(
             Arc::clone(&table),
             neighbours,
@@ -267,6 +269,7 @@ pub async fn run(config_path: &Path, ha_debug: bool) -> anyhow::Result<()> {
         task.abort();
     }
     drop(tracker);
+    drop(refresher);
     dataplane.detach_all();
     let _ = stop_tx.send(());
     if let Err(err) = server.await.context("API server task")? {

@@ -105,15 +105,69 @@ impl GroupStates {
             })
     }
 
-    /// Runs the lease refresher until the task is dropped.
-    pub async fn run_refresher(self: Arc<Self>, every: Duration) {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if let Err(err) = self.refresh() {
-                tracing::error!("refreshing the data-plane lease: {err}");
-            }
+    /// Starts the lease refresher on a thread of its own, at real-time
+    /// priority when the system allows it (as keepalived runs its VRRP
+    /// process): a busy tokio scheduler or a loaded machine must not let
+    /// the lease lapse while the agent is healthy. Stops when the returned
+    /// guard is dropped.
+    pub fn spawn_refresher(self: Arc<Self>, every: Duration) -> std::io::Result<Refresher> {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("vipx-lease".into())
+            .spawn(move || {
+                realtime::raise("lease refresher");
+                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Err(err) = self.refresh() {
+                        tracing::error!("refreshing the data-plane lease: {err}");
+                    }
+                    std::thread::sleep(every);
+                }
+            })?;
+        Ok(Refresher {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+/// Stops the lease refresher when dropped.
+pub struct Refresher {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Refresher {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Real-time scheduling for threads whose timing matters.
+pub mod realtime {
+    /// `SCHED_FIFO` priority of timing threads (keepalived's default
+    /// `vrrp_rt_priority` range is 1-99; 50 leaves room around it).
+    pub const PRIORITY: i32 = 50;
+
+    /// Puts the calling thread in `SCHED_FIFO`; logs and carries on at
+    /// normal priority where that is not allowed.
+    pub fn raise(what: &str) {
+        let param = libc::sched_param {
+            sched_priority: PRIORITY,
+        };
+        // SAFETY: pthread_self is always valid; param is initialised.
+        let err =
+            unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param) };
+        if err == 0 {
+            tracing::debug!("{what}: SCHED_FIFO {PRIORITY}");
+        } else {
+            tracing::warn!(
+                "{what}: no real-time priority ({}); it runs at normal priority",
+                std::io::Error::from_raw_os_error(err)
+            );
         }
     }
 }

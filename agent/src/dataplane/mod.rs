@@ -11,7 +11,7 @@ mod services;
 
 pub use counters::{CounterMaps, CounterSnapshot};
 pub use flows::{FlowCollector, FlowStats, FlowTimeouts};
-pub use groups::{GroupStates, monotonic_ns};
+pub use groups::{GroupStates, Refresher, monotonic_ns, realtime};
 pub use loader::{AttachedMode, Attachment, Dataplane, DataplaneError};
 pub use maps::Maps;
 pub use services::{BackendSpec, ServiceSpec, ServiceTable, addr_bytes};
