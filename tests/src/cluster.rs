@@ -76,6 +76,8 @@ pub struct ClusterOptions {
     pub extra_config: String,
     /// Lines added to the `[[group]]` table (`preempt = false`...).
     pub group_options: String,
+    /// VRRP advert interval of the nodes.
+    pub advert_interval_ms: u64,
     /// Lab settings.
     pub lab: LabOptions,
 }
@@ -92,6 +94,7 @@ impl ClusterOptions {
             pool_size: None,
             extra_config: String::new(),
             group_options: String::new(),
+            advert_interval_ms: ADVERT_INTERVAL_MS,
             lab: LabOptions::default(),
         }
     }
@@ -117,6 +120,7 @@ pub struct Cluster {
     health: Option<String>,
     extra_config: String,
     group_options: String,
+    advert_interval_ms: u64,
     // Last: hosts and processes above refer to it.
     pub lab: Lab,
 }
@@ -166,6 +170,7 @@ impl Cluster {
                 health: opts.health.as_deref(),
                 extra: &opts.extra_config,
                 group: &opts.group_options,
+                advert_ms: opts.advert_interval_ms,
             });
             std::fs::write(&config, text)
                 .with_context(|| format!("writing {}", config.display()))?;
@@ -194,6 +199,7 @@ impl Cluster {
             health: opts.health.clone(),
             extra_config: opts.extra_config.clone(),
             group_options: opts.group_options.clone(),
+            advert_interval_ms: opts.advert_interval_ms,
             lab,
         };
         for node in &cluster.nodes {
@@ -244,6 +250,7 @@ impl Cluster {
             health: self.health.as_deref(),
             extra: &self.extra_config,
             group: &self.group_options,
+            advert_ms: self.advert_interval_ms,
         });
         std::fs::write(&node.config, text)
             .with_context(|| format!("writing {}", node.config.display()))?;
@@ -401,6 +408,7 @@ struct NodeConfig<'a> {
     health: Option<&'a str>,
     extra: &'a str,
     group: &'a str,
+    advert_ms: u64,
 }
 
 fn weights(pgbouncers: u16, weights: &[u32]) -> Vec<(u16, u32)> {
@@ -435,7 +443,7 @@ fn node_config(node: &NodeConfig<'_>) -> String {
          [dataplane]\ninterfaces = [\"eth0\"]\nxdp_mode = \"auto\"\n\n\
          [api]\nlisten = \"0.0.0.0:{API_PORT}\"\n\n\
          [[group]]\nname = \"pg\"\nvrid = 51\ninterface = \"eth0\"\nvips = [\"{vip}\"]\nstate = \"{state}\"\n\
-         election = \"vrrp\"\npriority = {priority}\nadvert_interval = \"{ADVERT_INTERVAL_MS}ms\"\n{group}\n\n\
+         election = \"vrrp\"\npriority = {priority}\nadvert_interval = \"{advert_ms}ms\"\n{group}\n\n\
          [[service]]\nname = \"pgbouncer\"\nvip = \"{vip_addr}\"\nport = {VIP_PORT}\nmode = \"nat\"\nbackends = [\n{backends}]\n{health}\n{extra}",
         name = node.name,
         vip = node.vip,
@@ -444,5 +452,6 @@ fn node_config(node: &NodeConfig<'_>) -> String {
         priority = node.priority,
         extra = node.extra,
         group = node.group,
+        advert_ms = node.advert_ms,
     )
 }

@@ -42,6 +42,9 @@ enum BenchKind {
     /// Time from a PgBouncer's death to its removal, and from its restart
     /// to its return.
     Health,
+    /// The client's gap when the master dies, stops or returns, for vipx
+    /// and keepalived + HAProxy.
+    Failover,
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
@@ -52,6 +55,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let agent = build::binaries(true)?;
     match args.what {
         BenchKind::Dataplane => dataplane(args, agent),
+        BenchKind::Failover => {
+            println!("{}", crate::bench_failover::run(args.rounds.max(5), agent)?);
+            Ok(())
+        }
         BenchKind::Health => {
             println!("{}", crate::bench_health::run(args.rounds.max(5), agent)?);
             Ok(())
