@@ -87,8 +87,12 @@ fn probe(
     })
 }
 
-/// The longest time without a successful probe from just before `event`.
-fn gap(successes: &[Instant], event: Instant, end: Instant) -> Duration {
+/// The longest time without a successful probe from just before `event`;
+/// `None` when no probe succeeded after it.
+fn gap(successes: &[Instant], event: Instant, end: Instant) -> Option<Duration> {
+    if !successes.iter().any(|t| *t > event) {
+        return None;
+    }
     let from = event - Duration::from_millis(50);
     let mut last = successes
         .iter()
@@ -101,7 +105,7 @@ fn gap(successes: &[Instant], event: Instant, end: Instant) -> Duration {
         worst = worst.max(t.duration_since(last));
         last = *t;
     }
-    worst.max(end.duration_since(last))
+    Some(worst.max(end.duration_since(last)))
 }
 
 /// The HA pair under test.
@@ -180,6 +184,11 @@ impl Keepalived<'_> {
             ),
         )?;
         let pid = |name: &str| dir.join(name).to_string_lossy().into_owned();
+        // A killed keepalived leaves its pidfiles: a new one would refuse
+        // to start while they name a process not yet reaped.
+        for file in ["keepalived.pid", "vrrp.pid"] {
+            let _ = std::fs::remove_file(dir.join(file));
+        }
         host.spawn(
             "keepalived",
             ProcSpec::new("/usr/sbin/keepalived")
@@ -291,9 +300,9 @@ fn start_haproxy(host: &Host, backend: Ipv4Addr) -> anyhow::Result<Pid> {
     std::fs::write(
         &path,
         format!(
-            "global\n    maxconn 20000\n\
+            "global\n    maxconn 4096\n\
              defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 1h\n    timeout server 1h\n\
-             frontend pg\n    bind {KA_VIP}:{VIP_PORT} transparent\n    default_backend pgbouncers\n\
+             frontend pg\n    bind {KA_VIP}:{VIP_PORT}\n    default_backend pgbouncers\n\
              backend pgbouncers\n    balance roundrobin\n{servers}"
         ),
     )?;
@@ -323,7 +332,13 @@ fn measure(
             .join()
             .map_err(|_| anyhow::anyhow!("the prober panicked"))?;
         let end = *successes.last().unwrap_or(&event);
-        let g = gap(&successes, event, end.max(event));
+        let g = gap(&successes, event, end.max(event)).with_context(|| {
+            format!(
+                "{}: no probe succeeded after the event ({} before it)",
+                scenario.name(),
+                successes.len()
+            )
+        })?;
         eprintln!(
             "  {} round {round}: gap {} ms ({} probes ok)",
             scenario.name(),
