@@ -262,14 +262,7 @@ impl Cluster {
     pub fn pgbouncer_xacts(&self) -> Result<Vec<u64>> {
         self.pgbouncers
             .iter()
-            .map(|bouncer| {
-                let stats = bouncer.admin("SHOW STATS")?;
-                Ok(stats
-                    .lines()
-                    .filter_map(|line| line.strip_prefix("postgres|"))
-                    .filter_map(|rest| rest.split('|').next()?.parse::<u64>().ok())
-                    .sum())
-            })
+            .map(PgBouncer::transactions)
             .collect()
     }
 
@@ -298,7 +291,7 @@ impl Cluster {
     /// Waits until node `index` is MASTER of the VIP group.
     pub fn wait_master(&self, index: usize, limit: Duration) -> Result<()> {
         let deadline = Instant::now() + limit;
-        while self.metric(index, "vipx_group_master{group=\"pg\"}") != Some(1.0) {
+        while !self.is_master(index) {
             if Instant::now() >= deadline {
                 bail!(
                     "{} did not become MASTER within {limit:?}; its log:\n{}",

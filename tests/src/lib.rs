@@ -22,6 +22,7 @@ mod cluster;
 pub mod frames;
 mod host;
 pub mod http;
+pub mod keepalived;
 mod lab;
 pub mod netns;
 mod pgbouncer;

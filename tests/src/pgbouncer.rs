@@ -188,6 +188,17 @@ impl PgBouncer {
         psql_db(&self.host, self.addr(), self.port, "pgbouncer", command)
     }
 
+    /// Transactions served to database `postgres` so far (`SHOW STATS`;
+    /// PgBouncer refreshes the totals every `stats_period`).
+    pub fn transactions(&self) -> Result<u64> {
+        let stats = self.admin("SHOW STATS")?;
+        Ok(stats
+            .lines()
+            .filter_map(|line| line.strip_prefix("postgres|"))
+            .filter_map(|rest| rest.split('|').next()?.parse::<u64>().ok())
+            .sum())
+    }
+
     /// Stops it (immediate shutdown, then SIGKILL after the lab's grace period).
     pub fn stop(&self) -> Result<ExitStatus> {
         self.host.lab().stop_process(self.pid)

@@ -10,8 +10,7 @@ use vipx_agent::{
     config::{Mode, PortRange},
     dataplane::{
         BackendSpec, CounterSnapshot, Dataplane, GroupStates, ServiceSpec, ServiceTable,
-        addr_bytes,
-        maglev::{self, BackendKey, MaglevBackend},
+        addr_bytes, maglev,
     },
 };
 use vipx_common::{
@@ -79,18 +78,7 @@ pub fn key_of(frame: &FrameSpec) -> FlowKey {
 /// The backend Maglev gives a new flow, computed with the agent's own
 /// Maglev and the shared flow hash.
 pub fn maglev_backend(spec: &ServiceSpec, frame: &FrameSpec) -> Result<BackendSpec> {
-    let backends: Vec<MaglevBackend> = spec
-        .backends
-        .iter()
-        .map(|b| MaglevBackend {
-            key: BackendKey {
-                addr: b.addr,
-                port: b.port,
-            },
-            weight: b.weight,
-        })
-        .collect();
-    let table = maglev::build(&backends, spec.maglev_size)?;
+    let table = maglev::build(&spec.maglev_backends(), spec.maglev_size)?;
     let slot = flow_hash(&key_of(frame), SEED_MAGLEV) % spec.maglev_size;
     Ok(spec.backends[table[slot as usize] as usize].clone())
 }

@@ -218,14 +218,7 @@ fn dsr_backends_answer_clients_directly() {
     let xacts = || -> Vec<u64> {
         bouncers
             .iter()
-            .map(|b| {
-                let stats = b.admin("SHOW STATS").expect("SHOW STATS");
-                stats
-                    .lines()
-                    .filter_map(|l| l.strip_prefix("postgres|"))
-                    .filter_map(|r| r.split('|').next()?.parse::<u64>().ok())
-                    .sum()
-            })
+            .map(|b| b.transactions().expect("SHOW STATS"))
             .collect()
     };
     // Each PgBouncer also served the lab's readiness query.

@@ -6,7 +6,11 @@ mod support;
 
 use std::time::Duration;
 
-use vipx_lab::{Cluster, ClusterOptions, Host, ProcSpec, Signal, VIP_PORT, agent_bin};
+use std::net::Ipv4Addr;
+
+use vipx_lab::{Cluster, ClusterOptions, Host, Signal, VIP_PORT, agent_bin, keepalived};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 100);
 
 const TAKEOVER: Duration = Duration::from_secs(10);
 
@@ -119,44 +123,24 @@ fn without_preemption_the_returning_master_stays_backup() {
     assert!(vip_answers(&cluster));
 }
 
-/// keepalived 2.2 (VRRPv3, 100 ms adverts) on `host` with `priority`.
+/// keepalived 2.2 (VRRPv3, the lab's advert interval) on `host` in vipx's
+/// VRID, for the lab's VIP.
 fn start_keepalived(host: &Host, priority: u8) -> vipx_lab::Pid {
-    let dir = host
-        .lab()
-        .tmp_dir()
-        .join(format!("{}-keepalived", host.name()));
-    std::fs::create_dir_all(&dir).expect("keepalived dir");
-    let config = dir.join("keepalived.conf");
-    std::fs::write(
-        &config,
-        format!(
-            "global_defs {{\n  router_id {name}\n  vrrp_version 3\n  script_user root\n}}\n\
-             vrrp_instance pg {{\n  state BACKUP\n  interface eth0\n  virtual_router_id 51\n  priority {priority}\n  advert_int 0.1\n  \
-             virtual_ipaddress {{\n    10.77.0.100/24\n  }}\n}}\n",
-            name = host.name()
-        ),
-    )
-    .expect("keepalived.conf");
-    let pid = |name: &str| dir.join(name).to_string_lossy().into_owned();
-    host.spawn(
-        "keepalived",
-        ProcSpec::new("/usr/sbin/keepalived")
-            .args(["--dont-fork", "--log-console", "--vrrp", "--use-file"])
-            .arg(&config)
-            .args([
-                "--pid",
-                &pid("keepalived.pid"),
-                "--vrrp_pid",
-                &pid("vrrp.pid"),
-            ]),
+    keepalived::start(
+        host,
+        &keepalived::KeepalivedSpec {
+            vrid: 51,
+            priority,
+            advert_ms: vipx_lab::ADVERT_INTERVAL_MS,
+            vip: VIP,
+            prefix_len: 24,
+        },
     )
     .expect("start keepalived")
 }
 
 fn holds_vip(host: &Host) -> bool {
-    host.run_stdout(&["ip", "-4", "addr", "show", "eth0"])
-        .map(|out| out.contains("10.77.0.100"))
-        .unwrap_or(false)
+    keepalived::holds(host, VIP)
 }
 
 #[test]

@@ -17,6 +17,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use vipx_lab::{
     Cluster, ClusterOptions, Host, PGBOUNCER_FIRST_PORT, Pid, ProcSpec, Signal, VIP_PORT,
+    keepalived,
 };
 
 /// PostgreSQL's SSLRequest (Int32 8, Int32 80877103).
@@ -168,45 +169,20 @@ struct Keepalived<'a> {
 
 impl Keepalived<'_> {
     fn start_keepalived(&self, index: usize) -> anyhow::Result<Pid> {
-        let host = &self.hosts[index];
-        let dir = host.lab().tmp_dir().join(format!("{}-ka", host.name()));
-        std::fs::create_dir_all(&dir)?;
-        let config = dir.join("keepalived.conf");
-        let priority = if index == 0 { 200 } else { 100 };
-        std::fs::write(
-            &config,
-            format!(
-                "global_defs {{\n  router_id {name}\n  vrrp_version 3\n}}\n\
-                 vrrp_instance pg {{\n  state BACKUP\n  interface eth0\n  virtual_router_id {KA_VRID}\n  priority {priority}\n  \
-                 advert_int {advert}\n  virtual_ipaddress {{\n    {KA_VIP}/24\n  }}\n}}\n",
-                name = host.name(),
-                advert = self.advert_ms as f64 / 1000.0
-            ),
-        )?;
-        let pid = |name: &str| dir.join(name).to_string_lossy().into_owned();
-        // A killed keepalived leaves its pidfiles: a new one would refuse
-        // to start while they name a process not yet reaped.
-        for file in ["keepalived.pid", "vrrp.pid"] {
-            let _ = std::fs::remove_file(dir.join(file));
-        }
-        host.spawn(
-            "keepalived",
-            ProcSpec::new("/usr/sbin/keepalived")
-                .args(["--dont-fork", "--log-console", "--vrrp", "--use-file"])
-                .arg(&config)
-                .args([
-                    "--pid",
-                    &pid("keepalived.pid"),
-                    "--vrrp_pid",
-                    &pid("vrrp.pid"),
-                ]),
+        keepalived::start(
+            &self.hosts[index],
+            &keepalived::KeepalivedSpec {
+                vrid: KA_VRID,
+                priority: if index == 0 { 200 } else { 100 },
+                advert_ms: self.advert_ms,
+                vip: KA_VIP,
+                prefix_len: 24,
+            },
         )
     }
 
     fn holds_vip(&self, index: usize) -> bool {
-        self.hosts[index]
-            .run_stdout(&["ip", "-4", "addr", "show", "eth0"])
-            .is_ok_and(|out| out.contains(&KA_VIP.to_string()))
+        keepalived::holds(&self.hosts[index], KA_VIP)
     }
 
     fn wait_vip(&self, index: usize) -> anyhow::Result<()> {

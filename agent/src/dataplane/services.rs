@@ -76,6 +76,20 @@ pub fn addr_bytes(addr: IpAddr) -> ([u8; 16], u8) {
 }
 
 impl ServiceSpec {
+    /// The backends as Maglev sees them (key and weight), in order.
+    pub fn maglev_backends(&self) -> Vec<MaglevBackend> {
+        self.backends
+            .iter()
+            .map(|b| MaglevBackend {
+                key: BackendKey {
+                    addr: b.addr,
+                    port: b.port,
+                },
+                weight: b.weight,
+            })
+            .collect()
+    }
+
     /// The key of this service in the services map.
     pub fn key(&self) -> ServiceKey {
         let (addr, family) = addr_bytes(self.vip);
@@ -359,18 +373,7 @@ impl ServiceTable {
 /// The backend id of every Maglev slot; empty when no backend takes new
 /// flows (the data plane then refuses them, loudly counted).
 fn maglev_slots(spec: &ServiceSpec, ids: &[u32]) -> Result<Vec<u32>, DataplaneError> {
-    let backends: Vec<MaglevBackend> = spec
-        .backends
-        .iter()
-        .map(|b| MaglevBackend {
-            key: BackendKey {
-                addr: b.addr,
-                port: b.port,
-            },
-            weight: b.weight,
-        })
-        .collect();
-    match maglev::build(&backends, spec.maglev_size) {
+    match maglev::build(&spec.maglev_backends(), spec.maglev_size) {
         Ok(table) => Ok(table.into_iter().map(|index| ids[index as usize]).collect()),
         Err(maglev::MaglevError::NoBackends) => {
             warn!(service = %spec.name, "no backend takes new flows: new connections are refused");
