@@ -187,6 +187,19 @@ pub async fn run(config_path: &Path, ha_debug: bool) -> anyhow::Result<()> {
     state.set_attachments(dataplane.attachments());
     let (track_tx, mut track_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut tracker = start_tracker(&config, &state, track_tx.clone());
+    // Ready before claiming: backend MACs resolved (above) and every backend
+    // checked once, so a node taking the VIP (back) serves a current view.
+    let limit = first_round_limit(&config);
+    let ready = state
+        .health
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .ready_waiter();
+    if tokio::time::timeout(limit, ready).await.is_ok() {
+        info!("every backend checked once: taking part in the groups");
+    } else {
+        warn!("backends not all checked within {limit:?}: taking part in the groups anyway");
+    }
     let mut group_runner = GroupRunner::new(
         ownership,
         Arc::clone(&state.events),
@@ -277,6 +290,19 @@ pub async fn run(config_path: &Path, ha_debug: bool) -> anyhow::Result<()> {
     }
     info!("vipx-agent stopped");
     Ok(())
+}
+
+/// How long start-up waits for the first round of health checks: the first
+/// check of a backend starts within its jitter and ends within its timeout.
+fn first_round_limit(config: &Config) -> Duration {
+    config
+        .services
+        .iter()
+        .filter_map(|s| s.get_ref().health.as_ref())
+        .map(|h| h.jitter + h.timeout)
+        .max()
+        .unwrap_or_default()
+        + Duration::from_millis(500)
 }
 
 fn timeouts(config: &Config) -> FlowTimeouts {

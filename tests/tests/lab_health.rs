@@ -95,6 +95,17 @@ fn a_killed_pgbouncer_leaves_the_data_plane_and_returns() {
     let cluster = Cluster::up(&opts).expect("bring the cluster up");
     let victim = cluster.pgbouncers[2].clone();
     let backend = format!("{}:{}", cluster.backend.ipv4(), victim.port());
+    let log = cluster.lab.log_tail(cluster.nodes[0].agent, 200);
+    let ready = log
+        .find("every backend checked once")
+        .unwrap_or_else(|| panic!("the agent waits for its first health round:\n{log}"));
+    let master = log
+        .find("to=\"MASTER\"")
+        .unwrap_or_else(|| panic!("the agent became MASTER:\n{log}"));
+    assert!(
+        ready < master,
+        "the VIP is claimed only after the first health round:\n{log}"
+    );
     wait_state(
         &cluster,
         "pgbouncer",

@@ -9,12 +9,15 @@ pub mod state;
 pub mod track;
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::SocketAddr,
     sync::{Arc, Mutex, PoisonError},
 };
 
-use tokio::{sync::mpsc, task::JoinHandle};
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
 
 pub use controller::{Controller, Policy};
 pub use monitor::{Prober, Report, Schedule, Target};
@@ -33,6 +36,10 @@ pub struct HealthRunner {
     monitors: Vec<JoinHandle<()>>,
     reports: mpsc::Sender<Report>,
     receiver: JoinHandle<()>,
+    /// Backends not checked even once yet; `ready` turns true when empty.
+    unchecked: Arc<Mutex<HashSet<Target>>>,
+    ready: watch::Receiver<bool>,
+    ready_tx: watch::Sender<bool>,
 }
 
 fn lock(controller: &Mutex<Controller>) -> std::sync::MutexGuard<'_, Controller> {
@@ -50,10 +57,21 @@ impl HealthRunner {
     ) -> Self {
         let controller = Arc::new(Mutex::new(Controller::new(table, events)));
         let (reports, mut rx) = mpsc::channel::<Report>(REPORT_QUEUE);
+        let unchecked: Arc<Mutex<HashSet<Target>>> = Arc::default();
+        let (ready_tx, ready) = watch::channel(false);
         let receiver = {
             let controller = Arc::clone(&controller);
+            let unchecked = Arc::clone(&unchecked);
+            let ready_tx = ready_tx.clone();
             tokio::spawn(async move {
                 while let Some(report) = rx.recv().await {
+                    {
+                        let mut unchecked =
+                            unchecked.lock().unwrap_or_else(PoisonError::into_inner);
+                        if unchecked.remove(&report.target) && unchecked.is_empty() {
+                            let _ = ready_tx.send(true);
+                        }
+                    }
                     metrics.observe_check(&report);
                     let mut controller = lock(&controller);
                     controller.on_report(&report);
@@ -66,6 +84,9 @@ impl HealthRunner {
             monitors: Vec::new(),
             reports,
             receiver,
+            unchecked,
+            ready,
+            ready_tx,
         };
         runner.reload(config, specs);
         runner
@@ -109,6 +130,12 @@ impl HealthRunner {
                     ),
                 };
                 let initial = lock(&self.controller).health(&service.name, addr);
+                if !*self.ready.borrow() {
+                    self.unchecked
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(target.clone());
+                }
                 self.monitors.push(tokio::spawn(monitor::run(
                     target,
                     Arc::clone(&prober),
@@ -119,6 +146,25 @@ impl HealthRunner {
             }
         }
         lock(&self.controller).set_base(specs, policies);
+        if self
+            .unchecked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+        {
+            let _ = self.ready_tx.send(true);
+        }
+    }
+
+    /// A future that ends once every backend has been checked once (the
+    /// backend view is current). A node claims its VIPs only after this (or
+    /// a time limit), so a failback does not send clients to a backend it
+    /// has not looked at yet.
+    pub fn ready_waiter(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut ready = self.ready.clone();
+        async move {
+            let _ = ready.wait_for(|ready| *ready).await;
+        }
     }
 
     /// Drains or undrains a backend; false if no service has it.
