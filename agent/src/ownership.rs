@@ -3,29 +3,35 @@
 //! gratuitous ARP / unsolicited NA; BACKUP = the reverse. The election
 //! decides when; this module only carries it out.
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use tokio::task::JoinHandle;
 
 use tracing::{error, info};
 
 use crate::{
     config::GroupConfig,
     dataplane::GroupStates,
-    vip::{Announce, VipAddr, VipManager},
+    vip::{VipAddr, VipManager},
 };
 
 /// Carries out state changes of the configured groups.
 pub struct Ownership {
     groups: Arc<GroupStates>,
-    vips: VipManager,
-    announce: Announce,
+    vips: Arc<VipManager>,
+    /// Announcement refreshers of the groups this node masters.
+    refreshers: Mutex<HashMap<u32, JoinHandle<()>>>,
 }
 
 impl Ownership {
     pub fn new(groups: Arc<GroupStates>, vips: VipManager) -> Self {
         Self {
             groups,
-            vips,
-            announce: Announce::default(),
+            vips: Arc::new(vips),
+            refreshers: Mutex::new(HashMap::new()),
         }
     }
 
@@ -52,9 +58,28 @@ impl Ownership {
         if let Err(err) = self.groups.set_master(id, true) {
             error!(group = %group.name, "setting the data-plane master flag: {err}");
         }
-        for vip in Self::addrs(group) {
-            if let Err(err) = self.vips.add_with(&vip, &self.announce).await {
+        let announce = group.announce();
+        let addrs = Self::addrs(group);
+        for vip in &addrs {
+            if let Err(err) = self.vips.add_with(vip, &announce).await {
                 error!(group = %group.name, "{err}");
+            }
+        }
+        if let Some(every) = announce.refresh {
+            let vips = Arc::clone(&self.vips);
+            let name = group.name.clone();
+            let task = tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    for vip in &addrs {
+                        if let Err(err) = vips.announce(vip, &announce).await {
+                            error!(group = %name, "refreshing the announcement: {err}");
+                        }
+                    }
+                }
+            });
+            if let Some(old) = self.refreshers().insert(id, task) {
+                old.abort();
             }
         }
         info!(group = %group.name, vrid = group.vrid, "MASTER");
@@ -62,6 +87,9 @@ impl Ownership {
 
     /// BACKUP (or stopping): the VIPs go, then the data plane stops serving.
     pub async fn become_backup(&self, id: u32, group: &GroupConfig) {
+        if let Some(task) = self.refreshers().remove(&id) {
+            task.abort();
+        }
         for vip in Self::addrs(group) {
             if let Err(err) = self.vips.remove(&vip).await {
                 error!(group = %group.name, "{err}");
@@ -71,6 +99,12 @@ impl Ownership {
             error!(group = %group.name, "clearing the data-plane master flag: {err}");
         }
         info!(group = %group.name, vrid = group.vrid, "BACKUP");
+    }
+
+    fn refreshers(&self) -> std::sync::MutexGuard<'_, HashMap<u32, JoinHandle<()>>> {
+        self.refreshers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Whether this node is MASTER of group `id`.

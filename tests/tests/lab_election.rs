@@ -226,3 +226,39 @@ fn vipx_follows_a_keepalived_master_and_takes_over_when_it_stops() {
         .expect("vipx takes the VIP back");
     assert!(vip_answers(&cluster), "the VIP answers from vipx");
 }
+
+#[test]
+fn a_master_refreshes_its_gratuitous_arp() {
+    let opts = ClusterOptions {
+        group_options: "garp_refresh = \"200ms\"\ngarp_repeat = 1\n".into(),
+        ..ClusterOptions::new(1, agent_bin())
+    };
+    let cluster = Cluster::up(&opts).expect("bring the cluster up");
+    // The first announcement is long gone; refreshes keep coming.
+    std::thread::sleep(Duration::from_millis(500));
+    let out = cluster
+        .client
+        .run_spec(
+            &vipx_lab::ProcSpec::new("timeout").args([
+                "3",
+                "tcpdump",
+                "-n",
+                "-i",
+                "eth0",
+                "-c",
+                "3",
+                "arp and src host 10.77.0.100",
+            ]),
+            Duration::from_secs(10),
+        )
+        .expect("tcpdump");
+    let seen = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        seen.lines()
+            .filter(|l| l.contains("tell 10.77.0.100"))
+            .count(),
+        3,
+        "three refreshed gratuitous ARPs within 3 s:\n{seen}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

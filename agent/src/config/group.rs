@@ -39,6 +39,17 @@ pub struct GroupConfig {
     /// 224.0.0.18. Adverts from other sources are ignored when set.
     #[serde(default)]
     pub unicast_peers: Vec<std::net::IpAddr>,
+    /// Gratuitous ARPs / unsolicited NAs sent per VIP on becoming MASTER
+    /// (keepalived's `garp_master_repeat`).
+    #[serde(default = "default_garp_repeat")]
+    pub garp_repeat: u32,
+    /// Time between them.
+    #[serde(default = "default_garp_interval", with = "humantime_serde")]
+    pub garp_interval: std::time::Duration,
+    /// Announce again this often while MASTER (keepalived's
+    /// `garp_master_refresh`); none by default.
+    #[serde(default, with = "humantime_serde::option")]
+    pub garp_refresh: Option<std::time::Duration>,
     /// Election priority, 1-255 (255: the address owner). keepalived's
     /// default is 100.
     #[serde(default = "default_priority")]
@@ -55,6 +66,14 @@ pub struct GroupConfig {
 
 fn default_priority() -> u8 {
     100
+}
+
+fn default_garp_repeat() -> u32 {
+    5
+}
+
+fn default_garp_interval() -> std::time::Duration {
+    std::time::Duration::from_millis(10)
 }
 
 fn default_advert_interval() -> std::time::Duration {
@@ -168,6 +187,15 @@ impl fmt::Display for VipCidr {
 }
 
 impl GroupConfig {
+    /// How the group's VIPs are announced on becoming MASTER.
+    pub fn announce(&self) -> crate::vip::Announce {
+        crate::vip::Announce {
+            count: self.garp_repeat,
+            interval: self.garp_interval,
+            refresh: self.garp_refresh,
+        }
+    }
+
     /// Whether the group holds `addr`.
     pub fn holds(&self, addr: IpAddr) -> bool {
         self.vips.iter().any(|vip| vip.addr == addr)
@@ -182,6 +210,12 @@ impl GroupConfig {
         }
         if self.priority == 0 {
             return Err(format!("group {}: priority must be 1-255", self.name));
+        }
+        if self.garp_repeat == 0 || self.garp_refresh.is_some_and(|r| r.is_zero()) {
+            return Err(format!(
+                "group {}: garp_repeat must be at least 1 and garp_refresh non-zero",
+                self.name
+            ));
         }
         let ms = self.advert_interval.as_millis();
         if !(10..=40_950).contains(&ms)

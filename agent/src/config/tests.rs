@@ -191,3 +191,22 @@ fn election_settings_are_checked() {
     assert!(error_of(v6).contains("IPv4 for now"));
     parse(&format!("{v6}election = \"static\"\n")).expect("static IPv6 groups are fine");
 }
+
+#[test]
+fn announcements_follow_the_garp_settings() {
+    let text = "[dataplane]\ninterfaces = [\"eth0\"]\n[[group]]\nname = \"pg\"\nvrid = 51\ninterface = \"eth0\"\nvips = [\"10.0.0.100/24\"]\n";
+    let announce = parse(text).expect("defaults").groups[0]
+        .get_ref()
+        .announce();
+    assert_eq!(
+        (announce.count, announce.interval, announce.refresh),
+        (5, std::time::Duration::from_millis(10), None)
+    );
+    let tuned =
+        format!("{text}garp_repeat = 2\ngarp_interval = \"50ms\"\ngarp_refresh = \"30s\"\n");
+    let announce = parse(&tuned).expect("tuned").groups[0].get_ref().announce();
+    assert_eq!(announce.count, 2);
+    assert_eq!(announce.interval, std::time::Duration::from_millis(50));
+    assert_eq!(announce.refresh, Some(std::time::Duration::from_secs(30)));
+    assert!(error_of(&format!("{text}garp_repeat = 0\n")).contains("garp_repeat"));
+}
