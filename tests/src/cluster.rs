@@ -205,7 +205,12 @@ impl Cluster {
         for node in &cluster.nodes {
             cluster.wait_agent(node)?;
         }
-        cluster.wait_master(0, AGENT_READY)?;
+        if opts.group_options.contains("preempt = false") {
+            // Without preemption the first node to time out keeps the VIP.
+            cluster.wait_any_master(AGENT_READY)?;
+        } else {
+            cluster.wait_master(0, AGENT_READY)?;
+        }
         Ok(cluster)
     }
 
@@ -286,6 +291,20 @@ impl Cluster {
     /// Whether node `index` reports itself MASTER of the VIP group.
     pub fn is_master(&self, index: usize) -> bool {
         self.metric(index, "vipx_group_master{group=\"pg\"}") == Some(1.0)
+    }
+
+    /// Waits until some node is MASTER of the VIP group; returns its index.
+    pub fn wait_any_master(&self, limit: Duration) -> Result<usize> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(index) = (0..self.nodes.len()).find(|i| self.is_master(*i)) {
+                return Ok(index);
+            }
+            if Instant::now() >= deadline {
+                bail!("no node became MASTER within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Waits until node `index` is MASTER of the VIP group.

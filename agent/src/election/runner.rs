@@ -74,6 +74,8 @@ struct Election {
     metrics: Arc<Metrics>,
     epoch: Instant,
     faulted: bool,
+    /// When the last advert from another node arrived.
+    last_advert: Option<Instant>,
 }
 
 /// Starts the election of group `id`.
@@ -112,6 +114,7 @@ pub fn spawn(
         metrics,
         epoch: Instant::now(),
         faulted: false,
+        last_advert: None,
     };
     let task = tokio::spawn(election.run(rx));
     Ok(ElectionHandle { commands, task })
@@ -185,6 +188,7 @@ impl Election {
         match parse(received.src, received.dst, received.ttl, &received.payload) {
             Ok(advert) if advert.vrid == self.group.vrid => {
                 self.metrics.count_advert(&self.group.name, "received");
+                self.last_advert = Some(Instant::now());
                 if self.faulted {
                     return;
                 }
@@ -206,15 +210,21 @@ impl Election {
             match action {
                 Action::SendAdvert { priority } => self.send_advert(priority).await,
                 Action::BecomeMaster { reason } => {
+                    // Detection time: the silence since the last advert heard.
+                    let silence = self.last_advert.map(|at| at.elapsed());
+                    if let Some(silence) = silence {
+                        self.metrics.set_detection(&self.group.name, silence);
+                    }
                     self.ownership.become_master(self.id, &self.group).await;
                     self.metrics.set_group_master(&self.group.name, true);
-                    self.events.record(
-                        "group",
-                        &self.group.name,
-                        "BACKUP",
-                        "MASTER",
-                        &reason.to_string(),
-                    );
+                    let reason = match silence {
+                        Some(silence) => {
+                            format!("{reason}; last advert {} ms before", silence.as_millis())
+                        }
+                        None => reason.to_string(),
+                    };
+                    self.events
+                        .record("group", &self.group.name, "BACKUP", "MASTER", &reason);
                 }
                 Action::BecomeBackup { reason } | Action::Stop { reason } => {
                     let was_master = self.ownership.is_master(self.id);

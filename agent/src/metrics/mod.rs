@@ -37,6 +37,7 @@ pub struct Metrics {
     group_priority: IntGaugeVec,
     group_fault: IntGaugeVec,
     adverts: IntCounterVec,
+    detection: prometheus::GaugeVec,
 }
 
 impl Metrics {
@@ -128,6 +129,14 @@ impl Metrics {
             &["group", "what"],
         )?;
         registry.register(Box::new(adverts.clone()))?;
+        let detection = prometheus::GaugeVec::new(
+            Opts::new(
+                "vipx_group_last_detection_seconds",
+                "At this node's last takeover: the time since the previous master's last advert.",
+            ),
+            &["group"],
+        )?;
+        registry.register(Box::new(detection.clone()))?;
         let group_priority = gauge(
             "vipx_group_priority",
             "The group's election priority after its tracked items.",
@@ -161,6 +170,7 @@ impl Metrics {
             group_priority,
             group_fault,
             adverts,
+            detection,
         })
     }
 
@@ -219,6 +229,13 @@ impl Metrics {
         self.group_fault
             .with_label_values(&[group])
             .set(i64::from(fault));
+    }
+
+    /// Records the detection time of this node's last takeover.
+    pub fn set_detection(&self, group: &str, silence: std::time::Duration) {
+        self.detection
+            .with_label_values(&[group])
+            .set(silence.as_secs_f64());
     }
 
     /// Counts a VRRP advert.
