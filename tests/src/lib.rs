@@ -20,6 +20,7 @@
 
 mod cluster;
 pub mod frames;
+pub mod haproxy;
 mod host;
 pub mod http;
 pub mod keepalived;

@@ -11,9 +11,9 @@ use std::{
 use anyhow::{Context as _, bail};
 use vipx_agent::config::PortRange;
 use vipx_lab::{
-    Cluster, ClusterOptions, Host, PG_PORT, PGBOUNCER_FIRST_PORT, ProcSpec, VIP_PORT,
+    Cluster, ClusterOptions, PG_PORT, PGBOUNCER_FIRST_PORT, VIP_PORT,
     frames::{FrameSpec, tcp},
-    pgbench, pgbench_init,
+    haproxy, pgbench, pgbench_init,
     rig::{self, CLIENT_MAC, NODE_MAC, Rig, nat_spec},
 };
 
@@ -247,39 +247,19 @@ fn parse_pgbench(report: &str) -> anyhow::Result<PgbenchResult> {
     })
 }
 
-/// HAProxy in TCP mode on `host`:5432 in front of the PgBouncers.
-fn start_haproxy(host: &Host, backend: Ipv4Addr, pgbouncers: u16) -> anyhow::Result<()> {
-    let servers: String = (0..pgbouncers)
-        .map(|i| {
-            format!(
-                "    server pgb{i} {backend}:{} check inter 2s\n",
-                PGBOUNCER_FIRST_PORT + i
-            )
-        })
-        .collect();
-    let config = format!(
-        "global\n    maxconn 4096\n\
-         defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 1h\n    timeout server 1h\n\
-         frontend pg\n    bind {addr}:{VIP_PORT}\n    default_backend pgbouncers\n\
-         backend pgbouncers\n    balance roundrobin\n{servers}",
-        addr = host.ipv4()
-    );
-    let path = host.lab().tmp_dir().join("haproxy.cfg");
-    std::fs::write(&path, config)?;
-    host.spawn(
-        "haproxy",
-        ProcSpec::new("/usr/sbin/haproxy")
-            .arg("-db")
-            .arg("-f")
-            .arg(&path),
-    )?;
-    Ok(())
-}
-
 fn pgbench_comparison(args: &BenchArgs, agent: PathBuf) -> anyhow::Result<String> {
     let cluster = Cluster::up(&ClusterOptions::new(1, agent))?;
     let haproxy = cluster.lab.add_host("haproxy", &cluster.lab.v4(41))?;
-    start_haproxy(&haproxy, cluster.backend.ipv4(), 3)?;
+    haproxy::start(
+        &haproxy,
+        &haproxy::HaproxySpec {
+            bind: haproxy.ipv4(),
+            backend: cluster.backend.ipv4(),
+            pgbouncers: 3,
+            check_interval: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(5),
+        },
+    )?;
     pgbench_init(&cluster.client, cluster.backend.ipv4(), PG_PORT, 1)?;
     std::thread::sleep(Duration::from_secs(1));
     let targets: [(&str, Ipv4Addr, u16); 3] = [

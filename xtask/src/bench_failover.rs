@@ -15,10 +15,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use vipx_lab::{
-    Cluster, ClusterOptions, Host, PGBOUNCER_FIRST_PORT, Pid, ProcSpec, Signal, VIP_PORT,
-    keepalived,
-};
+use vipx_lab::{Cluster, ClusterOptions, Host, Pid, Signal, VIP_PORT, haproxy, keepalived};
 
 /// PostgreSQL's SSLRequest (Int32 8, Int32 80877103).
 const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
@@ -261,33 +258,15 @@ impl Pair for Keepalived<'_> {
 
 /// HAProxy in TCP mode on the keepalived VIP (bound before it is local).
 fn start_haproxy(host: &Host, backend: Ipv4Addr) -> anyhow::Result<Pid> {
-    let servers: String = (0..3)
-        .map(|i| {
-            format!(
-                "    server pgb{i} {backend}:{} check inter 1s\n",
-                PGBOUNCER_FIRST_PORT + i
-            )
-        })
-        .collect();
-    let path = host
-        .lab()
-        .tmp_dir()
-        .join(format!("{}-haproxy.cfg", host.name()));
-    std::fs::write(
-        &path,
-        format!(
-            "global\n    maxconn 4096\n\
-             defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 1h\n    timeout server 1h\n\
-             frontend pg\n    bind {KA_VIP}:{VIP_PORT}\n    default_backend pgbouncers\n\
-             backend pgbouncers\n    balance roundrobin\n{servers}"
-        ),
-    )?;
-    host.spawn(
-        "haproxy",
-        ProcSpec::new("/usr/sbin/haproxy")
-            .arg("-db")
-            .arg("-f")
-            .arg(&path),
+    haproxy::start(
+        host,
+        &haproxy::HaproxySpec {
+            bind: KA_VIP,
+            backend,
+            pgbouncers: 3,
+            check_interval: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+        },
     )
 }
 
