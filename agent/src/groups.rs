@@ -40,11 +40,6 @@ impl GroupRunner {
         }
     }
 
-    /// Whether this node is MASTER of group `id`.
-    pub fn is_master(&self, id: u32) -> bool {
-        self.ownership.is_master(id)
-    }
-
     /// Starts every group of `config`: elections for `vrrp` groups, the
     /// configured state for `static` ones.
     pub async fn start(&mut self, config: &Config, tracking: &Tracking) {

@@ -82,30 +82,6 @@ impl Maps {
         lock(&self.nat).iter().filter_map(Result::ok).collect()
     }
 
-    /// Inserts (or replaces) a flow and, for nat mode, its NAT entry: how
-    /// replicated flows enter a peer's table.
-    pub fn insert_flow(
-        &self,
-        key: &FlowKey,
-        flow: &Flow,
-        nat: Option<(&FlowKey, &NatEntry)>,
-    ) -> Result<(), DataplaneError> {
-        if let Some((nat_key, entry)) = nat {
-            lock(&self.nat)
-                .insert(nat_key, entry, 0)
-                .map_err(|source| DataplaneError::Map {
-                    name: MAP_NAT,
-                    source,
-                })?;
-        }
-        lock(&self.flows)
-            .insert(key, flow, 0)
-            .map_err(|source| DataplaneError::Map {
-                name: MAP_FLOWS,
-                source,
-            })
-    }
-
     /// Removes a flow (not its NAT entry).
     pub fn remove_flow(&self, key: &FlowKey) -> Result<(), DataplaneError> {
         lock(&self.flows)
@@ -141,16 +117,6 @@ impl Maps {
     /// The backend entry of an id.
     pub fn backend(&self, id: u32) -> Option<Backend> {
         lock(&self.backends).get(&id, 0).ok()
-    }
-
-    /// The group entry of an id.
-    pub fn group(&self, id: u32) -> Option<Group> {
-        lock(&self.groups).get(&id, 0).ok()
-    }
-
-    /// The service entry of a key.
-    pub fn service(&self, key: &ServiceKey) -> Option<Service> {
-        lock(&self.services).get(key, 0).ok()
     }
 }
 

@@ -171,11 +171,6 @@ impl HealthRunner {
     pub fn drain(&self, backend: SocketAddr, drain: bool) -> bool {
         lock(&self.controller).set_drain(backend, drain)
     }
-
-    /// The health of every checked backend.
-    pub fn health(&self, service: &str, backend: SocketAddr) -> Health {
-        lock(&self.controller).health(service, backend)
-    }
 }
 
 impl Drop for HealthRunner {

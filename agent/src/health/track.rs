@@ -79,15 +79,6 @@ impl Tracking {
             .map(|(base, items)| effective(*base, items))
     }
 
-    /// The items of a group.
-    pub fn items(&self, group: &str) -> Vec<Item> {
-        let groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
-        groups
-            .get(group)
-            .map(|(_, items)| items.clone())
-            .unwrap_or_default()
-    }
-
     fn set(&self, group: &str, item: &str, failing: bool) -> Option<(Effective, Effective)> {
         let mut groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
         let (base, items) = groups.get_mut(group)?;
