@@ -31,6 +31,7 @@ use crate::{
     metrics::Metrics,
     neigh::Neighbours,
     ownership::Ownership,
+    pulse::Pulse,
     status::{self, GroupStatus, ServiceStatus, Status, XdpAttachment},
     vip::VipManager,
 };
@@ -136,6 +137,14 @@ pub async fn run(config_path: &Path, ha_debug: bool) -> anyhow::Result<()> {
         warn!("HA debug mode: VIP, map, fence and reboot actions are logged, not carried out");
     }
 
+    // Start clean, before anything else: a VIP left on the interface by a
+    // killed agent would keep this node answering ARP for it while the data
+    // plane, the health checks and the election get ready.
+    let vips = VipManager::new(ha_debug)?;
+    for group in &config.groups {
+        Ownership::remove_vips(&vips, group.get_ref()).await;
+    }
+
     let mut dataplane = Dataplane::load_with(config.dataplane.flow_table_size)?;
     for iface in &config.dataplane.interfaces {
         dataplane.attach(iface.as_str(), config.dataplane.xdp_mode)?;
@@ -164,10 +173,7 @@ pub async fn run(config_path: &Path, ha_debug: bool) -> anyhow::Result<()> {
         config.dataplane.lease_timeout,
         ha_debug,
     ));
-    let ownership = Arc::new(Ownership::new(
-        Arc::clone(&groups),
-        VipManager::new(ha_debug)?,
-    ));
+    let ownership = Arc::new(Ownership::new(Arc::clone(&groups), vips));
 
     let state = Arc::new(AgentState {
         node: node.clone(),
@@ -200,10 +206,13 @@ pub async fn run(config_path: &Path, ha_debug: bool) -> anyhow::Result<()> {
     } else {
         warn!("backends not all checked within {limit:?}: taking part in the groups anyway");
     }
+    let pulse = start_pulse(&mut dataplane, config.node.heartbeat_port, ha_debug)?;
     let mut group_runner = GroupRunner::new(
         ownership,
         Arc::clone(&state.events),
         Arc::clone(&state.metrics),
+        pulse,
+        config.node.heartbeat_port,
     );
     group_runner.start(&config, &tracker.tracking).await;
 
@@ -292,6 +301,25 @@ pub async fn run(config_path: &Path, ha_debug: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The heartbeat thread, with the XDP recorder told the heartbeat port.
+/// None in HA debug mode: nothing is written to the maps there.
+fn start_pulse(
+    dataplane: &mut Dataplane,
+    port: u16,
+    ha_debug: bool,
+) -> anyhow::Result<Option<Arc<Pulse>>> {
+    if ha_debug {
+        return Ok(None);
+    }
+    let peers = dataplane.peer_maps();
+    peers
+        .set_heartbeat_port(port)
+        .context("telling XDP the heartbeat port")?;
+    let pulse = Pulse::start(peers, dataplane.take_peer_events())
+        .context("starting the heartbeat thread")?;
+    Ok(Some(Arc::new(pulse)))
+}
+
 /// How long start-up waits for the first round of health checks: the first
 /// check of a backend starts within its jitter and ends within its timeout.
 fn first_round_limit(config: &Config) -> Duration {
@@ -320,9 +348,15 @@ fn start_tracker(
     state: &AgentState,
     changes: tokio::sync::mpsc::UnboundedSender<(String, Effective)>,
 ) -> Tracker {
+    let service_down = state
+        .health
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .service_down();
     let tracker = Tracker::start(
         config,
         Arc::clone(&state.events),
+        service_down,
         move |group, effective| {
             let _ = changes.send((group.to_owned(), effective));
         },

@@ -1,9 +1,9 @@
 //! The VIP groups of this node: each either elected with VRRP or held in
 //! its configured static state, tracked items applied, stepped down on stop.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
-use tracing::error;
+use tracing::{error, warn};
 
 use crate::{
     config::{Config, Election, GroupConfig, InitialState},
@@ -12,6 +12,7 @@ use crate::{
     health::track::{Effective, Tracking},
     metrics::Metrics,
     ownership::Ownership,
+    pulse::{Pulse, PulseLink, PulseSpec},
 };
 
 /// Runs the groups of a configuration.
@@ -20,6 +21,11 @@ pub struct GroupRunner {
     events: Arc<EventLog>,
     metrics: Arc<Metrics>,
     elections: HashMap<String, ElectionHandle>,
+    /// The heartbeat thread and the XDP peer filter (absent in HA debug
+    /// mode without a data plane).
+    pulse: Option<Arc<Pulse>>,
+    links: HashMap<String, Arc<PulseLink>>,
+    heartbeat_port: u16,
 }
 
 fn ids(config: &Config) -> impl Iterator<Item = (u32, &GroupConfig)> {
@@ -31,12 +37,66 @@ fn ids(config: &Config) -> impl Iterator<Item = (u32, &GroupConfig)> {
 }
 
 impl GroupRunner {
-    pub fn new(ownership: Arc<Ownership>, events: Arc<EventLog>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        ownership: Arc<Ownership>,
+        events: Arc<EventLog>,
+        metrics: Arc<Metrics>,
+        pulse: Option<Arc<Pulse>>,
+        heartbeat_port: u16,
+    ) -> Self {
         Self {
             ownership,
             events,
             metrics,
             elections: HashMap::new(),
+            pulse,
+            links: HashMap::new(),
+            heartbeat_port,
+        }
+    }
+
+    /// The XDP peer filter of a VRRP group: its `unicast_peers`, or
+    /// everyone when it has none (multicast).
+    fn set_filter(&self, group: &GroupConfig, peers: &[IpAddr]) {
+        if let Some(pulse) = &self.pulse
+            && let Err(err) = pulse.peer_maps().set_peers(group.vrid, peers)
+        {
+            error!(group = %group.name, "setting the XDP peer filter: {err}");
+        }
+    }
+
+    /// Starts the group's heartbeat, when configured.
+    fn start_pulse(&mut self, group: &GroupConfig, priority: u8, election: &ElectionHandle) {
+        let (Some(pulse), Some(interval)) = (&self.pulse, group.heartbeat_interval) else {
+            return;
+        };
+        let v4 = group.unicast_peers.first().is_none_or(IpAddr::is_ipv4);
+        let Some(source) = heartbeat_source(group.interface.as_str(), v4) else {
+            error!(group = %group.name, "no address on {} to send heartbeats from", group.interface);
+            return;
+        };
+        let spec = PulseSpec {
+            name: group.name.clone(),
+            vrid: group.vrid,
+            interval,
+            multiplier: group.heartbeat_multiplier,
+            source,
+            peers: group.unicast_peers.clone(),
+            port: self.heartbeat_port,
+        };
+        match pulse.register(
+            spec,
+            priority,
+            election.commands(),
+            self.metrics.heartbeat_counters(&group.name),
+        ) {
+            Ok(link) => {
+                election.send(Command::Pulse(Arc::clone(&link)));
+                self.links.insert(group.name.clone(), link);
+            }
+            Err(err) => {
+                warn!(group = %group.name, "heartbeat not started, VRRP alone detects failures: {err}");
+            }
         }
     }
 
@@ -53,6 +113,7 @@ impl GroupRunner {
             match group.election {
                 Election::Vrrp => {
                     self.metrics.set_group_master(&group.name, false);
+                    self.set_filter(group, &group.unicast_peers);
                     match runner::spawn(
                         id,
                         group,
@@ -62,6 +123,10 @@ impl GroupRunner {
                         Arc::clone(&self.metrics),
                     ) {
                         Ok(handle) => {
+                            if let Some(pulse) = &self.pulse {
+                                handle.send(Command::Records(Arc::clone(pulse.peer_maps())));
+                            }
+                            self.start_pulse(group, effective.priority, &handle);
                             if effective.fault {
                                 handle.send(Command::Fault(true));
                             }
@@ -123,6 +188,16 @@ impl GroupRunner {
         for (_, election) in self.elections.drain() {
             election.shutdown().await;
         }
+        for (_, link) in self.links.drain() {
+            if let Some(pulse) = &self.pulse {
+                pulse.unregister(&link);
+            }
+        }
+        for (_, group) in ids(config) {
+            if group.election == Election::Vrrp {
+                self.set_filter(group, &[]);
+            }
+        }
         for (id, group) in ids(config) {
             if self.ownership.is_master(id) {
                 self.ownership.become_backup(id, group).await;
@@ -131,5 +206,22 @@ impl GroupRunner {
                     .record("group", &group.name, "MASTER", "BACKUP", "stopping");
             }
         }
+    }
+}
+
+/// The address heartbeats leave from: the interface's first IPv4 address
+/// (the VRRP primary address), or its first global IPv6 one.
+fn heartbeat_source(iface: &str, v4: bool) -> Option<IpAddr> {
+    let addrs = nix::ifaddrs::getifaddrs().ok()?;
+    let mut addrs = addrs
+        .filter(|a| a.interface_name == iface)
+        .filter_map(|a| a.address);
+    if v4 {
+        addrs.find_map(|a| a.as_sockaddr_in().map(|s| IpAddr::V4(s.ip())))
+    } else {
+        addrs
+            .filter_map(|a| a.as_sockaddr_in6().map(|s| s.ip()))
+            .find(|ip| !ip.is_unicast_link_local())
+            .map(IpAddr::V6)
     }
 }

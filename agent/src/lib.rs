@@ -15,5 +15,6 @@ pub mod lb;
 pub mod metrics;
 pub mod neigh;
 pub mod ownership;
+pub mod pulse;
 pub mod status;
 pub mod vip;

@@ -87,14 +87,45 @@ impl Ownership {
 
     /// BACKUP (or stopping): the VIPs go, then the data plane stops serving.
     pub async fn become_backup(&self, id: u32, group: &GroupConfig) {
-        if let Some(task) = self.refreshers().remove(&id) {
-            task.abort();
-        }
+        self.release(id, group).await;
+        self.stop_serving(id, group);
+    }
+
+    /// Announces the VIPs of a group this node masters again.
+    pub async fn announce(&self, group: &GroupConfig) {
+        let announce = group.announce();
         for vip in Self::addrs(group) {
-            if let Err(err) = self.vips.remove(&vip).await {
+            if let Err(err) = self.vips.announce(&vip, &announce).await {
+                error!(group = %group.name, "announcing again: {err}");
+            }
+        }
+    }
+
+    /// Removes the group's VIPs from their interface (present or not), as
+    /// at start-up, before there is an [`Ownership`].
+    pub async fn remove_vips(vips: &VipManager, group: &GroupConfig) {
+        for vip in Self::addrs(group) {
+            if let Err(err) = vips.remove(&vip).await {
                 error!(group = %group.name, "{err}");
             }
         }
+    }
+
+    /// The first half of [`become_backup`](Self::become_backup): the VIPs
+    /// go (this node no longer answers ARP/ND for them) and announcements
+    /// stop, but the data plane keeps serving what still reaches it. A
+    /// handover calls [`stop_serving`](Self::stop_serving) once the
+    /// successor has announced itself, so clients whose ARP cache still
+    /// points here lose nothing in between.
+    pub async fn release(&self, id: u32, group: &GroupConfig) {
+        if let Some(task) = self.refreshers().remove(&id) {
+            task.abort();
+        }
+        Self::remove_vips(&self.vips, group).await;
+    }
+
+    /// The second half: the data plane stops serving the group.
+    pub fn stop_serving(&self, id: u32, group: &GroupConfig) {
         if let Err(err) = self.groups.set_master(id, false) {
             error!(group = %group.name, "clearing the data-plane master flag: {err}");
         }

@@ -49,7 +49,8 @@ pub mod reason {
     pub const FRAGMENT: u32 = 2;
     /// IP, but neither TCP nor UDP nor VRRP (ICMP, ...).
     pub const OTHER_L4: u32 = 3;
-    /// VRRP (IP protocol 112).
+    /// VRRP (IP protocol 112), passed to the stack (a VRRPv3 advert is
+    /// recorded first).
     pub const VRRP: u32 = 4;
     /// TCP or UDP that no configured service owns.
     pub const NO_SERVICE: u32 = 5;
@@ -75,10 +76,17 @@ pub mod reason {
     pub const NAT_EXHAUSTED: u32 = 14;
     /// The backend's MAC is not known yet (dropped; the agent resolves it).
     pub const NO_NEIGH: u32 = 15;
-    /// A map lookup or update that should not fail did (dropped).
+    /// A map lookup or update that should not fail did (dropped; a VRRP
+    /// advert whose record could not be written is still passed).
     pub const MAP_ERROR: u32 = 16;
+    /// A vipx heartbeat, recorded and consumed (dropped: no socket reads
+    /// it).
+    pub const HEARTBEAT: u32 = 17;
+    /// A VRRP advert or heartbeat from a source outside its VRID's
+    /// allow-list (dropped, not recorded).
+    pub const PEER_UNKNOWN: u32 = 18;
     /// Number of slots.
-    pub const COUNT: u32 = 17;
+    pub const COUNT: u32 = 19;
     /// Metric label of each slot, indexed by slot.
     pub const NAMES: [&str; COUNT as usize] = [
         "malformed",
@@ -98,5 +106,7 @@ pub mod reason {
         "nat_exhausted",
         "no_neigh",
         "map_error",
+        "heartbeat",
+        "peer_unknown",
     ];
 }

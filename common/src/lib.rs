@@ -10,10 +10,12 @@
 pub mod counters;
 pub mod csum;
 pub mod flow;
+pub mod peer;
 pub mod service;
 
 pub use counters::{Counter, action, reason};
 pub use flow::{Flow, FlowKey, NatEntry};
+pub use peer::{Heartbeat, PeerEvent, PeerKey, PeerSeen, PeerSettings};
 pub use service::{Backend, Group, Service, ServiceKey};
 
 /// Name of the per-CPU array of [`Counter`]s indexed by XDP action
@@ -39,6 +41,19 @@ pub const MAP_NAT: &str = "VIPX_NAT";
 pub const MAP_SERVICE_STATS: &str = "VIPX_SERVICE_STATS";
 /// Name of the per-CPU per-backend counters (by backend id).
 pub const MAP_BACKEND_STATS: &str = "VIPX_BACKEND_STATS";
+
+/// Name of the peer allow-list (hash, `PeerKey` with `peer::KIND_ALLOW` ->
+/// `u32` 1), consulted for VRIDs whose filter is on.
+pub const MAP_PEER_ALLOW: &str = "VIPX_PEER_ALLOW";
+/// Name of the records of adverts and heartbeats (LRU hash,
+/// `PeerKey -> PeerSeen`).
+pub const MAP_PEER_SEEN: &str = "VIPX_PEER_SEEN";
+/// Name of the per-VRID filter array (`u32`, `peer::FILTER_*`, by VRID).
+pub const MAP_PEER_FILTER: &str = "VIPX_PEER_FILTER";
+/// Name of the recorder's settings array (`PeerSettings`, one entry).
+pub const MAP_PEER_SETTINGS: &str = "VIPX_PEER_SETTINGS";
+/// Name of the ring buffer of `PeerEvent`s.
+pub const MAP_PEER_EVENTS: &str = "VIPX_PEER_EVENTS";
 
 /// Name of the main XDP program in the object.
 pub const PROG_MAIN: &str = "vipx_xdp";

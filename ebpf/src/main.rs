@@ -1,24 +1,28 @@
 //! The vipx XDP program.
 //!
-//! Per packet: parse (Ethernet, one VLAN tag, IPv4/IPv6, TCP/UDP), decide,
-//! count the decision in per-CPU maps. Anything the program does not own is
-//! passed to the stack untouched.
+//! Per packet: parse (Ethernet, one VLAN tag, IPv4/IPv6, TCP/UDP/VRRP),
+//! decide, count the decision in per-CPU maps. VRRP adverts and vipx
+//! heartbeats are recorded (`peer`), TCP and UDP load-balanced (`lb`).
+//! Anything the program does not own is passed to the stack untouched.
 #![no_std]
 #![no_main]
 
 mod lb;
 mod parse;
+mod peer;
 mod rewrite;
 
 use aya_ebpf::{
     bindings::xdp_action,
     macros::{map, xdp},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::XdpContext,
 };
 use vipx_common::{
-    Backend, Counter, Flow, FlowKey, Group, NatEntry, Service, ServiceKey, action,
+    Backend, Counter, Flow, FlowKey, Group, NatEntry, PeerKey, PeerSeen, PeerSettings, Service,
+    ServiceKey, action,
     flow::DEFAULT_FLOW_ENTRIES,
+    peer::{PEER_ALLOW_ENTRIES, PEER_EVENTS_BYTES, PEER_SEEN_ENTRIES, VRID_SLOTS},
     reason,
     service::{MAGLEV_ENTRIES, MAX_BACKENDS, MAX_GROUPS, MAX_SERVICES},
 };
@@ -60,6 +64,29 @@ static VIPX_SERVICE_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(
 #[map(name = "VIPX_BACKEND_STATS")]
 static VIPX_BACKEND_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
 
+/// The peer allow-list (`PeerKey` of kind `KIND_ALLOW` -> 1), consulted
+/// for VRIDs whose filter is on.
+#[map(name = "VIPX_PEER_ALLOW")]
+static VIPX_PEER_ALLOW: HashMap<PeerKey, u32> = HashMap::with_max_entries(PEER_ALLOW_ENTRIES, 0);
+
+/// The last advert / heartbeat seen per source, kind and VRID.
+#[map(name = "VIPX_PEER_SEEN")]
+static VIPX_PEER_SEEN: LruHashMap<PeerKey, PeerSeen> =
+    LruHashMap::with_max_entries(PEER_SEEN_ENTRIES, 0);
+
+/// Per-VRID filter switch (`FILTER_OFF` / `FILTER_ON`), by VRID.
+#[map(name = "VIPX_PEER_FILTER")]
+static VIPX_PEER_FILTER: Array<u32> = Array::with_max_entries(VRID_SLOTS, 0);
+
+/// The recorder's settings (one entry): the heartbeat port.
+#[map(name = "VIPX_PEER_SETTINGS")]
+static VIPX_PEER_SETTINGS: Array<PeerSettings> = Array::with_max_entries(1, 0);
+
+/// `PeerEvent`s for the agent: new source, priority or state change,
+/// priority 0.
+#[map(name = "VIPX_PEER_EVENTS")]
+static VIPX_PEER_EVENTS: RingBuf = RingBuf::with_byte_size(PEER_EVENTS_BYTES, 0);
+
 /// Per-action counters, indexed by the XDP action itself.
 #[map(name = "VIPX_ACTIONS")]
 static VIPX_ACTIONS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(action::COUNT, 0);
@@ -93,7 +120,10 @@ fn decide(ctx: &XdpContext, len: u64) -> (u32, u32) {
         Err(why) => return (xdp_action::XDP_PASS, why),
     };
     match pkt.l4 {
-        L4::Vrrp { .. } => (xdp_action::XDP_PASS, reason::VRRP),
+        L4::Vrrp { off } => peer::vrrp(ctx, pkt.l3, off),
+        L4::Udp { off, dport, .. } if peer::is_heartbeat(dport) => {
+            peer::heartbeat(ctx, pkt.l3, off)
+        }
         L4::Tcp { .. } | L4::Udp { .. } => lb::handle(ctx, &pkt, len),
     }
 }

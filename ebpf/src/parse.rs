@@ -40,10 +40,6 @@ pub enum L3 {
 }
 
 /// The L4 header found.
-#[expect(
-    dead_code,
-    reason = "the VRRP offset is read by the advert recorder (election)"
-)]
 #[derive(Clone, Copy)]
 pub enum L4 {
     Tcp { off: usize, sport: u16, dport: u16 },

@@ -4,7 +4,7 @@
 
 use std::{
     fmt::Write as _,
-    net::{Ipv4Addr, SocketAddr},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -78,6 +78,15 @@ pub struct ClusterOptions {
     pub group_options: String,
     /// VRRP advert interval of the nodes.
     pub advert_interval_ms: u64,
+    /// vipx's fast heartbeat: when set, every node's group gets
+    /// `heartbeat_interval` (in microseconds) and `unicast_peers` (the other
+    /// nodes' IPv4 addresses; the adverts then go unicast too).
+    pub heartbeat: Option<Duration>,
+    /// A second group, [`Cluster::VIP6_GROUP`] (VRID 52), holding the IPv6
+    /// VIP [`Cluster::vip6`] and elected over IPv6 like `pg` (same
+    /// priorities and advert interval); every node and the client get an
+    /// IPv6 address (`v6(n)`) besides their IPv4 one.
+    pub ipv6_vip: bool,
     /// Lab settings.
     pub lab: LabOptions,
 }
@@ -95,6 +104,8 @@ impl ClusterOptions {
             extra_config: String::new(),
             group_options: String::new(),
             advert_interval_ms: ADVERT_INTERVAL_MS,
+            heartbeat: None,
+            ipv6_vip: false,
             lab: LabOptions::default(),
         }
     }
@@ -121,6 +132,8 @@ pub struct Cluster {
     extra_config: String,
     group_options: String,
     advert_interval_ms: u64,
+    heartbeat: Option<Duration>,
+    ipv6_vip: bool,
     // Last: hosts and processes above refer to it.
     pub lab: Lab,
 }
@@ -135,6 +148,9 @@ impl Cluster {
         let lab = Lab::new(opts.lab.clone())?;
         let client = lab.add_host("client", &lab.v4(CLIENT))?;
         let backend = lab.add_host("backend", &lab.v4(BACKEND))?;
+        if opts.ipv6_vip {
+            client.add_addr(&lab.v6(CLIENT))?;
+        }
         let postgres = Postgres::start(&backend, PG_PORT)?;
         let pgbouncers = (0..opts.pgbouncers)
             .map(|i| {
@@ -159,6 +175,9 @@ impl Cluster {
             let name = format!("n{}", i + 1);
             let number = NODE_BASE + u32::try_from(i).context("node count")?;
             let host = lab.add_host(&name, &lab.v4(number))?;
+            if opts.ipv6_vip {
+                host.add_addr(&lab.v6(number))?;
+            }
             let config = lab.tmp_dir().join(format!("{name}.toml"));
             let text = node_config(&NodeConfig {
                 name: &format!("{}-{name}", lab.id()),
@@ -168,9 +187,17 @@ impl Cluster {
                 backend: backend.ipv4(),
                 weights: &weights(opts.pgbouncers, &opts.weights),
                 health: opts.health.as_deref(),
-                extra: &opts.extra_config,
+                extra: &with_ipv6_group(
+                    &opts.extra_config,
+                    opts.ipv6_vip,
+                    &lab,
+                    i,
+                    opts.advert_interval_ms,
+                ),
                 group: &opts.group_options,
                 advert_ms: opts.advert_interval_ms,
+                heartbeat: opts.heartbeat,
+                peers: &peers(&lab, opts.nodes, i),
             });
             std::fs::write(&config, text)
                 .with_context(|| format!("writing {}", config.display()))?;
@@ -200,6 +227,8 @@ impl Cluster {
             extra_config: opts.extra_config.clone(),
             group_options: opts.group_options.clone(),
             advert_interval_ms: opts.advert_interval_ms,
+            heartbeat: opts.heartbeat,
+            ipv6_vip: opts.ipv6_vip,
             lab,
         };
         for node in &cluster.nodes {
@@ -253,9 +282,17 @@ impl Cluster {
             backend: self.backend.ipv4(),
             weights: backends,
             health: self.health.as_deref(),
-            extra: &self.extra_config,
+            extra: &with_ipv6_group(
+                &self.extra_config,
+                self.ipv6_vip,
+                &self.lab,
+                index,
+                self.advert_interval_ms,
+            ),
             group: &self.group_options,
             advert_ms: self.advert_interval_ms,
+            heartbeat: self.heartbeat,
+            peers: &peers(&self.lab, self.nodes.len(), index),
         });
         std::fs::write(&node.config, text)
             .with_context(|| format!("writing {}", node.config.display()))?;
@@ -335,6 +372,18 @@ impl Cluster {
     /// The value of one series on node `index`'s `/metrics` page.
     pub fn metric(&self, index: usize, series: &str) -> Option<f64> {
         http::metric_value(&self.metrics(index).ok()?, series)
+    }
+
+    /// The group holding the IPv6 VIP (with [`ClusterOptions::ipv6_vip`]).
+    pub const VIP6_GROUP: &'static str = "pg6";
+
+    /// The IPv6 VIP (with [`ClusterOptions::ipv6_vip`]).
+    pub fn vip6(&self) -> Ipv6Addr {
+        let cidr = self.lab.v6(VIP);
+        cidr.split('/')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .expect("the lab's IPv6 VIP is an IPv6 address")
     }
 
     /// The VIP.
@@ -421,6 +470,37 @@ struct NodeConfig<'a> {
     extra: &'a str,
     group: &'a str,
     advert_ms: u64,
+    /// The fast heartbeat's interval (none: off).
+    heartbeat: Option<Duration>,
+    /// The other nodes' addresses (`unicast_peers` with the heartbeat).
+    peers: &'a [Ipv4Addr],
+}
+
+/// The addresses of the nodes of an `nodes`-node cluster other than node
+/// `index`.
+fn peers(lab: &Lab, nodes: usize, index: usize) -> Vec<Ipv4Addr> {
+    (0..nodes)
+        .filter(|j| *j != index)
+        .filter_map(|j| {
+            let number = NODE_BASE + u32::try_from(j).ok()?;
+            lab.v4(number).split('/').next()?.parse().ok()
+        })
+        .collect()
+}
+
+/// The TOML appended to node `index`'s configuration: `extra`, then with
+/// `ipv6_vip` the IPv6 group.
+fn with_ipv6_group(extra: &str, ipv6_vip: bool, lab: &Lab, index: usize, advert_ms: u64) -> String {
+    if !ipv6_vip {
+        return extra.to_owned();
+    }
+    format!(
+        "{extra}\n[[group]]\nname = \"{name}\"\nvrid = 52\ninterface = \"eth0\"\nvips = [\"{vip}\"]\n\
+         election = \"vrrp\"\npriority = {priority}\nadvert_interval = \"{advert_ms}ms\"\n",
+        name = Cluster::VIP6_GROUP,
+        vip = lab.v6(VIP),
+        priority = node_priority(index),
+    )
 }
 
 fn weights(pgbouncers: u16, weights: &[u32]) -> Vec<(u16, u32)> {
@@ -449,13 +529,24 @@ fn node_config(node: &NodeConfig<'_>) -> String {
         .health
         .map(|body| format!("\n[service.health]\n{body}\n"))
         .unwrap_or_default();
+    let heartbeat = node
+        .heartbeat
+        .map(|interval| {
+            let peers: Vec<String> = node.peers.iter().map(|p| format!("\"{p}\"")).collect();
+            format!(
+                "unicast_peers = [{}]\nheartbeat_interval = \"{}us\"\n",
+                peers.join(", "),
+                interval.as_micros()
+            )
+        })
+        .unwrap_or_default();
     format!(
         "# Generated by the vipx lab.\n\
          [node]\nname = \"{name}\"\n\n\
          [dataplane]\ninterfaces = [\"eth0\"]\nxdp_mode = \"auto\"\n\n\
          [api]\nlisten = \"0.0.0.0:{API_PORT}\"\n\n\
          [[group]]\nname = \"pg\"\nvrid = 51\ninterface = \"eth0\"\nvips = [\"{vip}\"]\nstate = \"{state}\"\n\
-         election = \"vrrp\"\npriority = {priority}\nadvert_interval = \"{advert_ms}ms\"\n{group}\n\n\
+         election = \"vrrp\"\npriority = {priority}\nadvert_interval = \"{advert_ms}ms\"\n{heartbeat}{group}\n\n\
          [[service]]\nname = \"pgbouncer\"\nvip = \"{vip_addr}\"\nport = {VIP_PORT}\nmode = \"nat\"\nbackends = [\n{backends}]\n{health}\n{extra}",
         name = node.name,
         vip = node.vip,

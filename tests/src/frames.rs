@@ -9,6 +9,10 @@ use etherparse::{
     IpHeaders, IpNumber, Ipv4Extensions, Ipv4Header, Ipv4Options, Ipv6Extensions, Ipv6Header,
     PacketBuilder, VlanId,
 };
+use vipx_agent::election::{
+    Advert, VRRP_MULTICAST_V4, VRRP_MULTICAST_V6, VRRP_PROTOCOL, VRRP_TTL, build as vrrp_payload,
+};
+use vipx_common::Heartbeat;
 
 /// TCP flag bits (RFC 9293 section 3.1).
 pub mod tcp {
@@ -164,4 +168,72 @@ impl FrameSpec {
         }
         out
     }
+}
+
+/// A VRRPv3 advertisement as a router of VRID `advert.vrid` sends it from
+/// `src`: from its virtual-router MAC (RFC 5798 section 7.3) to the VRRP
+/// group (224.0.0.18 or ff02::12, TTL / hop limit 255), the payload encoded
+/// by the agent's own codec (checksum included).
+pub fn vrrp_advert(src: IpAddr, advert: &Advert) -> Vec<u8> {
+    let (dst, src_mac, dst_mac) = match src {
+        IpAddr::V4(_) => (
+            IpAddr::V4(VRRP_MULTICAST_V4),
+            [0, 0, 0x5e, 0, 1, advert.vrid],
+            [0x01, 0, 0x5e, 0, 0, 0x12],
+        ),
+        IpAddr::V6(_) => (
+            IpAddr::V6(VRRP_MULTICAST_V6),
+            [0, 0, 0x5e, 0, 2, advert.vrid],
+            [0x33, 0x33, 0, 0, 0, 0x12],
+        ),
+    };
+    vrrp_frame(src_mac, dst_mac, src, dst, &vrrp_payload(src, dst, advert))
+}
+
+/// A frame carrying `payload` as IP protocol 112 (VRRP) from `src` to
+/// `dst`, TTL / hop limit 255.
+pub fn vrrp_frame(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: IpAddr,
+    dst: IpAddr,
+    payload: &[u8],
+) -> Vec<u8> {
+    let ip = match (src, dst) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => {
+            let header = Ipv4Header::new(
+                0,
+                VRRP_TTL,
+                IpNumber(VRRP_PROTOCOL),
+                src.octets(),
+                dst.octets(),
+            )
+            .expect("valid IPv4 header");
+            IpHeaders::Ipv4(header, Ipv4Extensions::default())
+        }
+        (IpAddr::V6(src), IpAddr::V6(dst)) => IpHeaders::Ipv6(
+            Ipv6Header {
+                traffic_class: 0,
+                flow_label: Default::default(),
+                payload_length: 0,
+                next_header: IpNumber(VRRP_PROTOCOL),
+                hop_limit: VRRP_TTL,
+                source: src.octets(),
+                destination: dst.octets(),
+            },
+            Ipv6Extensions::default(),
+        ),
+        _ => panic!("source and destination of one family"),
+    };
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ip(ip)
+        .write(&mut out, IpNumber(VRRP_PROTOCOL), payload)
+        .expect("write VRRP frame");
+    out
+}
+
+/// A vipx heartbeat from `src` to `dst`, both on UDP port `port`.
+pub fn heartbeat(src: IpAddr, dst: IpAddr, port: u16, heartbeat: &Heartbeat) -> FrameSpec {
+    FrameSpec::udp(src, port, dst, port).payload(&heartbeat.encode())
 }

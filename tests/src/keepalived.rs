@@ -1,21 +1,22 @@
 //! keepalived 2.2 in a lab host: the reference vipx is measured against and
-//! must interoperate with (VRRPv3, one VRID, one VIP).
+//! must interoperate with (VRRPv3, one VRID, one VIP, IPv4 or IPv6).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::Result;
 
 use crate::{Host, Pid, ProcSpec};
 
-/// One keepalived VRRP instance.
+/// One keepalived VRRP instance, of the VIP's family (`A`: `Ipv4Addr` or
+/// `Ipv6Addr`).
 #[derive(Clone, Debug)]
-pub struct KeepalivedSpec {
+pub struct KeepalivedSpec<A = Ipv4Addr> {
     pub vrid: u8,
     pub priority: u8,
     /// `advert_int` in milliseconds (10 ms steps).
     pub advert_ms: u64,
     /// The VIP, with its prefix length.
-    pub vip: Ipv4Addr,
+    pub vip: A,
     pub prefix_len: u8,
 }
 
@@ -23,7 +24,7 @@ pub struct KeepalivedSpec {
 /// generated configuration; its old pidfiles are removed first (a killed
 /// one leaves them, and keepalived refuses to start while they name a
 /// process not yet reaped).
-pub fn start(host: &Host, spec: &KeepalivedSpec) -> Result<Pid> {
+pub fn start<A: Into<IpAddr> + Copy>(host: &Host, spec: &KeepalivedSpec<A>) -> Result<Pid> {
     let dir = host
         .lab()
         .tmp_dir()
@@ -40,7 +41,7 @@ pub fn start(host: &Host, spec: &KeepalivedSpec) -> Result<Pid> {
             vrid = spec.vrid,
             priority = spec.priority,
             advert = spec.advert_ms as f64 / 1000.0,
-            vip = spec.vip,
+            vip = spec.vip.into(),
             len = spec.prefix_len,
         ),
     )?;
@@ -63,7 +64,11 @@ pub fn start(host: &Host, spec: &KeepalivedSpec) -> Result<Pid> {
 }
 
 /// Whether `host` has `addr` on its `eth0`.
-pub fn holds(host: &Host, addr: Ipv4Addr) -> bool {
-    host.run_stdout(&["ip", "-4", "addr", "show", "eth0"])
-        .is_ok_and(|out| out.contains(&format!("inet {addr}/")))
+pub fn holds(host: &Host, addr: impl Into<IpAddr>) -> bool {
+    let (family, inet) = match addr.into() {
+        IpAddr::V4(addr) => ("-4", format!("inet {addr}/")),
+        IpAddr::V6(addr) => ("-6", format!("inet6 {addr}/")),
+    };
+    host.run_stdout(&["ip", family, "addr", "show", "eth0"])
+        .is_ok_and(|out| out.contains(&inet))
 }

@@ -18,6 +18,8 @@
 //! tests and several processes live side by side, and [`sweep_stale`] can
 //! remove what a killed process left.
 
+pub mod arp;
+pub mod capture;
 mod cluster;
 pub mod frames;
 pub mod haproxy;
@@ -28,11 +30,13 @@ mod lab;
 pub mod netns;
 mod pgbouncer;
 mod postgres;
+pub mod probe;
 mod process;
 mod procs;
 pub mod rig;
 mod stats;
 mod sweep;
+pub mod walltime;
 pub mod xdp;
 
 #[cfg(test)]

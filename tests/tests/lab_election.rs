@@ -272,3 +272,41 @@ fn a_master_refreshes_its_gratuitous_arp() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_node_that_cannot_reach_its_pool_gives_up_master() {
+    let opts = ClusterOptions {
+        health: Some(
+            "check = \"tcp\"\ninterval = \"100ms\"\ntimeout = \"100ms\"\njitter = \"10ms\"\nrise = 2\nfall = 2\n"
+                .into(),
+        ),
+        // Weight 0 (the default): every backend down = FAULT.
+        group_options: "[[group.track_service]]\nname = \"pgbouncer\"\n".into(),
+        ..ClusterOptions::new(2, agent_bin())
+    };
+    let cluster = Cluster::up(&opts).expect("bring the cluster up");
+    cluster.wait_master(0, TAKEOVER).expect("node 0 is master");
+    // Node 0 alone loses its way to the backends; node 1 still reaches them.
+    let backend = format!("{}/32", cluster.backend.ipv4());
+    cluster.nodes[0]
+        .host
+        .run(&["ip", "route", "add", "blackhole", &backend])
+        .expect("cut node 0 off the backends");
+    cluster
+        .wait_master(1, TAKEOVER)
+        .expect("node 1, which reaches the pool, takes over");
+    let timeline = events(&cluster, 0);
+    assert!(
+        timeline.contains("service pgbouncer") && timeline.contains("FAULT"),
+        "node 0 went to FAULT on its pool: {timeline}"
+    );
+    assert!(vip_answers(&cluster), "the VIP answers from node 1");
+    cluster.nodes[0]
+        .host
+        .run(&["ip", "route", "del", "blackhole", &backend])
+        .expect("give node 0 its backends back");
+    cluster
+        .wait_master(0, TAKEOVER)
+        .expect("node 0 recovers and preempts");
+    assert!(vip_answers(&cluster), "the VIP answers after the return");
+}

@@ -27,9 +27,20 @@ pub struct BenchArgs {
     /// Seconds of each pgbench run.
     #[arg(long, default_value_t = 10)]
     seconds: u32,
-    /// Rounds of the pgbench comparison (targets interleaved per round).
-    #[arg(long, default_value_t = 2)]
-    rounds: u32,
+    /// Rounds: of the pgbench comparison (targets interleaved per round;
+    /// default 2), of each health measure (at least 5), of each failover
+    /// event (default 5).
+    #[arg(long)]
+    rounds: Option<u32>,
+    /// failover: the layouts, as numbers of nodes (2 and/or 3).
+    #[arg(long, value_delimiter = ',', default_values_t = [2, 3])]
+    nodes: Vec<usize>,
+    /// failover: only this system (quick runs).
+    #[arg(long, value_enum)]
+    only: Option<crate::bench_failover::Only>,
+    /// failover: seconds of the steady-state pgbench run (0: none).
+    #[arg(long, default_value_t = 600)]
+    steady_secs: u64,
     /// Skip `setup`.
     #[arg(long)]
     no_setup: bool,
@@ -55,12 +66,20 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let agent = build::binaries(true)?;
     match args.what {
         BenchKind::Dataplane => dataplane(args, agent),
-        BenchKind::Failover => {
-            println!("{}", crate::bench_failover::run(args.rounds.max(5), agent)?);
-            Ok(())
-        }
+        BenchKind::Failover => crate::bench_failover::run(
+            &crate::bench_failover::Options {
+                rounds: args.rounds.unwrap_or(5).max(1),
+                nodes: args.nodes.clone(),
+                only: args.only,
+                steady_secs: args.steady_secs,
+            },
+            agent,
+        ),
         BenchKind::Health => {
-            println!("{}", crate::bench_health::run(args.rounds.max(5), agent)?);
+            println!(
+                "{}",
+                crate::bench_health::run(args.rounds.unwrap_or(5).max(5), agent)?
+            );
             Ok(())
         }
     }
@@ -280,8 +299,9 @@ fn pgbench_comparison(args: &BenchArgs, agent: PathBuf) -> anyhow::Result<String
         ),
     ];
     let seconds = args.seconds.to_string();
+    let rounds = args.rounds.unwrap_or(2).max(1);
     let mut results = vec![Vec::new(); targets.len()];
-    for round in 0..args.rounds {
+    for round in 0..rounds {
         for (i, (name, addr, port)) in targets.iter().enumerate() {
             let report = pgbench(
                 &cluster.client,
@@ -307,8 +327,7 @@ fn pgbench_comparison(args: &BenchArgs, agent: PathBuf) -> anyhow::Result<String
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "pgbench -S -c 8 -j 2 -T {seconds} from the client namespace (mean of {} rounds, targets interleaved)",
-        args.rounds
+        "pgbench -S -c 8 -j 2 -T {seconds} from the client namespace (mean of {rounds} rounds, targets interleaved)"
     );
     let _ = writeln!(out, "| target | TPS | latency avg (ms) | TPS x direct |");
     let _ = writeln!(out, "|---|---:|---:|---:|");

@@ -26,6 +26,23 @@ pub struct LabArgs {
     /// Use this vipx-agent binary instead of building one (no build at all).
     #[arg(long)]
     agent_bin: Option<PathBuf>,
+    /// The fast heartbeat's interval between the nodes (detection after 3
+    /// missed), e.g. `1ms`; `off` leaves failure detection to VRRP alone.
+    #[arg(long, default_value = "2ms", value_parser = parse_heartbeat)]
+    heartbeat: Heartbeat,
+}
+
+/// `--heartbeat`: an interval or `off`.
+#[derive(Clone, Copy, Debug)]
+struct Heartbeat(Option<Duration>);
+
+fn parse_heartbeat(text: &str) -> Result<Heartbeat, String> {
+    if text == "off" {
+        return Ok(Heartbeat(None));
+    }
+    humantime::parse_duration(text)
+        .map(|d| Heartbeat(Some(d)))
+        .map_err(|err| format!("{text:?}: {err} (an interval such as 2ms, or off)"))
 }
 
 pub fn run(args: &LabArgs) -> anyhow::Result<()> {
@@ -52,7 +69,10 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
         "Bringing up the lab: {} nodes, a client, PostgreSQL and 3 PgBouncers...",
         args.nodes
     );
-    let cluster = Cluster::up(&ClusterOptions::new(usize::from(args.nodes), agent_bin))?;
+    let cluster = Cluster::up(&ClusterOptions {
+        heartbeat: args.heartbeat.0,
+        ..ClusterOptions::new(usize::from(args.nodes), agent_bin)
+    })?;
     println!("{}", cluster.access_text());
     println!("{READY_LINE}");
 

@@ -39,6 +39,16 @@ pub struct GroupConfig {
     /// 224.0.0.18. Adverts from other sources are ignored when set.
     #[serde(default)]
     pub unicast_peers: Vec<std::net::IpAddr>,
+    /// vipx's fast heartbeat between vipx peers (BFD-like): how often this
+    /// node sends one to each of `unicast_peers`, from a real-time thread.
+    /// Absent: off, VRRP alone detects a dead master. 1ms to 10s.
+    #[serde(default, with = "humantime_serde::option")]
+    pub heartbeat_interval: Option<std::time::Duration>,
+    /// Heartbeats a backup may miss before it declares the master dead
+    /// (BFD's detect multiplier). Every peer of a group must use the same
+    /// interval and multiplier, as with `advert_interval`.
+    #[serde(default = "default_heartbeat_multiplier")]
+    pub heartbeat_multiplier: u8,
     /// Gratuitous ARPs / unsolicited NAs sent per VIP on becoming MASTER
     /// (keepalived's `garp_master_repeat`).
     #[serde(default = "default_garp_repeat")]
@@ -62,6 +72,26 @@ pub struct GroupConfig {
     /// `track_script`).
     #[serde(default)]
     pub track_script: Vec<TrackScript>,
+    /// Services whose backends, all down by this node's checks, change the
+    /// priority: weight 0 (the default) gives up MASTER, so a node that
+    /// cannot reach its pool hands the VIP to one that can.
+    #[serde(default)]
+    pub track_service: Vec<TrackService>,
+}
+
+/// `[[group.track_service]]`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrackService {
+    /// A `[[service]]` name.
+    pub name: String,
+    /// Added to the priority while every backend is down; 0: FAULT.
+    #[serde(default)]
+    pub weight: i32,
+}
+
+fn default_heartbeat_multiplier() -> u8 {
+    3
 }
 
 fn default_priority() -> u8 {
@@ -201,6 +231,73 @@ impl GroupConfig {
         self.vips.iter().any(|vip| vip.addr == addr)
     }
 
+    /// The heartbeat's detection time: `heartbeat_multiplier` intervals;
+    /// `None` when the heartbeat is off.
+    pub fn heartbeat_detect(&self) -> Option<std::time::Duration> {
+        self.heartbeat_interval
+            .map(|i| i * u32::from(self.heartbeat_multiplier))
+    }
+
+    fn check_heartbeat(&self, interval: std::time::Duration) -> Result<(), String> {
+        let name = &self.name;
+        if self.election != Election::Vrrp {
+            return Err(format!(
+                "group {name}: heartbeat_interval needs election = \"vrrp\" (the heartbeat speeds up its failure detection)"
+            ));
+        }
+        if self.unicast_peers.is_empty() {
+            return Err(format!(
+                "group {name}: heartbeat_interval needs unicast_peers: heartbeats go to each peer, and only peers' are accepted"
+            ));
+        }
+        if !(std::time::Duration::from_millis(1)..=std::time::Duration::from_secs(10))
+            .contains(&interval)
+        {
+            return Err(format!(
+                "group {name}: heartbeat_interval must be 1ms to 10s"
+            ));
+        }
+        if self.heartbeat_multiplier == 0 {
+            return Err(format!("group {name}: heartbeat_multiplier must be 1-255"));
+        }
+        Ok(())
+    }
+
+    /// VRRP runs over one address family per group (keepalived: one
+    /// `vrrp_instance` per family), the VIPs': the unicast peers must be of
+    /// it too, and IPv6 ones all link-local or all global (the adverts' source
+    /// follows them).
+    fn check_vrrp_family(&self) -> Result<(), String> {
+        let name = &self.name;
+        let ipv6 = self.vips.first().is_some_and(|v| v.addr.is_ipv6());
+        let family = |v6: bool| if v6 { "IPv6" } else { "IPv4" };
+        if let Some(other) = self.vips.iter().find(|v| v.addr.is_ipv6() != ipv6) {
+            return Err(format!(
+                "group {name}: VIP {other} is {} but {} is {}: VRRP elects over one address family per group, put each family's VIPs in a group of its own",
+                family(!ipv6),
+                self.vips[0],
+                family(ipv6)
+            ));
+        }
+        if let Some(peer) = self.unicast_peers.iter().find(|p| p.is_ipv6() != ipv6) {
+            return Err(format!(
+                "group {name}: unicast peer {peer} is {} but the group's VIPs are {}: VRRP runs over the VIPs' family",
+                family(!ipv6),
+                family(ipv6)
+            ));
+        }
+        let link_local = |p: &IpAddr| matches!(p, IpAddr::V6(v6) if v6.is_unicast_link_local());
+        if ipv6
+            && self.unicast_peers.iter().any(link_local)
+            && !self.unicast_peers.iter().all(link_local)
+        {
+            return Err(format!(
+                "group {name}: unicast_peers mixes link-local and global IPv6 addresses: adverts go from the link-local address to link-local peers and from a global one to global peers"
+            ));
+        }
+        Ok(())
+    }
+
     pub(super) fn check(&self) -> Result<(), String> {
         if self.vrid == 0 {
             return Err(format!("group {}: vrid must be 1-255", self.name));
@@ -230,16 +327,24 @@ impl GroupConfig {
                 self.name
             ));
         }
-        if self.election == Election::Vrrp && self.vips.iter().any(|v| v.addr.is_ipv6()) {
-            return Err(format!(
-                "group {}: VRRP election runs over IPv4 for now; use election = \"static\" for IPv6 VIPs",
-                self.name
-            ));
+        if self.election == Election::Vrrp {
+            self.check_vrrp_family()?;
+        }
+        if let Some(interval) = self.heartbeat_interval {
+            self.check_heartbeat(interval)?;
         }
         for track in &self.track_interface {
             if !(-253..=253).contains(&track.weight) {
                 return Err(format!(
                     "group {}: track_interface {}: weight must be -253..253",
+                    self.name, track.name
+                ));
+            }
+        }
+        for track in &self.track_service {
+            if !(-253..=253).contains(&track.weight) {
+                return Err(format!(
+                    "group {}: track_service {}: weight must be -253..253",
                     self.name, track.name
                 ));
             }

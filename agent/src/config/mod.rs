@@ -18,7 +18,9 @@ use std::{
 use serde::Deserialize;
 use toml::Spanned;
 
-pub use group::{Election, GroupConfig, InitialState, TrackInterface, TrackScript, VipCidr};
+pub use group::{
+    Election, GroupConfig, InitialState, TrackInterface, TrackScript, TrackService, VipCidr,
+};
 pub use health::{AllDown, CheckKind, HealthConfig, OnDown};
 pub use service::{BackendConfig, DEFAULT_MAGLEV_SIZE, Mode, PortRange, Protocol, ServiceConfig};
 
@@ -68,13 +70,30 @@ pub struct Config {
 }
 
 /// `[node]`
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     /// The node's name in the cluster, logs and metrics. Defaults to the
     /// host name (set it when several nodes share one host name, as in
     /// containers).
     pub name: Option<String>,
+    /// UDP port of vipx heartbeats (sent to peers, recorded and consumed by
+    /// XDP). Every node of a cluster uses the same.
+    #[serde(default = "default_heartbeat_port")]
+    pub heartbeat_port: u16,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            name: None,
+            heartbeat_port: default_heartbeat_port(),
+        }
+    }
+}
+
+fn default_heartbeat_port() -> u16 {
+    vipx_common::peer::DEFAULT_HEARTBEAT_PORT
 }
 
 impl NodeConfig {
@@ -268,8 +287,34 @@ impl Config {
                 "dataplane.flow_table_size must be at least 1024".to_owned(),
             ));
         }
+        if self.node.heartbeat_port == 0 {
+            return Err(invalid(
+                path,
+                text,
+                at_key("heartbeat_port"),
+                "node.heartbeat_port must be 1-65535".to_owned(),
+            ));
+        }
         self.check_groups(path, text)?;
-        self.check_services(path, text)
+        self.check_services(path, text)?;
+        for group in &self.groups {
+            let at = group.span().start;
+            for track in &group.get_ref().track_service {
+                if !self.services.iter().any(|s| s.get_ref().name == track.name) {
+                    return Err(invalid(
+                        path,
+                        text,
+                        at,
+                        format!(
+                            "group {}: track_service {}: no [[service]] has that name",
+                            group.get_ref().name,
+                            track.name
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn check_groups(&self, path: &Path, text: &str) -> Result<(), ConfigError> {

@@ -187,9 +187,118 @@ fn election_settings_are_checked() {
     assert!(error_of(&group("advert_interval = \"15ms\"\n")).contains("whole centiseconds"));
     assert!(error_of(&group("advert_interval = \"5ms\"\n")).contains("whole centiseconds"));
     assert!(error_of(&group("priority = 0\n")).contains("priority must be 1-255"));
-    let v6 = "[dataplane]\ninterfaces = [\"eth0\"]\n[[group]]\nname = \"pg\"\nvrid = 51\ninterface = \"eth0\"\nvips = [\"fd00::100/64\"]\n";
-    assert!(error_of(v6).contains("IPv4 for now"));
-    parse(&format!("{v6}election = \"static\"\n")).expect("static IPv6 groups are fine");
+}
+
+#[test]
+fn heartbeat_settings_are_checked() {
+    let group = |extra: &str| {
+        format!(
+            "[dataplane]\ninterfaces = [\"eth0\"]\n[[group]]\nname = \"pg\"\nvrid = 51\ninterface = \"eth0\"\nvips = [\"10.0.0.100/24\"]\n{extra}"
+        )
+    };
+    let off = parse(&group("")).expect("defaults");
+    assert_eq!(
+        off.groups[0].get_ref().heartbeat_interval,
+        None,
+        "off by default"
+    );
+    assert_eq!(off.groups[0].get_ref().heartbeat_detect(), None);
+    assert_eq!(off.node.heartbeat_port, 7374, "default port");
+    let peers = "unicast_peers = [\"10.0.0.12\"]\n";
+    let on = parse(&group(&format!(
+        "{peers}heartbeat_interval = \"2ms\"\nheartbeat_multiplier = 4\n"
+    )))
+    .expect("heartbeat with peers");
+    assert_eq!(
+        on.groups[0].get_ref().heartbeat_detect(),
+        Some(std::time::Duration::from_millis(8)),
+        "4 x 2 ms"
+    );
+    let cases = [
+        (
+            "heartbeat_interval = \"1ms\"\n".to_owned(),
+            "needs unicast_peers",
+        ),
+        (
+            format!("{peers}heartbeat_interval = \"500us\"\n"),
+            "1ms to 10s",
+        ),
+        (
+            format!("{peers}heartbeat_interval = \"1ms\"\nheartbeat_multiplier = 0\n"),
+            "heartbeat_multiplier",
+        ),
+        (
+            format!("{peers}heartbeat_interval = \"1ms\"\nelection = \"static\"\n"),
+            "election = \"vrrp\"",
+        ),
+    ];
+    for (extra, expected) in cases {
+        let err = error_of(&group(&extra));
+        assert!(err.contains(expected), "expected {expected:?} in: {err}");
+        assert!(
+            err.starts_with("/etc/vipx/vipx.toml:3:1: "),
+            "located at the group: {err}"
+        );
+    }
+    let text = "[node]\nheartbeat_port = 0\n[dataplane]\ninterfaces = [\"eth0\"]\n";
+    let err = error_of(text);
+    assert!(err.contains("heartbeat_port"), "{err}");
+    assert!(err.starts_with("/etc/vipx/vipx.toml:2:1: "), "{err}");
+}
+
+#[test]
+fn a_vrrp_group_elects_over_the_family_of_its_vips() {
+    let group = |vips: &str, extra: &str| {
+        format!(
+            "[dataplane]\ninterfaces = [\"eth0\"]\n[[group]]\nname = \"pg6\"\nvrid = 52\ninterface = \"eth0\"\nvips = [{vips}]\n{extra}"
+        )
+    };
+    let v6 =
+        parse(&group("\"fd00::100/64\", \"fd00::101/64\"", "")).expect("an IPv6 VRRP group parses");
+    assert_eq!(v6.groups[0].get_ref().election, Election::Vrrp);
+    parse(&group(
+        "\"fd00::100/64\"",
+        "unicast_peers = [\"fd00::12\", \"fd00::13\"]\n",
+    ))
+    .expect("global IPv6 peers");
+    parse(&group(
+        "\"fd00::100/64\"",
+        "unicast_peers = [\"fe80::12\"]\n",
+    ))
+    .expect("link-local IPv6 peers");
+
+    let mixed = error_of(&group("\"10.0.0.100/24\", \"fd00::100/64\"", ""));
+    assert!(mixed.contains("group pg6"), "names the group: {mixed}");
+    assert!(mixed.contains("one address family per group"), "{mixed}");
+    parse(&group(
+        "\"10.0.0.100/24\", \"fd00::100/64\"",
+        "election = \"static\"\n",
+    ))
+    .expect("a static group may hold both families");
+
+    let err = error_of(&group(
+        "\"fd00::100/64\"",
+        "unicast_peers = [\"10.0.0.12\"]\n",
+    ));
+    assert!(err.contains("group pg6"), "names the group: {err}");
+    assert!(
+        err.contains("unicast peer 10.0.0.12 is IPv4 but the group's VIPs are IPv6"),
+        "{err}"
+    );
+    let err = error_of(&group(
+        "\"10.0.0.100/24\"",
+        "unicast_peers = [\"fd00::12\"]\n",
+    ));
+    assert!(
+        err.contains("unicast peer fd00::12 is IPv6 but the group's VIPs are IPv4"),
+        "{err}"
+    );
+    let err = error_of(&group(
+        "\"fd00::100/64\"",
+        "unicast_peers = [\"fe80::12\", \"fd00::13\"]\n",
+    ));
+    assert!(err.contains("mixes link-local and global"), "{err}");
+    assert!(err.starts_with("/etc/vipx/vipx.toml:"), "located: {err}");
 }
 
 #[test]
@@ -209,4 +318,26 @@ fn announcements_follow_the_garp_settings() {
     assert_eq!(announce.interval, std::time::Duration::from_millis(50));
     assert_eq!(announce.refresh, Some(std::time::Duration::from_secs(30)));
     assert!(error_of(&format!("{text}garp_repeat = 0\n")).contains("garp_repeat"));
+}
+
+#[test]
+fn track_service_names_a_service() {
+    let base = "[dataplane]\ninterfaces = [\"eth0\"]\n[[group]]\nname = \"pg\"\nvrid = 51\ninterface = \"eth0\"\nvips = [\"10.0.0.100/24\"]\n";
+    let service =
+        format!("[[service]]\nname = \"pgb\"\nvip = \"10.0.0.100\"\nport = 5432\n{BACKENDS}");
+    let ok = format!("{base}[[group.track_service]]\nname = \"pgb\"\n{service}");
+    let config = parse(&ok).expect("a tracked service parses");
+    let track = &config.groups[0].get_ref().track_service[0];
+    assert_eq!(
+        (track.name.as_str(), track.weight),
+        ("pgb", 0),
+        "weight 0 by default"
+    );
+    let unknown = format!("{base}[[group.track_service]]\nname = \"nope\"\n{service}");
+    let err = error_of(&unknown);
+    assert!(err.contains("track_service nope: no [[service]]"), "{err}");
+    assert!(
+        err.starts_with("/etc/vipx/vipx.toml:3:1: "),
+        "at the group: {err}"
+    );
 }

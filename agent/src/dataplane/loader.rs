@@ -11,7 +11,11 @@ use vipx_common::{
     MAP_ACTIONS, MAP_FLOWS, MAP_NAT, MAP_REASONS, PROG_MAIN, PROG_PASS, flow::DEFAULT_FLOW_ENTRIES,
 };
 
-use super::{counters::CounterMaps, maps::Maps};
+use super::{
+    counters::CounterMaps,
+    maps::Maps,
+    peers::{PeerEvents, PeerMaps},
+};
 use crate::config::XdpModeConfig;
 
 /// The XDP object built by `cargo xtask build-ebpf`, embedded at build time
@@ -109,6 +113,8 @@ pub struct Dataplane {
     links: BTreeMap<String, (AttachedMode, XdpLinkId)>,
     counters: CounterMaps,
     maps: Arc<Maps>,
+    peer_maps: Arc<PeerMaps>,
+    peer_events: Option<PeerEvents>,
 }
 
 impl Dataplane {
@@ -145,11 +151,15 @@ impl Dataplane {
         }
         let counters = CounterMaps::take(&mut ebpf)?;
         let maps = Arc::new(Maps::take(&mut ebpf)?);
+        let peer_maps = Arc::new(PeerMaps::take(&mut ebpf)?);
+        let peer_events = Some(PeerEvents::take(&mut ebpf)?);
         Ok(Self {
             ebpf,
             links: BTreeMap::new(),
             counters,
             maps,
+            peer_maps,
+            peer_events,
         })
     }
 
@@ -206,6 +216,18 @@ impl Dataplane {
     /// The load-balancing maps (services, backends, Maglev, groups, flows).
     pub fn maps(&self) -> Arc<Maps> {
         Arc::clone(&self.maps)
+    }
+
+    /// The peer maps: allow-lists, heartbeat port, advert and heartbeat
+    /// records.
+    pub fn peer_maps(&self) -> Arc<PeerMaps> {
+        Arc::clone(&self.peer_maps)
+    }
+
+    /// The ring buffer of peer events, once: it has a single consumer, and
+    /// every later call returns `None`.
+    pub fn take_peer_events(&mut self) -> Option<PeerEvents> {
+        self.peer_events.take()
     }
 
     /// The counter maps (shared with the metrics endpoint).

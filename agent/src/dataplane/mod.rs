@@ -7,6 +7,7 @@ mod groups;
 mod loader;
 pub mod maglev;
 mod maps;
+mod peers;
 mod services;
 
 pub use counters::{CounterMaps, CounterSnapshot};
@@ -14,4 +15,5 @@ pub use flows::{FlowCollector, FlowStats, FlowTimeouts};
 pub use groups::{GroupStates, Refresher, monotonic_ns, realtime};
 pub use loader::{AttachedMode, Attachment, Dataplane, DataplaneError};
 pub use maps::Maps;
+pub use peers::{PeerEvents, PeerMaps, event_addr, key_addr, peer_key};
 pub use services::{BackendSpec, ServiceSpec, ServiceTable, addr_bytes};

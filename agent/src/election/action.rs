@@ -70,6 +70,16 @@ pub enum Reason {
     },
     /// [`Instance::shutdown`] (sections 6.4.2 and 6.4.3).
     Shutdown,
+    /// vipx's fast heartbeat: the master's heartbeats stopped (or it said
+    /// it is stopping) and no live peer outranks us
+    /// ([`Instance::master_lost`]). Not in the RFC: VRRP's own timer stays
+    /// the fallback.
+    HeartbeatLost {
+        /// The silent (or stopping) master.
+        src: IpAddr,
+        /// Whether it said it is stopping rather than fell silent.
+        stopping: bool,
+    },
 }
 
 impl fmt::Display for Reason {
@@ -89,6 +99,18 @@ impl fmt::Display for Reason {
                 "advert from {src} with equal priority {priority} and a higher address"
             ),
             Self::Shutdown => f.write_str("shutdown"),
+            Self::HeartbeatLost {
+                src,
+                stopping: false,
+            } => {
+                write!(f, "heartbeats from master {src} stopped")
+            }
+            Self::HeartbeatLost {
+                src,
+                stopping: true,
+            } => {
+                write!(f, "master {src} is stopping (heartbeat)")
+            }
         }
     }
 }
@@ -117,12 +139,17 @@ pub enum Action {
         /// Why.
         reason: Reason,
     },
+    /// Still MASTER, but another node claimed the VIPs (its lower-priority
+    /// advert arrived): announce them again (gratuitous ARP / unsolicited
+    /// NA) so that hosts that followed the other node come back.
+    Announce,
 }
 
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::SendAdvert { priority } => write!(f, "send advert with priority {priority}"),
+            Self::Announce => f.write_str("announce the VIPs again"),
             Self::BecomeMaster { reason } => write!(f, "MASTER: {reason}"),
             Self::BecomeBackup { reason } => write!(f, "BACKUP: {reason}"),
             Self::Stop { reason } => write!(f, "INIT: {reason}"),

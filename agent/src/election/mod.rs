@@ -8,8 +8,9 @@
 //!   priority change, shutdown) with the current [`Time`], [`Action`]s out
 //!   (send an advert, become master, become backup, stop).
 //! - [`action`]: what comes out: [`State`], [`Action`], [`Reason`].
-//! - [`timers`]: `Skew_Time` and `Master_Down_Interval` (section 6.1) in
-//!   whole centiseconds, VRRPv3's unit.
+//! - [`timers`]: `Skew_Time` and `Master_Down_Interval` (section 6.1) from
+//!   the interval in centiseconds (the wire's unit), in microseconds as
+//!   keepalived computes them.
 //!
 //! Sockets, the XDP VRRP record, VIP installation and the clock belong to the
 //! caller: it receives an IP packet, hands the VRRP payload to [`parse`] and

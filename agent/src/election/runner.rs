@@ -1,11 +1,7 @@
 //! One VRRP instance running: the socket, the clock, the state machine, and
 //! the actions carried out (adverts sent, VIPs taken and released).
 
-use std::{
-    net::{IpAddr, Ipv4Addr},
-    sync::Arc,
-    time::Duration,
-};
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use tokio::{
     sync::{mpsc, oneshot},
@@ -15,12 +11,20 @@ use tokio::{
 use tracing::{debug, error, info, warn};
 
 use super::{
-    Action, Instance, InstanceConfig, State, build,
-    packet::VRRP_MULTICAST_V4,
+    Action, Instance, InstanceConfig, Reason, State, build,
+    packet::{VRRP_MULTICAST_V4, VRRP_MULTICAST_V6},
     parse,
-    socket::{Received, VrrpSocket},
+    socket::{Received, VrrpSocket, wait_source},
 };
-use crate::{config::GroupConfig, events::EventLog, metrics::Metrics, ownership::Ownership};
+use crate::{
+    config::GroupConfig,
+    dataplane::{PeerMaps, monotonic_ns},
+    events::EventLog,
+    metrics::Metrics,
+    ownership::Ownership,
+    pulse::PulseLink,
+};
+use vipx_common::peer::KIND_VRRP;
 
 /// What the daemon asks of a running election.
 #[derive(Debug)]
@@ -31,6 +35,17 @@ pub enum Command {
     Fault(bool),
     /// Stop: a MASTER sends priority 0 first; answered when done.
     Shutdown(oneshot::Sender<()>),
+    /// The fast heartbeat of this group: publish our state to it from now on.
+    Pulse(Arc<PulseLink>),
+    /// The XDP program's records: adverts are timed by their arrival there.
+    Records(Arc<PeerMaps>),
+    /// The heartbeat thread declared the master lost and us the one to take
+    /// over (see [`crate::pulse::Detector`]).
+    MasterLost {
+        src: IpAddr,
+        stopping: bool,
+        silence: Duration,
+    },
 }
 
 /// A running election.
@@ -45,6 +60,11 @@ impl ElectionHandle {
         let _ = self.commands.send(command);
     }
 
+    /// Where commands go (for the heartbeat thread).
+    pub fn commands(&self) -> mpsc::UnboundedSender<Command> {
+        self.commands.clone()
+    }
+
     /// Steps down (priority 0 first when MASTER) and ends the election.
     pub async fn shutdown(self) {
         let (tx, rx) = oneshot::channel();
@@ -53,14 +73,6 @@ impl ElectionHandle {
         }
         self.task.abort();
     }
-}
-
-/// The first IPv4 address of an interface (the adverts' source).
-pub fn primary_ipv4(iface: &str) -> Option<Ipv4Addr> {
-    nix::ifaddrs::getifaddrs()
-        .ok()?
-        .filter(|a| a.interface_name == iface)
-        .find_map(|a| a.address?.as_sockaddr_in().map(|s| s.ip()))
 }
 
 /// Everything a running election needs.
@@ -76,9 +88,21 @@ struct Election {
     faulted: bool,
     /// When the last advert from another node arrived.
     last_advert: Option<Instant>,
+    /// The group's fast heartbeat, when configured.
+    pulse: Option<Arc<PulseLink>>,
+    /// The silence the heartbeat measured at its last detection.
+    heartbeat_silence: Option<Duration>,
+    /// The XDP program's records of adverts (absent in HA debug mode).
+    records: Option<Arc<PeerMaps>>,
 }
 
-/// Starts the election of group `id`.
+/// An XDP record older than this is not the advert being processed.
+const RECORD_FRESH: Duration = Duration::from_millis(100);
+
+/// Starts the election of group `id`. The VRRP socket opens in the
+/// background, once the adverts' source address is usable (an IPv6
+/// link-local one appears and leaves DAD a second or two after the link
+/// comes up); a failure there is logged and ends the election.
 pub fn spawn(
     id: u32,
     group: &GroupConfig,
@@ -87,10 +111,39 @@ pub fn spawn(
     events: Arc<EventLog>,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<ElectionHandle> {
+    let iface = group.interface.as_str();
+    if let Err(err) = nix::net::if_::if_nametoindex(iface) {
+        anyhow::bail!("group {}: interface {iface}: {err}", group.name);
+    }
+    let (commands, rx) = mpsc::unbounded_channel();
+    let group = group.clone();
+    let task = tokio::spawn(async move {
+        match prepare(id, group, priority, ownership, events, metrics).await {
+            Ok(election) => election.run(rx).await,
+            Err(err) => error!("{err:#}"),
+        }
+    });
+    Ok(ElectionHandle { commands, task })
+}
+
+/// The election of group `id`, its socket open from a usable source.
+async fn prepare(
+    id: u32,
+    group: GroupConfig,
+    priority: u8,
+    ownership: Arc<Ownership>,
+    events: Arc<EventLog>,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<Election> {
     use anyhow::Context as _;
     let iface = group.interface.as_str();
-    let primary = primary_ipv4(iface)
-        .with_context(|| format!("group {}: {iface} has no IPv4 address", group.name))?;
+    // The election speaks the VIPs' family (the configuration allows one
+    // per group, as keepalived runs one vrrp_instance per family).
+    let ipv6 = group.vips.first().is_some_and(|v| v.addr.is_ipv6());
+    let vips: Vec<IpAddr> = group.vips.iter().map(|v| v.addr).collect();
+    let primary = wait_source(&group.name, iface, ipv6, &vips, &group.unicast_peers)
+        .await
+        .with_context(|| format!("group {}: the adverts' source address", group.name))?;
     let socket = VrrpSocket::open(iface, primary)
         .with_context(|| format!("group {}: opening the VRRP socket on {iface}", group.name))?;
     let instance = Instance::new(InstanceConfig {
@@ -99,14 +152,13 @@ pub fn spawn(
         advert_interval: group.advert_interval,
         preempt: group.preempt,
         preempt_delay: group.preempt_delay,
-        primary_addr: IpAddr::V4(primary),
+        primary_addr: primary,
         accept_mode: true,
     })
     .with_context(|| format!("group {}", group.name))?;
-    let (commands, rx) = mpsc::unbounded_channel();
-    let election = Election {
+    Ok(Election {
         id,
-        group: group.clone(),
+        group,
         instance,
         socket,
         ownership,
@@ -115,9 +167,10 @@ pub fn spawn(
         epoch: Instant::now(),
         faulted: false,
         last_advert: None,
-    };
-    let task = tokio::spawn(election.run(rx));
-    Ok(ElectionHandle { commands, task })
+        pulse: None,
+        heartbeat_silence: None,
+        records: None,
+    })
 }
 
 impl Election {
@@ -166,6 +219,19 @@ impl Election {
                         self.execute(actions).await;
                     }
                     Some(Command::Fault(_)) => {}
+                    Some(Command::Records(maps)) => self.records = Some(maps),
+                    Some(Command::Pulse(link)) => {
+                        link.publish(self.instance.state(), self.instance.priority());
+                        self.pulse = Some(link);
+                    }
+                    Some(Command::MasterLost { src, stopping, silence }) => {
+                        if self.faulted {
+                            continue;
+                        }
+                        self.heartbeat_silence = Some(silence);
+                        let actions = self.instance.master_lost(self.now(), src, stopping);
+                        self.execute(actions).await;
+                    }
                     Some(Command::Shutdown(done)) => {
                         let actions = self.instance.shutdown(self.now());
                         self.execute(actions).await;
@@ -188,13 +254,14 @@ impl Election {
         match parse(received.src, received.dst, received.ttl, &received.payload) {
             Ok(advert) if advert.vrid == self.group.vrid => {
                 self.metrics.count_advert(&self.group.name, "received");
-                self.last_advert = Some(Instant::now());
+                let (arrival, age) = self.arrival(received.src);
+                self.last_advert = Some(Instant::now() - age);
                 if self.faulted {
                     return;
                 }
                 let actions = self
                     .instance
-                    .advert_received(self.now(), received.src, &advert);
+                    .advert_received(arrival, received.src, &advert);
                 self.execute(actions).await;
             }
             Ok(_) => {}
@@ -208,14 +275,35 @@ impl Election {
     async fn execute(&mut self, actions: Vec<Action>) {
         for action in actions {
             match action {
-                Action::SendAdvert { priority } => self.send_advert(priority).await,
+                Action::SendAdvert { priority } => {
+                    if priority == 0
+                        && let Some(pulse) = &self.pulse
+                    {
+                        pulse.farewell();
+                    }
+                    self.send_advert(priority).await;
+                }
+                Action::Announce => {
+                    info!(group = %self.group.name, "another node claimed the VIPs: announcing them again");
+                    self.ownership.announce(&self.group).await;
+                }
                 Action::BecomeMaster { reason } => {
-                    // Detection time: the silence since the last advert heard.
-                    let silence = self.last_advert.map(|at| at.elapsed());
+                    // Detection time: the silence since the last advert
+                    // heard (the heartbeat's own figure when it detected).
+                    let silence = match reason {
+                        Reason::HeartbeatLost { .. } => self.heartbeat_silence.take(),
+                        _ => self.last_advert.map(|at| at.elapsed()),
+                    };
                     if let Some(silence) = silence {
                         self.metrics.set_detection(&self.group.name, silence);
                     }
+                    if let (Reason::Preempt { src, .. }, Some(pulse)) = (reason, self.pulse.clone())
+                        && !pulse.wait_released(src).await
+                    {
+                        warn!(group = %self.group.name, %src, "the preempted master did not let go within twice the detection time; taking over");
+                    }
                     self.ownership.become_master(self.id, &self.group).await;
+                    self.publish();
                     self.metrics.set_group_master(&self.group.name, true);
                     let reason = match silence {
                         Some(silence) => {
@@ -228,7 +316,22 @@ impl Election {
                 }
                 Action::BecomeBackup { reason } | Action::Stop { reason } => {
                     let was_master = self.ownership.is_master(self.id);
-                    self.ownership.become_backup(self.id, &self.group).await;
+                    match self.pulse.clone() {
+                        Some(pulse) if was_master => {
+                            // A handover (see `crate::pulse`): stop
+                            // answering for the VIPs, say so, and serve
+                            // until the successor has taken them.
+                            self.ownership.release(self.id, &self.group).await;
+                            self.publish();
+                            let successor = pulse.wait_successor().await;
+                            self.ownership.stop_serving(self.id, &self.group);
+                            debug!(group = %self.group.name, ?successor, "handed over");
+                        }
+                        _ => {
+                            self.ownership.become_backup(self.id, &self.group).await;
+                            self.publish();
+                        }
+                    }
                     self.metrics.set_group_master(&self.group.name, false);
                     if was_master {
                         let to = if self.instance.state() == State::Backup {
@@ -249,30 +352,54 @@ impl Election {
         }
     }
 
+    /// When the advert from `src` arrived, on the election's clock, and how
+    /// long ago: from the XDP program's record of it when there is one (the
+    /// kernel's time of arrival, whatever queued between the wire and this
+    /// task), else now.
+    fn arrival(&self, src: IpAddr) -> (Duration, Duration) {
+        let now = self.now();
+        let age = self
+            .records
+            .as_ref()
+            .and_then(|maps| maps.seen(self.group.vrid, KIND_VRRP, src).ok().flatten())
+            .map(|seen| Duration::from_nanos(monotonic_ns().saturating_sub(seen.last_ns)))
+            .filter(|age| *age < RECORD_FRESH && *age <= now)
+            .unwrap_or_default();
+        (now - age, age)
+    }
+
+    /// Tells the heartbeat (if any) our state after a transition.
+    fn publish(&self) {
+        if let Some(pulse) = &self.pulse {
+            pulse.publish(self.instance.state(), self.instance.priority());
+        }
+    }
+
     async fn send_advert(&self, priority: u8) {
+        let src = self.socket.primary();
         let vips: Vec<IpAddr> = self
             .group
             .vips
             .iter()
             .map(|v| v.addr)
-            .filter(IpAddr::is_ipv4)
+            .filter(|a| a.is_ipv6() == src.is_ipv6())
             .collect();
         let advert = self.instance.advert(priority, vips);
-        let src = IpAddr::V4(self.socket.primary());
-        let destinations: Vec<Ipv4Addr> = if self.group.unicast_peers.is_empty() {
-            vec![VRRP_MULTICAST_V4]
+        let destinations: Vec<IpAddr> = if self.group.unicast_peers.is_empty() {
+            vec![match src {
+                IpAddr::V4(_) => IpAddr::V4(VRRP_MULTICAST_V4),
+                IpAddr::V6(_) => IpAddr::V6(VRRP_MULTICAST_V6),
+            }]
         } else {
             self.group
                 .unicast_peers
                 .iter()
-                .filter_map(|p| match p {
-                    IpAddr::V4(v4) => Some(*v4),
-                    IpAddr::V6(_) => None,
-                })
+                .copied()
+                .filter(|p| p.is_ipv6() == src.is_ipv6())
                 .collect()
         };
         for dst in destinations {
-            let payload = build(src, IpAddr::V4(dst), &advert);
+            let payload = build(src, dst, &advert);
             match self.socket.send(dst, &payload).await {
                 Ok(()) => self.metrics.count_advert(&self.group.name, "sent"),
                 Err(err) => error!(group = %self.group.name, %dst, "sending a VRRP advert: {err}"),

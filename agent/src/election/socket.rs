@@ -1,17 +1,36 @@
-//! The VRRP socket: raw IP protocol 112 on one interface, multicast to
-//! 224.0.0.18 (RFC 5798 section 5.1.1.2) or unicast to configured peers,
-//! TTL 255 both ways.
+//! The VRRP socket: raw IP protocol 112 on one interface, of one address
+//! family. IPv4: multicast to 224.0.0.18 (RFC 5798 section 5.1.1.2) or
+//! unicast to configured peers, TTL 255 both ways, from the interface's
+//! primary address. IPv6 ([`v6`]): multicast to ff02::12 (section 5.1.2.2)
+//! or unicast, hop limit 255, from the interface's link-local address
+//! (section 5.1.2.1). [`source`] picks that address.
+
+mod source;
+mod v6;
+
+#[cfg(test)]
+mod netns_tests;
 
 use std::{
     io,
     mem::MaybeUninit,
     net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
+    time::Duration,
 };
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::io::unix::AsyncFd;
+use tracing::warn;
+
+pub use source::{Dad, SourceError, advert_source};
 
 use super::packet::{VRRP_MULTICAST_V4, VRRP_PROTOCOL, VRRP_TTL};
+
+/// How long [`wait_source`] waits for an IPv6 source to be usable: the
+/// link-local address appears up to a second after the link comes up, and
+/// duplicate address detection takes 1 to 2 s more with the kernel's
+/// defaults.
+const SOURCE_PATIENCE: Duration = Duration::from_secs(10);
 
 /// A received VRRP packet, IP header taken apart.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,70 +42,149 @@ pub struct Received {
     pub payload: Vec<u8>,
 }
 
-/// A VRRP socket bound to one interface (IPv4).
+/// A VRRP socket bound to one interface, of the family of its source.
 pub struct VrrpSocket {
     fd: AsyncFd<Socket>,
-    primary: Ipv4Addr,
+    primary: IpAddr,
+    ifindex: u32,
 }
 
 impl VrrpSocket {
-    /// Opens the socket on `iface`, whose primary address is `primary`, and
-    /// joins the VRRP group there.
-    pub fn open(iface: &str, primary: Ipv4Addr) -> io::Result<Self> {
-        let socket = Socket::new(
-            Domain::IPV4,
-            Type::RAW,
-            Some(Protocol::from(i32::from(VRRP_PROTOCOL))),
-        )?;
-        socket.bind_device(Some(iface.as_bytes()))?;
-        socket.set_multicast_if_v4(&primary)?;
-        socket.set_multicast_ttl_v4(u32::from(VRRP_TTL))?;
-        socket.set_ttl_v4(u32::from(VRRP_TTL))?;
-        socket.set_multicast_loop_v4(false)?;
-        socket.join_multicast_v4(&VRRP_MULTICAST_V4, &primary)?;
+    /// Opens the socket on `iface` for adverts from `primary` (one of the
+    /// interface's addresses, see [`advert_source`]), of its family, and
+    /// joins the VRRP multicast group there.
+    pub fn open(iface: &str, primary: IpAddr) -> io::Result<Self> {
+        let ifindex = nix::net::if_::if_nametoindex(iface)?;
+        let socket = match primary {
+            IpAddr::V4(primary) => open_v4(iface, primary)?,
+            IpAddr::V6(_) => v6::open(iface, ifindex)?,
+        };
         socket.set_nonblocking(true)?;
         // SAFETY: the socket is ours alone and moves into the AsyncFd, which
         // closes it; nothing else holds its descriptor.
         let fd = unsafe { AsyncFd::register(socket) }?;
-        Ok(Self { fd, primary })
+        Ok(Self {
+            fd,
+            primary,
+            ifindex,
+        })
     }
 
     /// Our address (the adverts' source).
-    pub fn primary(&self) -> Ipv4Addr {
+    pub fn primary(&self) -> IpAddr {
         self.primary
     }
 
-    /// Sends one VRRP payload to `dst`.
-    pub async fn send(&self, dst: Ipv4Addr, payload: &[u8]) -> io::Result<()> {
-        let to = SockAddr::from(SocketAddr::V4(SocketAddrV4::new(dst, 0)));
+    /// Sends one VRRP payload to `dst` (of the socket's family).
+    pub async fn send(&self, dst: IpAddr, payload: &[u8]) -> io::Result<()> {
         loop {
             let mut guard = self.fd.writable().await?;
-            match guard.try_io(|fd| fd.get_ref().send_to(payload, &to)) {
-                Ok(result) => return result.map(drop),
+            let sent = guard.try_io(|fd| match (self.primary, dst) {
+                (IpAddr::V4(_), IpAddr::V4(dst)) => {
+                    let to = SockAddr::from(SocketAddr::V4(SocketAddrV4::new(dst, 0)));
+                    fd.get_ref().send_to(payload, &to).map(drop)
+                }
+                (IpAddr::V6(src), IpAddr::V6(dst)) => {
+                    v6::send(fd.get_ref(), src, self.ifindex, dst, payload)
+                }
+                _ => Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "{dst} is not of the family of the VRRP socket ({})",
+                        self.primary
+                    ),
+                )),
+            });
+            match sent {
+                Ok(result) => return result,
                 Err(_would_block) => continue,
             }
         }
     }
 
-    /// Receives the next VRRP packet (IPv4 header parsed off).
+    /// Receives the next VRRP packet, IP header (or ancillary data) taken
+    /// apart.
     pub async fn recv(&self) -> io::Result<Received> {
-        let mut buf = [MaybeUninit::<u8>::uninit(); 1500];
         loop {
             let mut guard = self.fd.readable().await?;
-            let len = match guard.try_io(|fd| fd.get_ref().recv(&mut buf)) {
+            let received = match guard.try_io(|fd| match self.primary {
+                IpAddr::V4(_) => recv_v4(fd.get_ref()),
+                IpAddr::V6(_) => v6::recv(fd.get_ref()),
+            }) {
                 Ok(result) => result?,
                 Err(_would_block) => continue,
             };
-            // SAFETY: `recv` initialised the first `len` bytes.
-            let bytes: Vec<u8> = buf[..len]
-                .iter()
-                .map(|b| unsafe { b.assume_init() })
-                .collect();
-            if let Some(received) = split_ipv4(&bytes) {
+            if let Some(received) = received {
                 return Ok(received);
             }
         }
     }
+}
+
+/// The adverts' source on `iface` (see [`advert_source`]) once usable: at
+/// once for IPv4, and for IPv6 once the address exists and is no longer
+/// tentative, waiting at most [`SOURCE_PATIENCE`]. After that a tentative
+/// address is taken all the same (sending fails until its DAD ends, and
+/// says so); a missing one is an error.
+pub async fn wait_source(
+    group: &str,
+    iface: &str,
+    ipv6: bool,
+    vips: &[IpAddr],
+    peers: &[IpAddr],
+) -> Result<IpAddr, SourceError> {
+    let deadline = tokio::time::Instant::now() + SOURCE_PATIENCE;
+    loop {
+        let found = advert_source(iface, ipv6, vips, peers);
+        let state = match &found {
+            Ok(IpAddr::V6(addr)) => source::dad_state(iface, *addr),
+            _ => Dad::Done,
+        };
+        let absent = matches!(
+            found,
+            Err(SourceError::NoLinkLocal { .. } | SourceError::NoGlobal { .. })
+        );
+        let late = tokio::time::Instant::now() >= deadline;
+        if !ipv6 || !(absent || state == Dad::Tentative) || late {
+            if state == Dad::Tentative {
+                warn!(
+                    group, iface, source = ?found,
+                    "VRRP source address still tentative after {SOURCE_PATIENCE:?}: adverts fail until its DAD ends"
+                );
+            }
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The raw IPv4 socket on `iface` whose primary address is `primary`.
+fn open_v4(iface: &str, primary: Ipv4Addr) -> io::Result<Socket> {
+    let socket = Socket::new(
+        Domain::IPV4,
+        Type::RAW,
+        Some(Protocol::from(i32::from(VRRP_PROTOCOL))),
+    )?;
+    socket.bind_device(Some(iface.as_bytes()))?;
+    socket.set_multicast_if_v4(&primary)?;
+    socket.set_multicast_ttl_v4(u32::from(VRRP_TTL))?;
+    socket.set_ttl_v4(u32::from(VRRP_TTL))?;
+    socket.set_multicast_loop_v4(false)?;
+    socket.join_multicast_v4(&VRRP_MULTICAST_V4, &primary)?;
+    Ok(socket)
+}
+
+/// Reads one IPv4 packet (header included, as raw IPv4 sockets deliver it);
+/// `Ok(None)` if it is not one.
+fn recv_v4(socket: &Socket) -> io::Result<Option<Received>> {
+    let mut buf = [MaybeUninit::<u8>::uninit(); 1500];
+    let len = socket.recv(&mut buf)?;
+    // SAFETY: `recv` initialised the first `len` bytes.
+    let bytes: Vec<u8> = buf[..len]
+        .iter()
+        .map(|b| unsafe { b.assume_init() })
+        .collect();
+    Ok(split_ipv4(&bytes))
 }
 
 /// Takes an IPv4 packet apart; `None` if it is not one.

@@ -28,8 +28,11 @@
 //!   address (a looped-back advert), and everything while we are the address
 //!   owner (priority 255, section 7.1). keepalived by default still processes
 //!   them as owner.
-//! - A master discards a lower-priority advert (section 6.4.3); keepalived by
-//!   default answers it with an advert at once ("forcing new election").
+//! - A master receiving a lower-priority advert (section 6.4.3 discards it)
+//!   answers as keepalived does: an advert at once ("forcing new
+//!   election"), which sends the other node back to BACKUP, and the VIPs
+//!   announced again, so hosts that followed the other node's gratuitous
+//!   ARP come back (a split brain heals in one advert).
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -183,13 +186,13 @@ impl Instance {
 
     /// `Skew_Time` for the current priority and `Master_Adver_Interval`.
     pub fn skew_time(&self) -> Duration {
-        timers::skew_time(self.priority, self.master_adver_interval).to_duration()
+        timers::skew_time(self.priority, self.master_adver_interval)
     }
 
     /// `Master_Down_Interval` for the current priority and
     /// `Master_Adver_Interval`.
     pub fn master_down_interval(&self) -> Duration {
-        timers::master_down_interval(self.priority, self.master_adver_interval).to_duration()
+        timers::master_down_interval(self.priority, self.master_adver_interval)
     }
 
     /// When [`timer`](Self::timer) must be called next; `None` in
@@ -291,7 +294,19 @@ impl Instance {
                         priority: advert.priority,
                     }
                 } else {
-                    return Vec::new();
+                    // Another node claims the VIPs: keepalived's answer
+                    // ("forcing new election"): our advert at once, which
+                    // sends it back to BACKUP, and the VIPs announced again,
+                    // so hosts that followed its announcement return.
+                    self.timer = Timer::Adver {
+                        at: now + self.advert_interval(),
+                    };
+                    return vec![
+                        Action::SendAdvert {
+                            priority: self.priority,
+                        },
+                        Action::Announce,
+                    ];
                 };
                 self.master_adver_interval = learnt;
                 self.become_backup(now, reason)
@@ -327,6 +342,18 @@ impl Instance {
                 }]
             }
         }
+    }
+
+    /// vipx's fast heartbeat declared the master `src` lost (silent for the
+    /// detection time, or stopping) and no live peer outranks us: a backup
+    /// takes over at once, as if its `Master_Down_Timer` had run out
+    /// (section 6.4.2). Ignored in any other state, and while we are the
+    /// address owner (which is master already).
+    pub fn master_lost(&mut self, now: Time, src: IpAddr, stopping: bool) -> Vec<Action> {
+        if self.state != State::Backup || src == self.config.primary_addr {
+            return Vec::new();
+        }
+        self.become_master(now, Reason::HeartbeatLost { src, stopping })
     }
 
     /// Shutdown event: a master sends priority 0 so a backup takes over after

@@ -1,13 +1,18 @@
-//! VRRPv3 time arithmetic (RFC 5798 section 6.1), in whole centiseconds.
+//! VRRPv3 time arithmetic (RFC 5798 section 6.1).
 //!
 //! VRRPv3 carries the advertisement interval as a 12-bit count of
-//! centiseconds (section 5.2.7) and defines `Skew_Time` and
-//! `Master_Down_Interval` from it (section 6.1). Everything here stays in
-//! integer centiseconds, dividing with truncation exactly as the formulas are
-//! written; nothing finer than a centisecond exists in the protocol. (keepalived
-//! 2.2 computes the skew in microseconds instead, so its `Skew_Time` can be up
-//! to 9.99 ms longer than the RFC's integer value; the difference only shifts
-//! when a backup takes over, never what is on the wire.)
+//! centiseconds (section 5.2.7), so the configured `Advertisement_Interval`
+//! and the learnt `Master_Adver_Interval` stay [`Centiseconds`], as on the
+//! wire. The timers derived from the latter, `Skew_Time` and
+//! `Master_Down_Interval` (section 6.1), are [`Duration`]s in whole
+//! microseconds, computed as keepalived 2.2 does (`VRRP_TIMER_SKEW`): the
+//! formulas are applied to the interval in microseconds and the division by
+//! 256 truncates to a whole microsecond. Read in centiseconds, as the RFC
+//! writes them, every skew would truncate to 0 at the 10 ms floor and backups
+//! of different priorities would time out together; in microseconds the
+//! higher priority always has the shorter `Master_Down_Interval`. The
+//! difference only shifts when a backup takes over, never what is on the
+//! wire.
 
 use std::fmt;
 use std::time::Duration;
@@ -56,20 +61,21 @@ impl fmt::Display for Centiseconds {
 }
 
 /// `Skew_Time = ((256 - Priority) * Master_Adver_Interval) / 256`
-/// (RFC 5798 section 6.1), truncated to whole centiseconds.
-pub fn skew_time(priority: u8, master_adver_interval: Centiseconds) -> Centiseconds {
-    let skew = (256 - u32::from(priority)) * u32::from(master_adver_interval.0) / 256;
-    // At most 256 * 0xFFFF / 256 = 0xFFFF.
-    Centiseconds(u16::try_from(skew).unwrap_or(u16::MAX))
+/// (RFC 5798 section 6.1), computed in microseconds as keepalived 2.2
+/// does (`VRRP_TIMER_SKEW`), truncated to whole microseconds. Truncating to
+/// centiseconds instead would make every skew 0 at the 10 ms floor, so
+/// backups of different priorities would no longer take over in priority
+/// order.
+pub fn skew_time(priority: u8, master_adver_interval: Centiseconds) -> Duration {
+    let interval_us = u64::from(master_adver_interval.0) * 10_000;
+    Duration::from_micros((256 - u64::from(priority)) * interval_us / 256)
 }
 
 /// `Master_Down_Interval = (3 * Master_Adver_Interval) + Skew_Time`
-/// (RFC 5798 section 6.1). Saturates at `u16::MAX` centiseconds, which only an
-/// interval beyond the 12-bit wire field could reach.
-pub fn master_down_interval(priority: u8, master_adver_interval: Centiseconds) -> Centiseconds {
-    let down = DOWN_TIMER_ADVERTS * u32::from(master_adver_interval.0)
-        + u32::from(skew_time(priority, master_adver_interval).0);
-    Centiseconds(u16::try_from(down).unwrap_or(u16::MAX))
+/// (RFC 5798 section 6.1).
+pub fn master_down_interval(priority: u8, master_adver_interval: Centiseconds) -> Duration {
+    master_adver_interval.to_duration() * DOWN_TIMER_ADVERTS
+        + skew_time(priority, master_adver_interval)
 }
 
 #[cfg(test)]
@@ -77,45 +83,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn skew_time_follows_the_rfc_formula_with_truncation() {
-        // (256 - 100) * 100 / 256 = 60.9375 -> 60.
+    fn skew_time_follows_the_rfc_formula_in_microseconds() {
+        let us = Duration::from_micros;
+        // (256 - 100) * 1 000 000 / 256 = 609 375 us.
         assert_eq!(
             skew_time(100, Centiseconds(100)),
-            Centiseconds(60),
+            us(609_375),
             "prio 100, 1 s"
         );
-        // (256 - 255) * 100 / 256 = 0.39 -> 0: an owner has no skew at 1 s.
-        assert_eq!(skew_time(255, Centiseconds(100)), Centiseconds(0), "owner");
-        // (256 - 1) * 4095 / 256 = 4079.0 -> 4079.
+        // (256 - 255) * 1 000 000 / 256 = 3 906.25 -> 3 906 us.
+        assert_eq!(skew_time(255, Centiseconds(100)), us(3_906), "owner");
+        // (256 - 1) * 40 950 000 / 256 = 40 790 039.06 -> 40 790 039 us.
+        assert_eq!(skew_time(1, MAX_ADVER_INT), us(40_790_039), "largest skew");
+        // At the 10 ms floor the skew still orders the priorities.
         assert_eq!(
-            skew_time(1, MAX_ADVER_INT),
-            Centiseconds(4079),
-            "largest skew"
+            skew_time(100, Centiseconds(1)),
+            us(6_093),
+            "10 ms, prio 100"
         );
-        // At the 10 ms floor every priority truncates to a zero skew.
-        assert_eq!(
-            skew_time(1, Centiseconds(1)),
-            Centiseconds(0),
-            "10 ms interval"
-        );
+        assert_eq!(skew_time(50, Centiseconds(1)), us(8_046), "10 ms, prio 50");
     }
 
     #[test]
     fn master_down_interval_is_three_intervals_plus_skew() {
+        let us = Duration::from_micros;
         assert_eq!(
             master_down_interval(100, Centiseconds(100)),
-            Centiseconds(360),
-            "3 * 100 + 60"
+            us(3_609_375),
+            "3 s + 609 375 us"
         );
         assert_eq!(
             master_down_interval(200, Centiseconds(50)),
-            Centiseconds(160),
-            "3 * 50 + (56 * 50 / 256 = 10)"
+            us(1_500_000 + 109_375),
+            "3 * 500 ms + 56 * 500 000 / 256 us"
         );
         assert_eq!(
-            master_down_interval(1, MAX_ADVER_INT),
-            Centiseconds(3 * 4095 + 4079),
-            "largest value fits"
+            master_down_interval(100, Centiseconds(1)),
+            us(36_093),
+            "10 ms adverts: 30 ms + 6 093 us"
         );
     }
 

@@ -168,6 +168,12 @@ impl HealthRunner {
     }
 
     /// Drains or undrains a backend; false if no service has it.
+    /// Whether every backend of a service is down, for `track_service`.
+    pub fn service_down(&self) -> track::ServiceDown {
+        let controller = Arc::clone(&self.controller);
+        Arc::new(move |service: &str| lock(&controller).all_down().contains(service))
+    }
+
     pub fn drain(&self, backend: SocketAddr, drain: bool) -> bool {
         lock(&self.controller).set_drain(backend, drain)
     }

@@ -1,6 +1,7 @@
 //! Node-level tracking, as keepalived's `track_interface` and
-//! `track_script`: failing tracked items change a group's election
-//! priority, or put it in FAULT. The election reads the result.
+//! `track_script`, plus `track_service` (every backend of a service down by
+//! this node's own checks): failing tracked items change a group's
+//! election priority, or put it in FAULT. The election reads the result.
 
 use std::{
     collections::HashMap,
@@ -18,8 +19,12 @@ use super::{
 };
 use crate::{config::Config, events::EventLog};
 
-/// How often tracked interfaces are looked at.
+/// How often tracked interfaces and services are looked at.
 const INTERFACE_POLL: Duration = Duration::from_millis(100);
+
+/// Whether every backend of a service is down by this node's health checks
+/// (`track_service`).
+pub type ServiceDown = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// A group's priority after its tracked items.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,6 +107,7 @@ impl Tracker {
     pub fn start(
         config: &Config,
         events: Arc<EventLog>,
+        service_down: ServiceDown,
         on_change: impl Fn(&str, Effective) + Send + Sync + 'static,
     ) -> Self {
         let tracking = Arc::new(Tracking::default());
@@ -119,10 +125,30 @@ impl Tracker {
                     failing: false,
                     script: false,
                 });
-                tasks.push(tokio::spawn(watch_interface(
+                let iface = track.name.to_string();
+                tasks.push(tokio::spawn(watch(
                     group.name.clone(),
                     name,
-                    track.name.to_string(),
+                    move || !interface_up(&iface),
+                    ("link down or no carrier", "link up"),
+                    tx.clone(),
+                )));
+            }
+            for track in &group.track_service {
+                let name = format!("service {}", track.name);
+                items.push(Item {
+                    name: name.clone(),
+                    weight: track.weight,
+                    failing: false,
+                    script: false,
+                });
+                let service = track.name.clone();
+                let down = Arc::clone(&service_down);
+                tasks.push(tokio::spawn(watch(
+                    group.name.clone(),
+                    name,
+                    move || down(&service),
+                    ("every backend is down", "a backend is up again"),
                     tx.clone(),
                 )));
             }
@@ -200,26 +226,25 @@ pub fn interface_up(name: &str) -> bool {
     matches!(oper.trim(), "up" | "unknown") && carrier
 }
 
-async fn watch_interface(
+/// Polls `failing` every [`INTERFACE_POLL`] and reports its changes, with
+/// `reasons` (failing, recovered).
+async fn watch(
     group: String,
     item: String,
-    iface: String,
+    failing: impl Fn() -> bool + Send + 'static,
+    reasons: (&'static str, &'static str),
     tx: mpsc::Sender<(String, String, bool, String)>,
 ) {
-    let mut was_up = true;
+    let mut was_failing = false;
     let mut tick = tokio::time::interval(INTERFACE_POLL);
     loop {
         tick.tick().await;
-        let up = interface_up(&iface);
-        if up != was_up {
-            was_up = up;
-            let reason = if up {
-                "link up"
-            } else {
-                "link down or no carrier"
-            };
+        let now_failing = failing();
+        if now_failing != was_failing {
+            was_failing = now_failing;
+            let reason = if now_failing { reasons.0 } else { reasons.1 };
             if tx
-                .send((group.clone(), item.clone(), !up, reason.to_owned()))
+                .send((group.clone(), item.clone(), now_failing, reason.to_owned()))
                 .await
                 .is_err()
             {
@@ -346,9 +371,14 @@ mod tests {
         let config = Config::parse(std::path::Path::new("t.toml"), &text).expect("config");
         let events = Arc::new(EventLog::default());
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let tracker = Tracker::start(&config, Arc::clone(&events), move |group, e| {
-            let _ = tx.send((group.to_owned(), e));
-        });
+        let tracker = Tracker::start(
+            &config,
+            Arc::clone(&events),
+            Arc::new(|_| false),
+            move |group, e| {
+                let _ = tx.send((group.to_owned(), e));
+            },
+        );
         assert_eq!(
             tracker.tracking.effective("pg").map(|e| e.priority),
             Some(100)

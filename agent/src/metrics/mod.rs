@@ -37,6 +37,7 @@ pub struct Metrics {
     group_priority: IntGaugeVec,
     group_fault: IntGaugeVec,
     adverts: IntCounterVec,
+    heartbeats: IntCounterVec,
     detection: prometheus::GaugeVec,
 }
 
@@ -129,6 +130,14 @@ impl Metrics {
             &["group", "what"],
         )?;
         registry.register(Box::new(adverts.clone()))?;
+        let heartbeats = IntCounterVec::new(
+            Opts::new(
+                "vipx_heartbeats_total",
+                "Fast heartbeats by group: sent, send_failed, received (recorded by XDP from the group's peers). Heartbeats and adverts from outside the peer list are dropped by XDP: vipx_xdp_reason_packets_total{reason=\"peer_unknown\"}.",
+            ),
+            &["group", "what"],
+        )?;
+        registry.register(Box::new(heartbeats.clone()))?;
         let detection = prometheus::GaugeVec::new(
             Opts::new(
                 "vipx_group_last_detection_seconds",
@@ -170,6 +179,7 @@ impl Metrics {
             group_priority,
             group_fault,
             adverts,
+            heartbeats,
             detection,
         })
     }
@@ -241,6 +251,16 @@ impl Metrics {
     /// Counts a VRRP advert.
     pub fn count_advert(&self, group: &str, what: &str) {
         self.adverts.with_label_values(&[group, what]).inc();
+    }
+
+    /// The heartbeat counters of a group, for the heartbeat thread.
+    pub fn heartbeat_counters(&self, group: &str) -> crate::pulse::PulseCounters {
+        let counter = |what: &str| self.heartbeats.with_label_values(&[group, what]);
+        crate::pulse::PulseCounters {
+            sent: counter("sent"),
+            received: counter("received"),
+            send_failed: counter("send_failed"),
+        }
     }
 
     /// Records whether this node is MASTER of a group.

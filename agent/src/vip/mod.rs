@@ -14,12 +14,14 @@ pub mod frame;
 mod packet;
 
 #[cfg(test)]
-mod netns_tests;
+pub(crate) mod netns_tests;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::net::IpAddr;
 use std::pin::pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use futures::TryStreamExt;
@@ -29,7 +31,7 @@ use rtnetlink::packet_route::address::{
 };
 use rtnetlink::packet_route::link::{LinkAttribute, LinkLayerType};
 use tokio::task::JoinHandle;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 pub use addr::VipAddr;
 pub use error::{VipAction, VipError};
@@ -72,9 +74,17 @@ struct Link {
 /// rtnetlink connection and a send-only `AF_PACKET` socket.
 pub struct VipManager {
     handle: rtnetlink::Handle,
-    packet: PacketSocket,
+    packet: Arc<PacketSocket>,
     ha_debug: bool,
     connection: JoinHandle<()>,
+    runtime: tokio::runtime::Handle,
+    /// Held for each address dump: the kernel runs one dump at a time per
+    /// netlink socket and answers another one meanwhile with EBUSY (seen
+    /// with an IPv4 and an IPv6 group changing at once).
+    dumping: tokio::sync::Mutex<()>,
+    /// The rest of each VIP's announcement after [`VipManager::add_with`],
+    /// by address and interface.
+    announcing: Mutex<HashMap<(IpAddr, String), JoinHandle<()>>>,
 }
 
 impl fmt::Debug for VipManager {
@@ -88,6 +98,9 @@ impl fmt::Debug for VipManager {
 impl Drop for VipManager {
     fn drop(&mut self) {
         self.connection.abort();
+        for (_, task) in self.announcing().drain() {
+            task.abort();
+        }
     }
 }
 
@@ -122,9 +135,12 @@ impl VipManager {
         let connection = runtime.spawn(connection);
         Ok(Self {
             handle,
-            packet,
+            packet: Arc::new(packet),
             ha_debug,
             connection,
+            runtime,
+            dumping: tokio::sync::Mutex::new(()),
+            announcing: Mutex::new(HashMap::new()),
         })
     }
 
@@ -138,12 +154,16 @@ impl VipManager {
         self.add_with(vip, &Announce::default()).await
     }
 
-    /// Adds `vip` to its interface, then announces it per `announce`.
+    /// Adds `vip` to its interface, then announces it per `announce`: the
+    /// first frame before returning, the other `count - 1` from a task of
+    /// their own, `interval` apart, so that the caller (an election that
+    /// must keep advertising every few milliseconds) is not held up for the
+    /// whole announcement. Adding or removing the VIP again stops them.
     ///
     /// An address already there is not an error (and is announced all the
     /// same). IPv6 addresses are added with `IFA_F_NODAD`, usable at once. If
-    /// the address was added but announcing failed, the address stays and
-    /// the error says `announcing ...`.
+    /// the address was added but the first announcement failed, the address
+    /// stays and the error says `announcing ...`; a later failure is logged.
     pub async fn add_with(&self, vip: &VipAddr, announce: &Announce) -> Result<(), VipError> {
         if self.ha_debug {
             info!("HA debug: would add {} to {}", vip.cidr(), vip.interface);
@@ -168,14 +188,16 @@ impl VipManager {
             }
             Err(e) => return Err(io_error(VipAction::Add, vip, e)),
         }
-        self.send_announcements(&link, vip, announce).await
+        self.start_announcing(&link, vip, announce)
     }
 
     /// Announces `vip` on its link once more (`announce.count` frames,
-    /// `announce.interval` apart): gratuitous ARP requests for IPv4,
-    /// unsolicited neighbour advertisements for IPv6. The caller schedules
-    /// this every [`Announce::refresh`]. Nothing is sent on an interface that
-    /// is not Ethernet (loopback, tunnels).
+    /// `announce.interval` apart, the first before returning and the others
+    /// from a task, as [`add_with`](Self::add_with) does): gratuitous ARP
+    /// requests for IPv4, unsolicited neighbour advertisements for IPv6. The
+    /// caller schedules this every [`Announce::refresh`]; what is left of
+    /// the previous announcement of `vip` stops. Nothing is sent on an
+    /// interface that is not Ethernet (loopback, tunnels).
     pub async fn announce(&self, vip: &VipAddr, announce: &Announce) -> Result<(), VipError> {
         if self.ha_debug {
             info!(
@@ -189,12 +211,14 @@ impl VipManager {
             return Ok(());
         }
         let link = self.link(VipAction::Announce, vip).await?;
-        self.send_announcements(&link, vip, announce).await
+        self.start_announcing(&link, vip, announce)
     }
 
     /// Removes `vip` from its interface; an address that is not there is not
     /// an error. Only the address with this prefix length is removed.
     pub async fn remove(&self, vip: &VipAddr) -> Result<(), VipError> {
+        // Announcing an address given up would steal it from its new owner.
+        self.stop_announcing(vip);
         if self.ha_debug {
             info!(
                 "HA debug: would remove {} from {}",
@@ -288,6 +312,7 @@ impl VipManager {
             IpAddr::V4(_) => AddressFamily::Inet,
             IpAddr::V6(_) => AddressFamily::Inet6,
         };
+        let _turn = self.dumping.lock().await;
         let mut stream = pin!(request.execute());
         let mut found = Vec::new();
         while let Some(message) = stream.try_next().await? {
@@ -296,45 +321,89 @@ impl VipManager {
         Ok(found)
     }
 
-    /// Sends `announce.count` announcement frames for `vip` on `link`.
-    async fn send_announcements(
+    /// Sends the first announcement frame for `vip` on `link` now and the
+    /// other `announce.count - 1` from a task, `announce.interval` apart (see
+    /// [`add_with`](Self::add_with)), after stopping what was left of the
+    /// previous one.
+    fn start_announcing(
         &self,
         link: &Link,
         vip: &VipAddr,
         announce: &Announce,
     ) -> Result<(), VipError> {
-        let Some(mac) = link.mac else {
-            debug!(
-                "{} is not an Ethernet interface: not announcing {}",
-                vip.interface, vip.addr
-            );
+        self.stop_announcing(vip);
+        let Some((ethertype, frame)) = announcement(link, vip) else {
             return Ok(());
         };
-        let (ethertype, frame) = match vip.addr {
-            IpAddr::V4(ip) => (frame::ETH_P_ARP, garp_frame(mac, ip).to_vec()),
-            IpAddr::V6(ip) => (frame::ETH_P_IPV6, unsolicited_na_frame(mac, ip)),
-        };
-        for i in 0..announce.count {
-            if i > 0 && !announce.interval.is_zero() {
-                tokio::time::sleep(announce.interval).await;
-            }
-            self.packet
-                .send(link.index, ethertype, &frame)
-                .map_err(|source| VipError::Io {
-                    action: VipAction::Announce,
-                    vip: vip.cidr(),
-                    interface: vip.interface.clone(),
-                    source,
-                })?;
+        if announce.count == 0 {
+            return Ok(());
         }
-        debug!(
-            "sent {} {} for {} on {}",
-            announce.count,
-            announcement_kind(vip),
-            vip.addr,
-            vip.interface
-        );
+        self.packet
+            .send(link.index, ethertype, &frame)
+            .map_err(|source| announce_error(vip, source))?;
+        let (packet, index, vip) = (Arc::clone(&self.packet), link.index, vip.clone());
+        let (count, interval) = (announce.count, announce.interval);
+        let key = (vip.addr, vip.interface.clone());
+        let task = self.runtime.spawn(async move {
+            for _ in 1..count {
+                if !interval.is_zero() {
+                    tokio::time::sleep(interval).await;
+                }
+                if let Err(source) = packet.send(index, ethertype, &frame) {
+                    warn!("{}", announce_error(&vip, source));
+                    return;
+                }
+            }
+            debug!(
+                "sent {count} {} for {} on {}",
+                announcement_kind(&vip),
+                vip.addr,
+                vip.interface
+            );
+        });
+        let mut announcing = self.announcing();
+        announcing.retain(|_, task| !task.is_finished());
+        announcing.insert(key, task);
         Ok(())
+    }
+
+    /// Stops what is left of `vip`'s announcement, if anything.
+    fn stop_announcing(&self, vip: &VipAddr) {
+        if let Some(task) = self.announcing().remove(&(vip.addr, vip.interface.clone())) {
+            task.abort();
+        }
+    }
+
+    fn announcing(&self) -> MutexGuard<'_, HashMap<(IpAddr, String), JoinHandle<()>>> {
+        self.announcing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The announcement frame for `vip` on `link` with its ethertype; `None`
+/// (and a note) on an interface that is not Ethernet.
+fn announcement(link: &Link, vip: &VipAddr) -> Option<(u16, Vec<u8>)> {
+    let Some(mac) = link.mac else {
+        debug!(
+            "{} is not an Ethernet interface: not announcing {}",
+            vip.interface, vip.addr
+        );
+        return None;
+    };
+    Some(match vip.addr {
+        IpAddr::V4(ip) => (frame::ETH_P_ARP, garp_frame(mac, ip).to_vec()),
+        IpAddr::V6(ip) => (frame::ETH_P_IPV6, unsolicited_na_frame(mac, ip)),
+    })
+}
+
+/// A failure to send an announcement frame for `vip`.
+fn announce_error(vip: &VipAddr, source: io::Error) -> VipError {
+    VipError::Io {
+        action: VipAction::Announce,
+        vip: vip.cidr(),
+        interface: vip.interface.clone(),
+        source,
     }
 }
 

@@ -84,11 +84,19 @@ fn startup_below_255_becomes_backup_with_master_down_timer() {
     assert_eq!(backup.state(), State::Backup, "state");
     assert_eq!(
         backup.skew_time(),
-        ms(600),
-        "(256 - 100) * 100 / 256 = 60 cs"
+        us(609_375),
+        "(256 - 100) * 1 000 000 / 256 = 609 375 us"
     );
-    assert_eq!(backup.master_down_interval(), ms(3600), "3 * 100 + 60 cs");
-    assert_eq!(backup.next_deadline(), Some(ms(3605)), "Master_Down_Timer");
+    assert_eq!(
+        backup.master_down_interval(),
+        us(3_000_000 + 609_375),
+        "3 s + 609 375 us"
+    );
+    assert_eq!(
+        backup.next_deadline(),
+        Some(ms(5) + us(3_609_375)),
+        "Master_Down_Timer"
+    );
 }
 
 #[test]
@@ -100,18 +108,17 @@ fn backup_takes_over_after_exactly_master_down_interval_of_silence() {
             .is_empty(),
         "accepted"
     );
+    // Master_Down_Interval at priority 100: 3 s + 156 * 1 000 000 / 256 us.
+    let down = ms(1000) + us(3_000_000 + 609_375);
     assert_eq!(
         backup.next_deadline(),
-        Some(ms(4600)),
-        "reset to 1.0 s + 3.6 s"
+        Some(down),
+        "reset to 1 s + 3.609375 s"
     );
-    assert!(
-        backup.timer(ms(4600) - NS).is_empty(),
-        "not a nanosecond early"
-    );
+    assert!(backup.timer(down - NS).is_empty(), "not a nanosecond early");
     assert_eq!(backup.state(), State::Backup, "still backup");
     assert_eq!(
-        backup.timer(ms(4600)),
+        backup.timer(down),
         [
             Action::SendAdvert { priority: 100 },
             Action::BecomeMaster {
@@ -122,20 +129,26 @@ fn backup_takes_over_after_exactly_master_down_interval_of_silence() {
     );
     assert_eq!(
         backup.next_deadline(),
-        Some(ms(5600)),
+        Some(down + ms(1000)),
         "now the Adver_Timer"
     );
     assert_eq!(
-        backup.timer(ms(5600)),
+        backup.timer(down + ms(1000)),
         [Action::SendAdvert { priority: 100 }],
         "next advert"
     );
-    assert_eq!(backup.next_deadline(), Some(ms(6600)), "Adver_Timer reset");
+    assert_eq!(
+        backup.next_deadline(),
+        Some(down + ms(2000)),
+        "Adver_Timer reset"
+    );
 }
 
 #[test]
 fn adverts_from_the_master_keep_resetting_the_timer() {
     let mut backup = started(config(100, 1), ms(0));
+    // Master_Down_Interval at priority 100: 3 s + 156 * 1 000 000 / 256 us.
+    let down = us(3_000_000 + 609_375);
     for second in 1..=20 {
         let now = ms(second * 1000);
         assert!(
@@ -143,19 +156,19 @@ fn adverts_from_the_master_keep_resetting_the_timer() {
             "no takeover before the advert at {now:?}"
         );
         backup.advert_received(now, ip(9), &advert(200, 100));
-        assert_eq!(
-            backup.next_deadline(),
-            Some(now + ms(3600)),
-            "reset at {now:?}"
-        );
+        assert_eq!(backup.next_deadline(), Some(now + down), "reset at {now:?}");
     }
     assert_eq!(backup.state(), State::Backup, "backup all along");
-    let actions = backup.timer(ms(23_600));
+    assert!(
+        backup.timer(ms(20_000) + down - NS).is_empty(),
+        "not before Master_Down_Interval"
+    );
+    let actions = backup.timer(ms(20_000) + down);
     assert!(
         actions.contains(&Action::BecomeMaster {
             reason: Reason::MasterDown
         }),
-        "takes over 3.6 s after the last advert: {actions:?}"
+        "takes over 3.609375 s after the last advert: {actions:?}"
     );
 }
 
@@ -169,17 +182,19 @@ fn priority_zero_from_the_master_means_takeover_after_skew_time() {
             .is_empty(),
         "no action yet"
     );
+    // Skew_Time at priority 100: 156 * 1 000 000 / 256 = 609 375 us.
+    let takeover = ms(1500) + us(609_375);
     assert_eq!(
         backup.next_deadline(),
-        Some(ms(2100)),
-        "Master_Down_Timer = Skew_Time (0.6 s)"
+        Some(takeover),
+        "Master_Down_Timer = Skew_Time"
     );
     assert!(
-        backup.timer(ms(2100) - NS).is_empty(),
+        backup.timer(takeover - NS).is_empty(),
         "not before Skew_Time"
     );
     assert_eq!(
-        backup.timer(ms(2100)),
+        backup.timer(takeover),
         [
             Action::SendAdvert { priority: 100 },
             Action::BecomeMaster {
@@ -193,26 +208,27 @@ fn priority_zero_from_the_master_means_takeover_after_skew_time() {
 #[test]
 fn preempt_on_a_higher_priority_backup_takes_over_from_a_lower_master() {
     let mut backup = started(config(200, 1), ms(0));
+    let down = us(3_000_000 + 218_750);
     assert_eq!(
         backup.master_down_interval(),
-        ms(3210),
-        "3 * 100 + 56 * 100 / 256 cs"
+        down,
+        "3 s + 56 * 1 000 000 / 256 us"
     );
     for n in 0..3 {
         let now = ms(500 + n * 1000);
         backup.advert_received(now, ip(9), &advert(100, 100));
         assert_eq!(
             backup.next_deadline(),
-            Some(ms(3210)),
+            Some(down),
             "lower advert discarded at {now:?}"
         );
     }
     assert!(
-        backup.timer(ms(3210) - NS).is_empty(),
+        backup.timer(down - NS).is_empty(),
         "not before Master_Down_Interval"
     );
     assert_eq!(
-        backup.timer(ms(3210)),
+        backup.timer(down),
         [
             Action::SendAdvert { priority: 200 },
             Action::BecomeMaster {
@@ -257,7 +273,8 @@ fn preempt_delay_holds_preemption_back_from_the_first_lower_advert() {
     let mut backup = started(c, ms(0));
     // The first lower advert (0.5 s) starts the delay: adverts until 5.5 s
     // are accepted, the one at 5.5 s is discarded, so the timer set at 4.5 s
-    // runs out at 4.5 + 3.21 s.
+    // runs out at 4.5 s + Master_Down_Interval (3 s + 56 * 1 000 000 / 256 us).
+    let down = ms(4500) + us(3_000_000 + 218_750);
     for n in 0..8 {
         let now = ms(500 + n * 1000);
         assert!(backup.timer(now).is_empty(), "held at {now:?}");
@@ -265,11 +282,11 @@ fn preempt_delay_holds_preemption_back_from_the_first_lower_advert() {
     }
     assert_eq!(
         backup.next_deadline(),
-        Some(ms(7710)),
+        Some(down),
         "last accepted advert at 4.5 s"
     );
-    assert!(backup.timer(ms(7710) - NS).is_empty(), "not before");
-    let actions = backup.timer(ms(7710));
+    assert!(backup.timer(down - NS).is_empty(), "not before");
+    let actions = backup.timer(down);
     assert!(
         actions.contains(&Action::BecomeMaster {
             reason: Reason::Preempt {
@@ -295,12 +312,16 @@ fn preempt_delay_restarts_when_the_master_drops_below_us() {
     for second in 11..=13 {
         backup.advert_received(ms(second * 1000), ip(9), &advert(100, 100));
     }
+    // Master_Down_Interval at priority 150: 3 s + 106 * 1 000 000 / 256 us
+    // (414 062.5, truncated).
+    let down = ms(12_000) + us(3_000_000 + 414_062);
     assert_eq!(
         backup.next_deadline(),
-        Some(ms(12_000 + 3410)),
+        Some(down),
         "advert at 13 s discarded"
     );
-    backup.timer(ms(15_410));
+    assert!(backup.timer(down - NS).is_empty(), "not before");
+    backup.timer(down);
     assert_eq!(
         backup.state(),
         State::Master,
@@ -318,17 +339,71 @@ fn the_masters_advertised_interval_drives_the_backup_timers() {
     );
     b.advert_received(ms(1000), ip(9), &advert(200, 25));
     assert_eq!(b.master_adver_interval(), ms(250), "learnt 25 cs");
-    assert_eq!(b.skew_time(), ms(150), "156 * 25 / 256 = 15 cs");
-    assert_eq!(b.master_down_interval(), ms(900), "3 * 25 + 15 cs");
+    assert_eq!(
+        b.skew_time(),
+        us(152_343),
+        "156 * 250 000 / 256 = 152 343.75 -> 152 343 us"
+    );
+    assert_eq!(
+        b.master_down_interval(),
+        us(750_000 + 152_343),
+        "3 * 250 ms + 152 343 us"
+    );
     assert_eq!(
         b.next_deadline(),
-        Some(ms(1900)),
+        Some(ms(1000) + us(902_343)),
         "timer on the learnt interval"
     );
     b.advert_received(ms(2000), ip(9), &advert(200, 400));
     assert_eq!(
         b.next_deadline(),
-        Some(ms(2000 + 12_000 + 2430)),
-        "3 * 400 + 243 cs"
+        Some(ms(2000) + us(12_000_000 + 2_437_500)),
+        "3 * 4 s + 156 * 4 000 000 / 256 us"
     );
+}
+
+#[test]
+fn heartbeat_loss_makes_a_backup_master_at_once() {
+    let mut backup = started(config(100, 2), ms(0));
+    backup.advert_received(ms(10), ip(1), &advert(150, 100));
+    let actions = backup.master_lost(ms(13), ip(1), false);
+    assert_eq!(
+        actions,
+        [
+            Action::SendAdvert { priority: 100 },
+            Action::BecomeMaster {
+                reason: Reason::HeartbeatLost {
+                    src: ip(1),
+                    stopping: false
+                }
+            }
+        ],
+        "advert then master, long before Master_Down_Interval"
+    );
+    assert_eq!(backup.state(), State::Master, "master after the loss");
+    assert_eq!(
+        backup.next_deadline(),
+        Some(ms(13) + Duration::from_secs(1)),
+        "Adver_Timer runs from the takeover"
+    );
+}
+
+#[test]
+fn heartbeat_loss_is_ignored_unless_backup() {
+    let mut init = Instance::new(config(100, 2)).expect("config");
+    assert!(
+        init.master_lost(ms(1), ip(1), false).is_empty(),
+        "Initialize ignores it"
+    );
+    let mut m = master(config(100, 2));
+    assert!(
+        m.master_lost(ms(5000), ip(1), true).is_empty(),
+        "a master ignores it"
+    );
+    let mut backup = started(config(100, 2), ms(0));
+    assert!(
+        backup.master_lost(ms(1), ip(2), false).is_empty(),
+        "our own address is never the lost master"
+    );
+    assert_eq!(backup.state(), State::Backup, "still backup");
 }

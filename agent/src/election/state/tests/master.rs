@@ -17,17 +17,16 @@ fn equal_priority_tie_break_by_primary_address() {
         "10.0.0.1 yields to 10.0.0.2"
     );
     let mut high = master(config(100, 3));
-    let before = high.next_deadline();
-    assert!(
-        high.advert_received(ms(9000), ip(2), &advert(100, 100))
-            .is_empty(),
-        "kept"
+    assert_eq!(
+        high.advert_received(ms(9000), ip(2), &advert(100, 100)),
+        [Action::SendAdvert { priority: 100 }, Action::Announce],
+        "kept, and answered"
     );
     assert_eq!(high.state(), State::Master, "10.0.0.3 stays master");
     assert_eq!(
         high.next_deadline(),
-        before,
-        "advert discarded, timer untouched"
+        Some(ms(9000) + ms(1000)),
+        "Adver_Timer restarts from the answer"
     );
 
     let v6 = |s: &str| IpAddr::V6(s.parse().expect("v6"));
@@ -71,24 +70,24 @@ fn master_receiving_a_higher_priority_steps_down_and_learns_its_interval() {
     assert_eq!(m.advert_interval(), ms(1000), "our own interval unchanged");
     assert_eq!(
         m.next_deadline(),
-        Some(now + ms(1800)),
-        "3 * 50 + 156 * 50 / 256 cs"
+        Some(now + us(1_500_000 + 304_687)),
+        "3 * 500 ms + 156 * 500 000 / 256 us (304 687.5, truncated)"
     );
 }
 
 #[test]
-fn master_discards_lower_priority_adverts() {
+fn master_answers_a_lower_priority_advert_and_announces_again() {
     let mut m = master(config(100, 1));
-    let before = m.next_deadline();
-    assert!(
-        m.advert_received(ms(9000), ip(2), &advert(99, 100))
-            .is_empty(),
-        "discarded"
+    let now = ms(9000);
+    assert_eq!(
+        m.advert_received(now, ip(2), &advert(99, 100)),
+        [Action::SendAdvert { priority: 100 }, Action::Announce],
+        "advert at once, then the VIPs announced again"
     );
     assert_eq!(
         (m.state(), m.next_deadline()),
-        (State::Master, before),
-        "untouched"
+        (State::Master, Some(now + ms(1000))),
+        "still master, Adver_Timer reset"
     );
 }
 
@@ -173,17 +172,27 @@ fn set_priority_on_a_master_advertises_the_new_priority_at_once() {
 fn set_priority_on_a_backup_recomputes_its_timers() {
     let mut b = started(config(100, 1), ms(0));
     b.advert_received(ms(1000), ip(9), &advert(150, 100));
-    assert_eq!(b.next_deadline(), Some(ms(4600)), "3.6 s at priority 100");
+    assert_eq!(
+        b.next_deadline(),
+        Some(ms(1000) + us(3_000_000 + 609_375)),
+        "3 s + 156 * 1 000 000 / 256 us at priority 100"
+    );
     assert!(
         b.set_priority(ms(2000), 250).is_empty(),
         "no action for a backup"
     );
-    assert_eq!(b.skew_time(), ms(20), "(256 - 250) * 100 / 256 = 2 cs");
-    assert_eq!(b.next_deadline(), Some(ms(4020)), "same start, new length");
+    assert_eq!(
+        b.skew_time(),
+        us(23_437),
+        "(256 - 250) * 1 000 000 / 256 = 23 437.5 -> 23 437 us"
+    );
+    let down = ms(1000) + us(3_000_000 + 23_437);
+    assert_eq!(b.next_deadline(), Some(down), "same start, new length");
     // Now above the master (150): its next advert is discarded and we preempt.
     b.advert_received(ms(2000), ip(9), &advert(150, 100));
-    assert_eq!(b.next_deadline(), Some(ms(4020)), "lower advert discarded");
-    b.timer(ms(4020));
+    assert_eq!(b.next_deadline(), Some(down), "lower advert discarded");
+    assert!(b.timer(down - NS).is_empty(), "not before");
+    b.timer(down);
     assert_eq!(
         b.state(),
         State::Master,

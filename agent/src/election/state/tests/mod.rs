@@ -17,6 +17,11 @@ fn ms(n: u64) -> Time {
     Duration::from_millis(n)
 }
 
+/// `Skew_Time` and `Master_Down_Interval` are whole microseconds.
+fn us(n: u64) -> Duration {
+    Duration::from_micros(n)
+}
+
 fn ip(last: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(10, 0, 0, last))
 }

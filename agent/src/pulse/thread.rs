@@ -1,0 +1,201 @@
+//! The heartbeat thread's loop: send what is due, read the records,
+//! detect, sleep until the next heartbeat or an XDP signal.
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    os::fd::{AsFd as _, AsRawFd as _},
+    sync::{Arc, PoisonError, atomic::Ordering},
+    time::Duration,
+};
+
+use nix::{
+    poll::{PollFd, PollFlags, ppoll},
+    sys::time::TimeSpec,
+};
+use tracing::{debug, info, warn};
+use vipx_common::{
+    PeerEvent,
+    peer::{EVENT_PRIORITY_ZERO, EVENT_STATE, KIND_HEARTBEAT, STATE_BACKUP},
+};
+
+use super::{Inner, PeerView, PulseLink, Verdict};
+use crate::{
+    dataplane::{PeerEvents, monotonic_ns, realtime},
+    election::runner::Command,
+};
+
+/// The longest sleep: the stop flag and new registrations are seen within
+/// this.
+const MAX_SLEEP: Duration = Duration::from_millis(50);
+
+/// What the thread keeps per group between ticks.
+struct Book {
+    next_send_ns: u64,
+    /// The loss already signalled: (master, its last heartbeat).
+    signalled: Option<(IpAddr, u64)>,
+    /// The epoch of the link when `signalled` was set.
+    epoch: u64,
+    deferred_to: Option<IpAddr>,
+    /// Records seen per peer, to count received heartbeats.
+    counts: HashMap<IpAddr, u64>,
+    views: Vec<PeerView>,
+    read_failed: bool,
+}
+
+pub(super) fn run(inner: &Arc<Inner>, mut events: Option<PeerEvents>) {
+    realtime::raise("heartbeat");
+    let mut generation = u64::MAX;
+    let mut groups: Vec<Arc<PulseLink>> = Vec::new();
+    let mut books: HashMap<usize, Book> = HashMap::new();
+    while !inner.stop.load(Ordering::Acquire) {
+        let current = inner.generation.load(Ordering::Acquire);
+        if current != generation {
+            generation = current;
+            groups.clone_from(&inner.groups.lock().unwrap_or_else(PoisonError::into_inner));
+            let live: Vec<usize> = groups.iter().map(key).collect();
+            books.retain(|k, _| live.contains(k));
+        }
+        let now = monotonic_ns();
+        let mut next_wake = now + nanos(MAX_SLEEP);
+        for link in &groups {
+            let book = books.entry(key(link)).or_insert_with(|| Book {
+                next_send_ns: now,
+                signalled: None,
+                epoch: 0,
+                deferred_to: None,
+                counts: HashMap::new(),
+                views: Vec::with_capacity(link.spec.peers.len()),
+                read_failed: false,
+            });
+            let interval = nanos(link.spec.interval);
+            if link.changed.swap(false, Ordering::AcqRel) || now >= book.next_send_ns {
+                link.send();
+                book.next_send_ns = now + interval;
+            }
+            next_wake = next_wake.min(book.next_send_ns);
+            watch(inner, link, book, now);
+        }
+        if let Some(events) = events.as_mut() {
+            while let Some(event) = events.next() {
+                log_event(&event);
+            }
+        }
+        sleep_until(events.as_ref(), next_wake);
+    }
+}
+
+/// A stable identity for a registered link.
+fn key(link: &Arc<PulseLink>) -> usize {
+    Arc::as_ptr(link) as usize
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Reads the group's peer records, counts what arrived, and signals the
+/// election when the master is lost.
+fn watch(inner: &Inner, link: &PulseLink, book: &mut Book, now: u64) {
+    book.views.clear();
+    for &addr in &link.spec.peers {
+        let seen = match inner.peers.seen(link.spec.vrid, KIND_HEARTBEAT, addr) {
+            Ok(seen) => seen,
+            Err(err) => {
+                if !book.read_failed {
+                    warn!(group = %link.spec.name, %addr, "reading the heartbeat record: {err}");
+                    book.read_failed = true;
+                }
+                None
+            }
+        };
+        if let Some(seen) = seen {
+            let before = book.counts.insert(addr, seen.count).unwrap_or(seen.count);
+            link.counters
+                .received
+                .inc_by(seen.count.saturating_sub(before));
+        }
+        book.views.push(PeerView { addr, seen });
+    }
+    if link.state.load(Ordering::Acquire) != STATE_BACKUP {
+        return;
+    }
+    let epoch = link.epoch.load(Ordering::Acquire);
+    if epoch != book.epoch {
+        // Backup again since the last signal: a new loss may be signalled.
+        book.epoch = epoch;
+        book.signalled = None;
+    }
+    let priority = link.priority.load(Ordering::Relaxed);
+    match link
+        .detector
+        .evaluate(now, link.spec.source, priority, &book.views)
+    {
+        Verdict::Alive => book.deferred_to = None,
+        Verdict::Defer { master, to } => {
+            if book.deferred_to != Some(to) {
+                debug!(group = %link.spec.name, %master, %to, "master lost; a higher peer takes over");
+                book.deferred_to = Some(to);
+            }
+        }
+        Verdict::Lost {
+            master,
+            stopping,
+            silence,
+            last_ns,
+        } => {
+            if book.signalled == Some((master, last_ns)) {
+                return;
+            }
+            book.signalled = Some((master, last_ns));
+            info!(
+                group = %link.spec.name,
+                %master,
+                stopping,
+                silence_us = silence.as_micros(),
+                "heartbeat: master lost"
+            );
+            let _ = link.commands.send(Command::MasterLost {
+                src: master,
+                stopping,
+                silence,
+            });
+        }
+    }
+}
+
+fn log_event(event: &PeerEvent) {
+    if event.flags & (EVENT_PRIORITY_ZERO | EVENT_STATE) != 0 {
+        debug!(
+            vrid = event.vrid,
+            kind = event.kind,
+            priority = event.priority,
+            state = event.state,
+            flags = event.flags,
+            "XDP: peer change"
+        );
+    }
+}
+
+/// Sleeps until `deadline` (`CLOCK_MONOTONIC` ns), waking early when the
+/// XDP program signals through the ring buffer.
+fn sleep_until(events: Option<&PeerEvents>, deadline: u64) {
+    let now = monotonic_ns();
+    if deadline <= now {
+        return;
+    }
+    let wait = Duration::from_nanos(deadline - now);
+    match events {
+        Some(events) => {
+            let fd = events.as_fd();
+            let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+            if let Err(err) = ppoll(&mut fds, Some(TimeSpec::from_duration(wait)), None)
+                && err != nix::errno::Errno::EINTR
+            {
+                debug!(fd = fd.as_raw_fd(), "ppoll on the XDP ring buffer: {err}");
+                std::thread::sleep(wait);
+            }
+        }
+        None => std::thread::sleep(wait),
+    }
+}

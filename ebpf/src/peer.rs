@@ -1,0 +1,229 @@
+//! The recorder of election traffic between peers: VRRPv3 adverts (passed
+//! on to the agent's raw socket) and vipx heartbeats (consumed here). Each
+//! packet from an allowed source is recorded in `VIPX_PEER_SEEN`; a new
+//! source, a priority or state change and priority 0 are also signalled
+//! through the `VIPX_PEER_EVENTS` ring buffer. The record is the truth, the
+//! signal a hint: a full ring buffer loses the signal, never the record.
+
+use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, programs::XdpContext};
+use vipx_common::{
+    Heartbeat, PeerEvent, PeerKey, PeerSeen,
+    peer::{
+        EVENT_NEW_SOURCE, EVENT_PRIORITY, EVENT_PRIORITY_ZERO, EVENT_STATE, FAMILY_V4, FAMILY_V6,
+        FILTER_ON, HEARTBEAT_LEN, KIND_ALLOW, KIND_HEARTBEAT, KIND_VRRP, STATE_UNKNOWN,
+    },
+    reason,
+};
+
+use crate::{
+    VIPX_PEER_ALLOW, VIPX_PEER_EVENTS, VIPX_PEER_FILTER, VIPX_PEER_SEEN, VIPX_PEER_SETTINGS,
+    lb::Decision,
+    parse::{L3, bytes},
+};
+
+/// Version 3, type 1 (advertisement): the first byte of a VRRPv3 advert
+/// (RFC 5798 section 5.2.1 and 5.2.2).
+const VRRP_V3_ADVERT: u8 = 0x31;
+/// The fixed VRRP header before the addresses (RFC 5798 section 5.1).
+const VRRP_HLEN: usize = 8;
+const UDP_HLEN: usize = 8;
+const BPF_ANY: u64 = 0;
+
+/// What one packet says, to be recorded.
+struct Said {
+    priority: u8,
+    state: u8,
+    seq: u32,
+    detect_mult: u8,
+}
+
+/// Whether a UDP datagram to `dport` is a heartbeat (heartbeats are on).
+#[inline(always)]
+pub fn is_heartbeat(dport: u16) -> bool {
+    match VIPX_PEER_SETTINGS.get(0) {
+        Some(settings) => settings.heartbeat_port != 0 && settings.heartbeat_port == dport,
+        None => false,
+    }
+}
+
+/// A VRRP packet (its header at `off`): a VRRPv3 advert from an allowed
+/// source is recorded and passed; from another source (filter on) dropped.
+/// Anything else VRRP is passed as it is.
+#[inline(always)]
+pub fn vrrp(ctx: &XdpContext, l3: L3, off: usize) -> Decision {
+    let Some(hdr) = bytes::<VRRP_HLEN>(ctx, off) else {
+        return (xdp_action::XDP_PASS, reason::MALFORMED);
+    };
+    // SAFETY: `bytes` checked the fixed header lies inside the frame.
+    let hdr = unsafe { &*hdr };
+    let (version_type, vrid, priority) = (hdr[0], hdr[1], hdr[2]);
+    // VRID 0 is not a VRID (RFC 5798 section 5.2.3): userspace rejects it.
+    if version_type != VRRP_V3_ADVERT || vrid == 0 {
+        return (xdp_action::XDP_PASS, reason::VRRP);
+    }
+    let said = Said {
+        priority,
+        state: STATE_UNKNOWN,
+        seq: 0,
+        detect_mult: 0,
+    };
+    match admit_and_record(ctx, l3, vrid, KIND_VRRP, &said) {
+        Ok(()) => (xdp_action::XDP_PASS, reason::VRRP),
+        Err(why) if why == reason::PEER_UNKNOWN => (xdp_action::XDP_DROP, why),
+        // Not recorded, but userspace can still judge the advert itself.
+        Err(why) => (xdp_action::XDP_PASS, why),
+    }
+}
+
+/// A UDP datagram to the heartbeat port (its UDP header at `off`): recorded
+/// and dropped; from a source outside the allow-list dropped unrecorded; a
+/// payload that is not a heartbeat passed untouched as malformed.
+#[inline(always)]
+pub fn heartbeat(ctx: &XdpContext, l3: L3, off: usize) -> Decision {
+    let Some(udp) = bytes::<UDP_HLEN>(ctx, off) else {
+        return (xdp_action::XDP_PASS, reason::MALFORMED);
+    };
+    // SAFETY: `bytes` checked the UDP header lies inside the frame.
+    let udp = unsafe { &*udp };
+    // The frame may be padded (Ethernet minimum): the UDP length tells
+    // what the payload is.
+    if usize::from(u16::from_be_bytes([udp[4], udp[5]])) < UDP_HLEN + HEARTBEAT_LEN {
+        return (xdp_action::XDP_PASS, reason::MALFORMED);
+    }
+    let Some(payload) = bytes::<HEARTBEAT_LEN>(ctx, off + UDP_HLEN) else {
+        return (xdp_action::XDP_PASS, reason::MALFORMED);
+    };
+    // SAFETY: `bytes` checked the payload lies inside the frame.
+    let Some(hb) = Heartbeat::decode(unsafe { &*payload }) else {
+        return (xdp_action::XDP_PASS, reason::MALFORMED);
+    };
+    let said = Said {
+        priority: hb.priority,
+        state: hb.state,
+        seq: hb.seq,
+        detect_mult: hb.detect_mult,
+    };
+    match admit_and_record(ctx, l3, hb.vrid, KIND_HEARTBEAT, &said) {
+        Ok(()) => (xdp_action::XDP_DROP, reason::HEARTBEAT),
+        // No socket would read it anyway.
+        Err(why) if why == reason::PEER_UNKNOWN || why == reason::MAP_ERROR => {
+            (xdp_action::XDP_DROP, why)
+        }
+        Err(why) => (xdp_action::XDP_PASS, why),
+    }
+}
+
+/// Checks the source against the VRID's allow-list (when its filter is on)
+/// and records the packet. `Err` carries the reason slot: `PEER_UNKNOWN`
+/// (not recorded), `MALFORMED` or `MAP_ERROR`.
+#[inline(always)]
+fn admit_and_record(ctx: &XdpContext, l3: L3, vrid: u8, kind: u8, said: &Said) -> Result<(), u32> {
+    let (addr, family) = match l3 {
+        L3::V4 { off } => {
+            let src = bytes::<4>(ctx, off + 12).ok_or(reason::MALFORMED)?;
+            // SAFETY: bounds-checked by `bytes`.
+            let src = unsafe { *src };
+            // Spelled out whole: zeroing the tail separately becomes a call
+            // to `memset`, which the verifier rejects.
+            let addr = [
+                src[0], src[1], src[2], src[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            ];
+            (addr, FAMILY_V4)
+        }
+        L3::V6 { off } => {
+            let src = bytes::<16>(ctx, off + 8).ok_or(reason::MALFORMED)?;
+            // SAFETY: bounds-checked by `bytes`.
+            (unsafe { *src }, FAMILY_V6)
+        }
+    };
+    let mut key = PeerKey {
+        addr,
+        vrid,
+        family,
+        kind: KIND_ALLOW,
+        _pad: 0,
+    };
+    if let Some(filter) = VIPX_PEER_FILTER.get(u32::from(vrid))
+        && *filter == FILTER_ON
+        && VIPX_PEER_ALLOW.get_ptr(&key).is_none()
+    {
+        return Err(reason::PEER_UNKNOWN);
+    }
+    key.kind = kind;
+    record(&key, said)
+}
+
+/// Updates the record of `key` in place (or inserts it) and signals what
+/// changed.
+#[inline(always)]
+fn record(key: &PeerKey, said: &Said) -> Result<(), u32> {
+    // SAFETY: reading the monotonic clock has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let (mut flags, old_priority, old_state) = match VIPX_PEER_SEEN.get_ptr_mut(key) {
+        Some(seen) => {
+            // SAFETY: a valid map value pointer; concurrent writers (another
+            // CPU with a packet of the same source) only touch these plain
+            // integers, and a torn record is one packet old at worst.
+            let seen = unsafe { &mut *seen };
+            let (old_priority, old_state) = (seen.priority, seen.state);
+            seen.seq = said.seq;
+            seen.priority = said.priority;
+            seen.state = said.state;
+            seen.detect_mult = said.detect_mult;
+            seen.count += 1;
+            seen.last_ns = now;
+            let mut flags = 0;
+            if old_priority != said.priority {
+                flags |= EVENT_PRIORITY;
+            }
+            if old_state != said.state {
+                flags |= EVENT_STATE;
+            }
+            (flags, old_priority, old_state)
+        }
+        None => {
+            let seen = PeerSeen {
+                last_ns: now,
+                count: 1,
+                seq: said.seq,
+                priority: said.priority,
+                state: said.state,
+                detect_mult: said.detect_mult,
+                _pad: 0,
+            };
+            VIPX_PEER_SEEN
+                .insert(key, &seen, BPF_ANY)
+                .map_err(|_| reason::MAP_ERROR)?;
+            (EVENT_NEW_SOURCE, 0, STATE_UNKNOWN)
+        }
+    };
+    if said.priority == 0 {
+        flags |= EVENT_PRIORITY_ZERO;
+    }
+    if flags != 0 {
+        notify(key, said, now, old_priority, old_state, flags);
+    }
+    Ok(())
+}
+
+/// Writes one event straight into the ring buffer; when it is full the
+/// event is lost (the agent still sees the record).
+#[inline(always)]
+fn notify(key: &PeerKey, said: &Said, now: u64, old_priority: u8, old_state: u8, flags: u8) {
+    let Some(mut entry) = VIPX_PEER_EVENTS.reserve::<PeerEvent>(0) else {
+        return;
+    };
+    entry.write(PeerEvent {
+        ktime_ns: now,
+        addr: key.addr,
+        vrid: key.vrid,
+        family: key.family,
+        kind: key.kind,
+        priority: said.priority,
+        old_priority,
+        state: said.state,
+        old_state,
+        flags,
+    });
+    entry.submit(0);
+}

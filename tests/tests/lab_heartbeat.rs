@@ -1,0 +1,179 @@
+//! vipx's fast heartbeat in the lab: with 1 s VRRP adverts (a dead master
+//! takes VRRP about 3.6 s to notice), the heartbeat detects a killed master
+//! and a stopping one long before VRRP could; with three nodes the
+//! highest-priority backup takes over and the other stays backup; and
+//! heartbeats from outside the peer list are dropped by XDP.
+
+mod support;
+
+use std::{net::UdpSocket, time::Duration};
+
+use vipx_common::{Heartbeat, peer::STATE_MASTER};
+use vipx_lab::{Cluster, ClusterOptions, Signal, agent_bin};
+
+const TAKEOVER: Duration = Duration::from_secs(10);
+
+/// 1 s adverts, heartbeats every 2 ms, detection after 5 missed (10 ms):
+/// the suite runs many labs at once on a small machine, where packet
+/// processing (softirq) can stall for several milliseconds.
+fn options(nodes: usize) -> ClusterOptions {
+    ClusterOptions {
+        advert_interval_ms: 1000,
+        heartbeat: Some(Duration::from_millis(2)),
+        group_options: "heartbeat_multiplier = 5\n".into(),
+        ..ClusterOptions::new(nodes, agent_bin())
+    }
+}
+
+fn events(cluster: &Cluster, index: usize) -> String {
+    vipx_lab::http::get_from(&cluster.client, cluster.nodes[index].api, "/api/v1/events")
+        .map(|(_, body)| body)
+        .unwrap_or_default()
+}
+
+fn metric(cluster: &Cluster, index: usize, series: &str) -> f64 {
+    cluster
+        .metric(index, series)
+        .unwrap_or_else(|| panic!("{series} on node {index}"))
+}
+
+#[test]
+fn the_heartbeat_detects_a_killed_master_long_before_vrrp() {
+    let cluster = Cluster::up(&options(2)).expect("bring the cluster up");
+    // Both directions carry heartbeats, recorded by the receiver's XDP.
+    let received = support::wait_for(Duration::from_secs(5), || {
+        let n = cluster.metric(1, "vipx_heartbeats_total{group=\"pg\",what=\"received\"}")?;
+        (n >= 100.0).then_some(n)
+    });
+    assert!(
+        received.is_some(),
+        "the backup records the master's heartbeats"
+    );
+    cluster
+        .lab
+        .kill(cluster.nodes[0].agent, Signal::SIGKILL)
+        .expect("kill -9 the master's agent");
+    cluster
+        .wait_master(1, TAKEOVER)
+        .expect("the backup takes over");
+    let timeline = events(&cluster, 1);
+    assert!(
+        timeline.contains("heartbeats from master 10.77.0.11 stopped"),
+        "taken over on the heartbeat, not on VRRP's timer: {timeline}"
+    );
+    let detection = metric(
+        &cluster,
+        1,
+        "vipx_group_last_detection_seconds{group=\"pg\"}",
+    );
+    // Master_Down_Interval at 1 s adverts and priority 100 is 3.6 s; the
+    // heartbeat's detection time is 10 ms. Generous bounds: the machine is
+    // shared.
+    assert!(
+        (0.010..1.0).contains(&detection),
+        "detected after {detection} s: at least the detection time, far below Master_Down_Interval"
+    );
+}
+
+#[test]
+fn a_stopping_master_says_farewell_and_the_backup_takes_over_at_once() {
+    let cluster = Cluster::up(&options(2)).expect("bring the cluster up");
+    let started = std::time::Instant::now();
+    cluster
+        .lab
+        .stop_process(cluster.nodes[0].agent)
+        .expect("SIGTERM the master");
+    cluster
+        .wait_master(1, TAKEOVER)
+        .expect("the backup takes over");
+    let timeline = events(&cluster, 1);
+    assert!(
+        timeline.contains("master 10.77.0.11 is stopping (heartbeat)")
+            || timeline.contains("stopped (priority 0)"),
+        "handover on the farewell: {timeline}"
+    );
+    // VRRP's Skew_Time at 1 s adverts and priority 100 is 609 ms; the
+    // farewell needs no wait.
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn with_three_nodes_the_highest_backup_takes_over_and_the_other_stays() {
+    // A slower heartbeat (30 ms to detect): what is tested is who takes
+    // over, and a stall of the loaded test machine must not look like a
+    // second failure.
+    let cluster = Cluster::up(&ClusterOptions {
+        heartbeat: Some(Duration::from_millis(5)),
+        group_options: "heartbeat_multiplier = 6\n".into(),
+        ..options(3)
+    })
+    .expect("bring the cluster up");
+    cluster
+        .lab
+        .kill(cluster.nodes[0].agent, Signal::SIGKILL)
+        .expect("kill -9 the master's agent");
+    cluster
+        .wait_master(1, TAKEOVER)
+        .expect("node 1 (priority 100) takes over");
+    // Watch node 2 (priority 50) for a while: it never claims.
+    let claimed = support::wait_for(Duration::from_secs(2), || {
+        cluster.is_master(2).then_some(())
+    });
+    assert!(
+        claimed.is_none(),
+        "node 2 stayed backup: node 1 {}\nnode 2 {}",
+        events(&cluster, 1),
+        events(&cluster, 2)
+    );
+    let timeline = events(&cluster, 2);
+    assert!(
+        !timeline.contains("\"to\":\"MASTER\""),
+        "node 2 never became master: {timeline}"
+    );
+}
+
+#[test]
+fn heartbeats_from_outside_the_peer_list_are_dropped() {
+    let cluster = Cluster::up(&options(2)).expect("bring the cluster up");
+    let dropped_before = cluster
+        .metric(1, "vipx_xdp_reason_packets_total{reason=\"peer_unknown\"}")
+        .unwrap_or(0.0);
+    // The client forges the master's claim that it is stopping; node 1 must
+    // not take it.
+    let forged = Heartbeat {
+        vrid: 51,
+        priority: 0,
+        state: STATE_MASTER,
+        seq: 1,
+        interval_us: 2000,
+        detect_mult: 3,
+    }
+    .encode();
+    let target = (
+        cluster.nodes[1].host.ipv4(),
+        vipx_common::peer::DEFAULT_HEARTBEAT_PORT,
+    );
+    cluster
+        .client
+        .enter(move || {
+            let socket = UdpSocket::bind("0.0.0.0:0").expect("bind in the client namespace");
+            for _ in 0..50 {
+                socket
+                    .send_to(&forged, target)
+                    .expect("send a forged heartbeat");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+        .expect("enter the client namespace");
+    let dropped = support::wait_for(Duration::from_secs(5), || {
+        let now = cluster.metric(1, "vipx_xdp_reason_packets_total{reason=\"peer_unknown\"}")?;
+        (now - dropped_before >= 50.0).then_some(now - dropped_before)
+    });
+    assert!(dropped.is_some(), "50 forged heartbeats dropped by XDP");
+    assert!(cluster.is_master(0), "node 0 still master");
+    assert!(!cluster.is_master(1), "node 1 still backup");
+}
