@@ -325,6 +325,14 @@ impl Cluster {
         Ok(pid)
     }
 
+    /// Node `index`'s event timeline (`/api/v1/events`, JSON), empty when
+    /// it does not answer.
+    pub fn events(&self, index: usize) -> String {
+        crate::http::get_from(&self.client, self.nodes[index].api, "/api/v1/events")
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    }
+
     /// Whether node `index` reports itself MASTER of the VIP group.
     pub fn is_master(&self, index: usize) -> bool {
         self.metric(index, "vipx_group_master{group=\"pg\"}") == Some(1.0)
@@ -451,6 +459,35 @@ impl Cluster {
                 self.backend.ipv4(),
                 bouncer.port()
             );
+        }
+        if let Some(master) = (0..self.nodes.len()).find(|i| self.is_master(*i)) {
+            let node = &self.nodes[master];
+            let _ = writeln!(out, "\nWatch a failover (the client keeps working):");
+            let _ = writeln!(
+                out,
+                "  sudo ip netns exec {} sh -c 'while :; do psql -h {} -p {VIP_PORT} -U postgres -AtXc \"select now()\" postgres; sleep 0.1; done'",
+                ns(&self.client),
+                self.vip()
+            );
+            let _ = writeln!(
+                out,
+                "  sudo kill -9 {}   # {}'s vipx-agent, the MASTER now",
+                node.agent,
+                node.host.name()
+            );
+            if let Some(next) = self
+                .nodes
+                .iter()
+                .find(|n| n.host.name() != node.host.name())
+            {
+                let _ = writeln!(
+                    out,
+                    "  sudo ip netns exec {} {} events --api http://{}   # the takeover, its reason and detection time",
+                    ns(&next.host),
+                    self.agent_bin.display(),
+                    next.api
+                );
+            }
         }
         out
     }

@@ -30,12 +30,6 @@ fn vip_answers(cluster: &Cluster) -> bool {
     .is_some()
 }
 
-fn events(cluster: &Cluster, index: usize) -> String {
-    vipx_lab::http::get_from(&cluster.client, cluster.nodes[index].api, "/api/v1/events")
-        .map(|(_, body)| body)
-        .unwrap_or_default()
-}
-
 #[test]
 fn a_killed_master_is_replaced_and_the_vip_answers() {
     let cluster = Cluster::up(&ClusterOptions::new(2, agent_bin())).expect("bring the cluster up");
@@ -49,9 +43,9 @@ fn a_killed_master_is_replaced_and_the_vip_answers() {
         .wait_master(1, TAKEOVER)
         .expect("the backup takes over");
     assert!(
-        events(&cluster, 1).contains("no advert from a master"),
+        cluster.events(1).contains("no advert from a master"),
         "{}",
-        events(&cluster, 1)
+        cluster.events(1)
     );
     let detection = cluster
         .metric(1, "vipx_group_last_detection_seconds{group=\"pg\"}")
@@ -76,7 +70,7 @@ fn a_stopped_master_hands_over_at_once_and_preempts_on_return() {
     cluster
         .wait_master(1, TAKEOVER)
         .expect("the backup takes over");
-    let timeline = events(&cluster, 1);
+    let timeline = cluster.events(1);
     assert!(
         timeline.contains("stopped (priority 0)"),
         "handover on priority 0: {timeline}"
@@ -100,7 +94,7 @@ fn a_stopped_master_hands_over_at_once_and_preempts_on_return() {
         .expect("the returning master preempts");
     support::wait_for(TAKEOVER, || (!cluster.is_master(1)).then_some(()))
         .expect("the backup steps down");
-    assert!(events(&cluster, 1).contains("MASTER\",\"to\":\"BACKUP"));
+    assert!(cluster.events(1).contains("MASTER\",\"to\":\"BACKUP"));
     assert!(vip_answers(&cluster), "the VIP answers after the failback");
 }
 
@@ -295,7 +289,7 @@ fn a_node_that_cannot_reach_its_pool_gives_up_master() {
     cluster
         .wait_master(1, TAKEOVER)
         .expect("node 1, which reaches the pool, takes over");
-    let timeline = events(&cluster, 0);
+    let timeline = cluster.events(0);
     assert!(
         timeline.contains("service pgbouncer") && timeline.contains("FAULT"),
         "node 0 went to FAULT on its pool: {timeline}"

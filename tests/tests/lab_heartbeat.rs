@@ -25,12 +25,6 @@ fn options(nodes: usize) -> ClusterOptions {
     }
 }
 
-fn events(cluster: &Cluster, index: usize) -> String {
-    vipx_lab::http::get_from(&cluster.client, cluster.nodes[index].api, "/api/v1/events")
-        .map(|(_, body)| body)
-        .unwrap_or_default()
-}
-
 fn metric(cluster: &Cluster, index: usize, series: &str) -> f64 {
     cluster
         .metric(index, series)
@@ -56,7 +50,7 @@ fn the_heartbeat_detects_a_killed_master_long_before_vrrp() {
     cluster
         .wait_master(1, TAKEOVER)
         .expect("the backup takes over");
-    let timeline = events(&cluster, 1);
+    let timeline = cluster.events(1);
     assert!(
         timeline.contains("heartbeats from master 10.77.0.11 stopped"),
         "taken over on the heartbeat, not on VRRP's timer: {timeline}"
@@ -86,7 +80,7 @@ fn a_stopping_master_says_farewell_and_the_backup_takes_over_at_once() {
     cluster
         .wait_master(1, TAKEOVER)
         .expect("the backup takes over");
-    let timeline = events(&cluster, 1);
+    let timeline = cluster.events(1);
     assert!(
         timeline.contains("master 10.77.0.11 is stopping (heartbeat)")
             || timeline.contains("stopped (priority 0)"),
@@ -126,10 +120,10 @@ fn with_three_nodes_the_highest_backup_takes_over_and_the_other_stays() {
     assert!(
         claimed.is_none(),
         "node 2 stayed backup: node 1 {}\nnode 2 {}",
-        events(&cluster, 1),
-        events(&cluster, 2)
+        cluster.events(1),
+        cluster.events(2)
     );
-    let timeline = events(&cluster, 2);
+    let timeline = cluster.events(2);
     assert!(
         !timeline.contains("\"to\":\"MASTER\""),
         "node 2 never became master: {timeline}"

@@ -92,6 +92,47 @@ fn lab_comes_up_and_ctrl_c_leaves_nothing_behind() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // The printed failover: kill -9 the MASTER's agent; the client keeps
+    // working (new sessions through the VIP answer from the new master)
+    // and the other node's timeline shows the takeover.
+    let kill = text
+        .lines()
+        .find(|line| line.contains("the MASTER now"))
+        .and_then(|line| line.trim().strip_prefix("sudo kill -9 "))
+        .and_then(|line| line.split_whitespace().next())
+        .and_then(|pid| pid.parse::<i32>().ok())
+        .expect("the lab prints how to kill the MASTER's agent");
+    nix::sys::signal::kill(Pid::from_raw(kill), Signal::SIGKILL).expect("kill -9 the MASTER");
+    let answered = (0..50).any(|_| {
+        let out = Command::new(argv[0])
+            .args(&argv[1..])
+            .env("PGCONNECT_TIMEOUT", "2")
+            .output()
+            .expect("run the printed psql command");
+        let ok = String::from_utf8_lossy(&out.stdout).trim() == "via the VIP";
+        if !ok {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        ok
+    });
+    assert!(answered, "psql through the VIP answers after the failover");
+    let events = text
+        .lines()
+        .find(|line| line.contains("the takeover, its reason"))
+        .and_then(|line| line.trim().strip_prefix("sudo "))
+        .and_then(|line| line.split(" #").next())
+        .expect("the lab prints the events command");
+    let events: Vec<&str> = events.split_whitespace().collect();
+    let out = Command::new(events[0])
+        .args(&events[1..])
+        .output()
+        .expect("run the printed events command");
+    let timeline = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        timeline.contains("MASTER") && timeline.contains("heartbeats from master"),
+        "the other node took over on the heartbeat:\n{timeline}"
+    );
+
     let namespaces = vipx_lab::leftovers_of(pid);
     assert!(
         namespaces.len() >= 5,
@@ -103,8 +144,8 @@ fn lab_comes_up_and_ctrl_c_leaves_nothing_behind() {
         .collect();
     let processes = vipx_lab::processes_in_netns_inodes(&inodes);
     assert!(
-        processes.len() >= 6,
-        "expected 2 agents, PostgreSQL and 3 PgBouncers in the lab, found pids {processes:?}"
+        processes.len() >= 5,
+        "expected the surviving agent, PostgreSQL and 3 PgBouncers in the lab, found pids {processes:?}"
     );
 
     nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGINT).expect("send SIGINT");

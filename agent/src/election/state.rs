@@ -32,7 +32,9 @@
 //!   answers as keepalived does: an advert at once ("forcing new
 //!   election"), which sends the other node back to BACKUP, and the VIPs
 //!   announced again, so hosts that followed the other node's gratuitous
-//!   ARP come back (a split brain heals in one advert).
+//!   ARP come back (a split brain heals in one advert). So that this
+//!   happens whichever master hears the other first, a master that steps
+//!   down for a higher one sends one last advert of its own priority.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -309,7 +311,15 @@ impl Instance {
                     ];
                 };
                 self.master_adver_interval = learnt;
-                self.become_backup(now, reason)
+                // One last advert of ours first: if the other master never
+                // saw us (a healed partition), it now answers with its own
+                // and announces the VIPs again, so hosts that followed us
+                // during the split go back to it.
+                let mut actions = vec![Action::SendAdvert {
+                    priority: self.priority,
+                }];
+                actions.extend(self.become_backup(now, reason));
+                actions
             }
         }
     }
@@ -445,7 +455,7 @@ impl Instance {
 
 /// Whether `a` is greater than `b` as an unsigned integer (section 6.4.3's
 /// tie-break); addresses of different families are never compared.
-fn address_greater(a: IpAddr, b: IpAddr) -> bool {
+pub(crate) fn address_greater(a: IpAddr, b: IpAddr) -> bool {
     match (a, b) {
         (IpAddr::V4(a), IpAddr::V4(b)) => a.to_bits() > b.to_bits(),
         (IpAddr::V6(a), IpAddr::V6(b)) => a.to_bits() > b.to_bits(),

@@ -29,6 +29,8 @@ use vipx_common::{
     peer::{STATE_MASTER, STATE_STOPPING},
 };
 
+use crate::election::state::address_greater;
+
 /// How long a backup waits, past the detection time, for a live peer that
 /// outranks it to take over before it does so itself: that peer must
 /// notice the loss too and claim the VIP (an rtnetlink round trip), on a
@@ -103,7 +105,7 @@ impl Detector {
         }
         if silence <= self.detect + DEFER_GRACE {
             let outranks = |addr: IpAddr, s: &PeerSeen| {
-                s.priority > priority || (s.priority == priority && addr_greater(addr, me))
+                s.priority > priority || (s.priority == priority && address_greater(addr, me))
             };
             let better = peers
                 .iter()
@@ -123,15 +125,6 @@ impl Detector {
             silence,
             last_ns: seen.last_ns,
         }
-    }
-}
-
-/// RFC 5798 section 6.4.3's comparison of primary addresses.
-fn addr_greater(a: IpAddr, b: IpAddr) -> bool {
-    match (a, b) {
-        (IpAddr::V4(a), IpAddr::V4(b)) => a.to_bits() > b.to_bits(),
-        (IpAddr::V6(a), IpAddr::V6(b)) => a.to_bits() > b.to_bits(),
-        _ => false,
     }
 }
 

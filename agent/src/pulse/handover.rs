@@ -14,7 +14,7 @@
 //! Both waits are bounded by twice the detection time: a peer that does not
 //! answer is dead or unreachable, and the waits end as a failover would.
 
-use std::{net::IpAddr, sync::atomic::Ordering, time::Duration};
+use std::{net::IpAddr, time::Duration};
 
 use tokio::time::Instant;
 use vipx_common::{
@@ -83,10 +83,5 @@ impl PulseLink {
             }
             tokio::time::sleep(POLL).await;
         }
-    }
-
-    /// Whether this node's heartbeat says MASTER.
-    pub fn says_master(&self) -> bool {
-        self.state.load(Ordering::Acquire) == STATE_MASTER
     }
 }

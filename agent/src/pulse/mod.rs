@@ -93,16 +93,6 @@ pub struct PulseLink {
 }
 
 impl PulseLink {
-    /// The settings.
-    pub fn spec(&self) -> &PulseSpec {
-        &self.spec
-    }
-
-    /// The detection time: `multiplier x interval`.
-    pub fn detect_time(&self) -> Duration {
-        self.detector.detect
-    }
-
     /// The election's state and priority, advertised from the next
     /// heartbeat on (at once when the state changed). A master's
     /// priority 0 tells the backups it is stopping.

@@ -2,7 +2,8 @@
 //!
 //! A new attempt starts every millisecond whether or not the earlier ones
 //! have finished (a current-thread tokio runtime in the client's
-//! namespace). An attempt is a new TCP connection through the VIP, an
+//! namespace, on a `SCHED_FIFO` thread so that the busy systems under test
+//! do not hold it up). An attempt is a new TCP connection through the VIP, an
 //! SSLRequest, and PgBouncer's one-byte answer, within [`ATTEMPT_TIMEOUT`]:
 //! a lost SYN is not retried, the attempt fails. The gap is the time from
 //! the last success started before a run of failed attempts to the first
@@ -31,6 +32,27 @@ pub const PERIOD: Duration = Duration::from_millis(1);
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(900);
 /// Failure runs ending this long before the event still count as its own.
 const BEFORE_EVENT: Duration = Duration::from_millis(50);
+/// `SCHED_FIFO` priority of the prober's thread: above every ordinary
+/// process of the systems under test (which would otherwise hold it up on
+/// a busy machine), below the agents' own timing threads (50).
+const PROBER_PRIORITY: i32 = 10;
+
+/// Puts the calling thread in `SCHED_FIFO` (warns and carries on if it
+/// cannot).
+fn real_time() {
+    let param = libc::sched_param {
+        sched_priority: PROBER_PRIORITY,
+    };
+    // SAFETY: plain system call on the calling thread with a valid param.
+    let err =
+        unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param) };
+    if err != 0 {
+        eprintln!(
+            "the prober stays in the normal scheduling class: {}",
+            std::io::Error::from_raw_os_error(err)
+        );
+    }
+}
 
 /// How an attempt ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,6 +102,7 @@ impl Prober {
                 .enter(move || {
                     // Sockets take the namespace of the thread creating
                     // them: every task runs on this one.
+                    real_time();
                     let runtime = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()
@@ -185,15 +208,20 @@ pub struct Analysis {
     /// Whether a success followed the last failure (else `gap` is a lower
     /// bound).
     pub recovered: bool,
-    /// Failed attempts in the whole window.
+    /// Failed attempts in the runs counted (around the event).
     pub failed: usize,
-    /// Failed attempts by outcome: refused, reset, timeout, other.
+    /// Those by outcome: refused, reset, timeout, other.
     pub failed_by: [usize; 4],
+    /// Failed attempts in runs that ended before the event (not counted).
+    pub before_event: usize,
     /// Start of the first and end of the last failure run counted, relative
     /// to the event (for the per-round log).
     pub span: Option<(f64, f64)>,
     /// Attempts in the window.
     pub attempts: usize,
+    /// The longest time between two attempts' starts (the prober's own
+    /// resolution: the period unless it was held up).
+    pub max_spacing: Duration,
 }
 
 /// The longest failure run whose last failed attempt started at most
@@ -206,8 +234,14 @@ pub fn analyse(attempts: &[Attempt], event: Instant) -> Analysis {
         recovered: true,
         failed: 0,
         failed_by: [0; 4],
+        before_event: 0,
         span: None,
         attempts: attempts.len(),
+        max_spacing: attempts
+            .windows(2)
+            .map(|w| w[1].start.duration_since(w[0].start))
+            .max()
+            .unwrap_or_default(),
     };
     let rel = |t: Instant| {
         if t >= event {
@@ -224,7 +258,15 @@ pub fn analyse(attempts: &[Attempt], event: Instant) -> Analysis {
         }
         let first = i;
         while i < attempts.len() && !attempts[i].ok() {
-            let slot = match attempts[i].outcome {
+            i += 1;
+        }
+        let last_failed = attempts[i - 1].start;
+        if last_failed < from {
+            analysis.before_event += i - first;
+            continue;
+        }
+        for attempt in &attempts[first..i] {
+            let slot = match attempt.outcome {
                 Outcome::Refused => 0,
                 Outcome::Reset => 1,
                 Outcome::Timeout => 2,
@@ -232,11 +274,6 @@ pub fn analyse(attempts: &[Attempt], event: Instant) -> Analysis {
             };
             analysis.failed_by[slot] += 1;
             analysis.failed += 1;
-            i += 1;
-        }
-        let last_failed = attempts[i - 1].start;
-        if last_failed < from {
-            continue;
         }
         let before = first
             .checked_sub(1)
@@ -330,6 +367,7 @@ mod tests {
             t0 + Duration::from_millis(55),
         );
         assert_eq!(a.gap, Duration::from_millis(11));
+        assert_eq!(a.max_spacing, PERIOD);
         assert_eq!(a.failed, 10);
         assert_eq!(a.failed_by, [10, 0, 0, 0]);
         assert!(a.recovered);
@@ -342,13 +380,14 @@ mod tests {
     }
 
     #[test]
-    fn the_longest_run_after_the_event_counts_and_every_failure_is_counted() {
+    fn the_longest_run_after_the_event_counts_and_earlier_failures_apart() {
         let t0 = Instant::now();
         let fail = |i: u64| (10..30).contains(&i) || (120..125).contains(&i) || i == 140;
         let a = analyse(&attempts(t0, 200, fail), t0 + Duration::from_millis(100));
         // The run at 10..30 ended long before the event: not its gap.
         assert_eq!(a.gap, Duration::from_millis(6));
-        assert_eq!(a.failed, 26, "all failures in the window are counted");
+        assert_eq!(a.failed, 6, "the failures after the event");
+        assert_eq!(a.before_event, 20, "the earlier ones, apart");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! two-node cluster for a while, counting the MASTER/BACKUP transitions no
 //! failure caused (false failovers) on each agent's timeline.
 
-use std::{fmt::Write as _, path::PathBuf, time::Duration};
+use std::{fmt::Write as _, path::Path, time::Duration};
 
 use anyhow::Context as _;
 use vipx_agent::events::Event;
@@ -80,20 +80,29 @@ fn measure(cluster: &Cluster, secs: u64) -> anyhow::Result<Steady> {
         transitions,
         tps: report_value(&report, "tps = "),
         failed: report_value(&report, "number of failed transactions: "),
-        aborted: errors.lines().filter(|l| l.contains("aborted")).count(),
+        aborted: errors
+            .lines()
+            .filter(|l| l.contains("client ") && l.contains(" aborted"))
+            .count(),
         exit: out.status.code(),
     })
 }
 
-/// Runs pgbench for `secs` through the VIP of two nodes with `heartbeat`
-/// (or VRRP alone at 10 ms adverts); returns the table.
-pub fn run(agent: PathBuf, secs: u64, heartbeat: Option<Duration>) -> anyhow::Result<String> {
+/// One steady run of `secs` on a fresh two-node cluster; prints what
+/// changed state and returns the table row.
+fn row(
+    agent: &Path,
+    secs: u64,
+    heartbeat: Option<Duration>,
+    advert_ms: u64,
+) -> anyhow::Result<String> {
     let label = super::system_label(heartbeat);
-    eprintln!("steady state: {label}, 10 ms adverts, {secs} s of pgbench");
+    eprintln!("steady state: {label}, {advert_ms} ms adverts, {secs} s of pgbench");
     let cluster = Cluster::up(&ClusterOptions {
-        advert_interval_ms: 10,
+        advert_interval_ms: advert_ms,
         heartbeat,
-        ..ClusterOptions::new(2, agent)
+        group_options: super::heartbeat_group_options(heartbeat),
+        ..ClusterOptions::new(2, agent.to_owned())
     })?;
     let steady = measure(&cluster, secs)?;
     for (i, events) in steady.transitions.iter().enumerate() {
@@ -113,27 +122,46 @@ pub fn run(agent: PathBuf, secs: u64, heartbeat: Option<Duration>) -> anyhow::Re
         .iter()
         .map(|t| t.len().to_string())
         .collect();
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "Steady state: pgbench -S -c 8 -j 2 -T {secs} through the VIP, 2 nodes, 10 ms adverts"
-    );
-    let _ = writeln!(
-        out,
-        "| system | seconds | MASTER/BACKUP transitions (n1, n2) | pgbench TPS | failed transactions | aborted clients | pgbench exit |"
-    );
-    let _ = writeln!(out, "|---|---:|---|---:|---:|---:|---:|");
-    let _ = writeln!(
-        out,
-        "| {label} | {secs} | {} ({}) | {} | {} | {} | {} |",
+    Ok(format!(
+        "| {label} | {advert_ms} ms | {secs} | {} ({}) | {} | {} | {} | {} |",
         steady.transitions.iter().map(Vec::len).sum::<usize>(),
         per_node.join(", "),
         steady.tps.map_or("-".into(), |t| format!("{t:.0}")),
         steady.failed.map_or("-".into(), |f| f.to_string()),
         steady.aborted,
         steady.exit.map_or("signal".into(), |c| c.to_string()),
+    ))
+}
+
+/// pgbench for `secs` through the VIP of two nodes with `heartbeat` (or
+/// VRRP alone), at each advert interval; returns the table.
+pub fn run(agent: &Path, secs: u64, heartbeat: Option<Duration>, adverts_ms: &[u64]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Steady state: pgbench -S -c 8 -j 2 -T {secs} through the VIP of 2 healthy nodes; every MASTER/BACKUP change on the agents' timelines is a false failover"
     );
-    Ok(out)
+    let _ = writeln!(
+        out,
+        "| system | adverts | seconds | state changes (n1, n2) | pgbench TPS | failed transactions | aborted clients | pgbench exit |"
+    );
+    let _ = writeln!(out, "|---|---|---:|---|---:|---:|---:|---:|");
+    for &advert_ms in adverts_ms {
+        match row(agent, secs, heartbeat, advert_ms) {
+            Ok(line) => {
+                let _ = writeln!(out, "{line}");
+            }
+            Err(e) => {
+                let _ = writeln!(
+                    out,
+                    "| {} | {advert_ms} ms | {secs} | not run: {} | - | - | - | - |",
+                    super::system_label(heartbeat),
+                    format!("{e:#}").replace('\n', " ")
+                );
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -33,6 +33,26 @@ pub trait System {
     fn settled(&self, event: Event) -> bool;
     /// Node 0 master again, ready for the next round.
     fn restore(&mut self, event: Event) -> anyhow::Result<()>;
+    /// The nodes' state and the ends of their logs, for an error message.
+    fn diagnostics(&self) -> String;
+    /// After a failed round: every link up, every node started afresh,
+    /// node 0 the master.
+    fn reset(&mut self) -> anyhow::Result<()>;
+}
+
+/// The last lines of `pid`'s log, indented, without the netlink crate's
+/// noise.
+fn log_end(lab: &vipx_lab::LabCore, pid: Pid) -> String {
+    lab.log_tail(pid, 40)
+        .lines()
+        .filter(|l| !l.contains("IFLA_INET6_CONF"))
+        .rev()
+        .take(12)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .map(|l| format!("    {l}\n"))
+        .collect()
 }
 
 /// Polls `done` until it holds, at most `limit`.
@@ -109,6 +129,35 @@ impl System for Vipx {
             self.only_master(0)
         })
     }
+    fn diagnostics(&self) -> String {
+        let mut text = String::new();
+        for (i, node) in self.cluster.nodes.iter().enumerate() {
+            let state = if !self.cluster.lab.is_running(node.agent) {
+                "not running"
+            } else if self.cluster.is_master(i) {
+                "MASTER"
+            } else {
+                "not MASTER (or unreachable)"
+            };
+            text.push_str(&format!("  {}: {state}; its log ends:\n", node.host.name()));
+            text.push_str(&log_end(&self.cluster.lab, node.agent));
+        }
+        text
+    }
+    fn reset(&mut self) -> anyhow::Result<()> {
+        for node in &self.cluster.nodes {
+            node.host.set_connected(true)?;
+            if self.cluster.lab.is_running(node.agent) {
+                self.cluster.lab.stop_process(node.agent)?;
+            }
+        }
+        for index in 0..self.cluster.nodes.len() {
+            self.cluster.restart_agent(index)?;
+        }
+        wait_for("node 0 the only MASTER after a reset", self.limit, || {
+            self.only_master(0)
+        })
+    }
 }
 
 /// keepalived + HAProxy on hosts k1, k2... of a cluster's lab, priorities
@@ -117,6 +166,7 @@ pub struct Keepalived<'a> {
     cluster: &'a Cluster,
     hosts: Vec<Host>,
     keepalived: Vec<Pid>,
+    haproxy: Vec<Pid>,
     advert_ms: u64,
     limit: Duration,
 }
@@ -130,19 +180,21 @@ impl<'a> Keepalived<'a> {
         limit: Duration,
     ) -> anyhow::Result<Self> {
         let mut hosts = Vec::with_capacity(nodes);
+        let mut haproxy = Vec::with_capacity(nodes);
         for i in 0..nodes {
             let number = KA_FIRST_HOST + u32::try_from(i)?;
             let host = cluster
                 .lab
                 .add_host(&format!("k{}", i + 1), &cluster.lab.v4(number))?;
             host.sysctl("net.ipv4.ip_nonlocal_bind", "1")?;
-            start_haproxy(&host, cluster.backend.ipv4())?;
+            haproxy.push(start_haproxy(&host, cluster.backend.ipv4())?);
             hosts.push(host);
         }
         let mut this = Self {
             cluster,
             hosts,
             keepalived: Vec::with_capacity(nodes),
+            haproxy,
             advert_ms,
             limit,
         };
@@ -171,6 +223,12 @@ impl<'a> Keepalived<'a> {
         )
     }
 
+    /// Removes the VIP a killed keepalived left behind on host `index`.
+    fn drop_vip(&self, index: usize) {
+        let _ =
+            self.hosts[index].run(&["ip", "addr", "del", &format!("{KA_VIP}/24"), "dev", "eth0"]);
+    }
+
     fn holds(&self, index: usize) -> bool {
         keepalived::holds(&self.hosts[index], KA_VIP)
     }
@@ -180,16 +238,22 @@ impl<'a> Keepalived<'a> {
     }
 
     /// Every process in k1's namespace (all started by this lab): the
-    /// node's whole HA stack dies at once.
+    /// node's whole HA stack dies at once. All are stopped first, so that
+    /// none sees another die and shuts down cleanly (keepalived's VRRP child
+    /// would send priority 0 on its parent's death).
     fn kill_stack(&self) -> anyhow::Result<()> {
         let out = std::process::Command::new("ip")
             .args(["netns", "pids", self.hosts[0].netns_name()])
             .output()?;
-        for pid in String::from_utf8_lossy(&out.stdout)
+        let pids: Vec<nix::unistd::Pid> = String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|l| l.trim().parse::<i32>().ok())
-        {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+            .map(nix::unistd::Pid::from_raw)
+            .collect();
+        for signal in [Signal::SIGSTOP, Signal::SIGKILL] {
+            for pid in &pids {
+                let _ = nix::sys::signal::kill(*pid, signal);
+            }
         }
         Ok(())
     }
@@ -234,23 +298,50 @@ impl System for Keepalived<'_> {
                         .cluster
                         .lab
                         .wait_exit(self.keepalived[0], Duration::from_secs(5));
-                    start_haproxy(&self.hosts[0], self.cluster.backend.ipv4())?;
+                    self.haproxy[0] = start_haproxy(&self.hosts[0], self.cluster.backend.ipv4())?;
                 }
-                // A killed keepalived leaves its VIP behind.
-                let _ = self.hosts[0].run(&[
-                    "ip",
-                    "addr",
-                    "del",
-                    &format!("{KA_VIP}/24"),
-                    "dev",
-                    "eth0",
-                ]);
+                self.drop_vip(0);
                 self.keepalived[0] = self.start_keepalived(0)?;
             }
             Event::LinkCut => self.hosts[0].set_connected(true)?,
             Event::Failback => {}
         }
         wait_for("k1 the only VIP holder again", self.limit, || {
+            self.only_holder(0)
+        })
+    }
+    fn diagnostics(&self) -> String {
+        let mut text = String::new();
+        for (i, host) in self.hosts.iter().enumerate() {
+            let holds = if self.holds(i) {
+                "holds"
+            } else {
+                "does not hold"
+            };
+            text.push_str(&format!(
+                "  {}: {holds} the VIP; keepalived's log ends:\n",
+                host.name()
+            ));
+            text.push_str(&log_end(host.lab(), self.keepalived[i]));
+        }
+        text
+    }
+    fn reset(&mut self) -> anyhow::Result<()> {
+        let lab = &self.cluster.lab;
+        for (i, host) in self.hosts.iter().enumerate() {
+            host.set_connected(true)?;
+            if lab.is_running(self.keepalived[i]) {
+                lab.stop_process(self.keepalived[i])?;
+            }
+            if !lab.is_running(self.haproxy[i]) {
+                self.haproxy[i] = start_haproxy(host, self.cluster.backend.ipv4())?;
+            }
+        }
+        for i in (0..self.hosts.len()).rev() {
+            self.drop_vip(i);
+            self.keepalived[i] = self.start_keepalived(i)?;
+        }
+        wait_for("k1 the only VIP holder after a reset", self.limit, || {
             self.only_holder(0)
         })
     }

@@ -8,13 +8,16 @@ fn equal_priority_tie_break_by_primary_address() {
     let mut low = master(config(100, 1));
     assert_eq!(
         low.advert_received(ms(9000), ip(2), &advert(100, 100)),
-        [Action::BecomeBackup {
-            reason: Reason::HigherAddress {
-                src: ip(2),
-                priority: 100
+        [
+            Action::SendAdvert { priority: 100 },
+            Action::BecomeBackup {
+                reason: Reason::HigherAddress {
+                    src: ip(2),
+                    priority: 100
+                }
             }
-        }],
-        "10.0.0.1 yields to 10.0.0.2"
+        ],
+        "10.0.0.1 yields to 10.0.0.2 after one last advert"
     );
     let mut high = master(config(100, 3));
     assert_eq!(
@@ -54,13 +57,16 @@ fn master_receiving_a_higher_priority_steps_down_and_learns_its_interval() {
     let now = ms(10_000);
     assert_eq!(
         m.advert_received(now, ip(2), &advert(150, 50)),
-        [Action::BecomeBackup {
-            reason: Reason::HigherPriority {
-                src: ip(2),
-                priority: 150
+        [
+            Action::SendAdvert { priority: 100 },
+            Action::BecomeBackup {
+                reason: Reason::HigherPriority {
+                    src: ip(2),
+                    priority: 150
+                }
             }
-        }],
-        "steps down"
+        ],
+        "one last advert (the other master announces again on it), then steps down"
     );
     assert_eq!(
         m.master_adver_interval(),
