@@ -199,7 +199,16 @@ impl Election {
                     }
                 },
                 () = sleep_until(deadline) => {
-                    let actions = self.instance.timer(self.now());
+                    let now = self.now();
+                    // Among vipx peers the heartbeat is the judge: late
+                    // adverts from a live master are no failure.
+                    if self.pulse.as_ref().is_some_and(|p| p.master_alive())
+                        && self.instance.master_alive(now)
+                    {
+                        debug!(group = %self.group.name, "adverts late but the master's heartbeats are current: no takeover");
+                        continue;
+                    }
+                    let actions = self.instance.timer(now);
                     self.execute(actions).await;
                 }
                 command = commands.recv() => match command {

@@ -366,6 +366,23 @@ impl Instance {
         self.become_master(now, Reason::HeartbeatLost { src, stopping })
     }
 
+    /// vipx's fast heartbeat says a master is alive while this backup's
+    /// `Master_Down_Timer` is about to declare it down for want of adverts
+    /// (adverts come from a task that a loaded machine may delay; the
+    /// heartbeat does not): restart the timer, as an advert would. Only for
+    /// a plain silence: a pending preemption or a master's priority 0 keep
+    /// their course. Returns whether the timer was restarted.
+    pub fn master_alive(&mut self, now: Time) -> bool {
+        if self.state != State::Backup || self.pending != Pending::Silence {
+            return false;
+        }
+        self.timer = Timer::MasterDown {
+            since: now,
+            skew_only: false,
+        };
+        true
+    }
+
     /// Shutdown event: a master sends priority 0 so a backup takes over after
     /// `Skew_Time` (section 6.4.3); both stop (Initialize).
     pub fn shutdown(&mut self, _now: Time) -> Vec<Action> {

@@ -48,6 +48,15 @@ impl PulseLink {
             && now_ns.saturating_sub(seen.last_ns) <= self.detector.detect.as_nanos() as u64
     }
 
+    /// Whether a peer's heartbeat says it is a live MASTER now.
+    pub fn master_alive(&self) -> bool {
+        let now = monotonic_ns();
+        self.spec.peers.iter().any(|&peer| {
+            self.record(peer)
+                .is_some_and(|seen| self.claims_master(&seen, now))
+        })
+    }
+
     /// Waits until `old_master` no longer claims MASTER (its heartbeat says
     /// otherwise, or stopped); `false` when the bound ran out first.
     pub async fn wait_released(&self, old_master: IpAddr) -> bool {

@@ -12,7 +12,8 @@ use vipx_lab::{Cluster, ClusterOptions};
 
 use super::{
     Event, HEARTBEAT, Only, Options, Row,
-    probe::{self, Analysis, Prober, analyse, wait_serving},
+    gap::{Analysis, analyse},
+    probe::{self, Prober, monotonic_ns, wait_serving},
     report::ms,
     system_label,
     systems::{Keepalived, System, Vipx, wait_for},
@@ -46,7 +47,7 @@ fn round(
     wait_serving(system.client(), system.vip(), 20, limit)?;
     let prober = Prober::start(system.client(), system.vip());
     std::thread::sleep(LEAD);
-    let at = Instant::now();
+    let at = monotonic_ns();
     let outcome = system
         .event(event)
         .and_then(|()| wait_for("the new master in place", limit, || system.settled(event)));

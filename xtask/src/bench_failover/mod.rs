@@ -4,6 +4,7 @@
 //! vipx with its fast heartbeat, with 2 and 3 nodes, in the same run; and a
 //! steady-state run counting false failovers under load.
 
+mod gap;
 mod measure;
 mod probe;
 mod report;
@@ -15,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use probe::Analysis;
+use gap::Analysis;
 
 /// The fast heartbeat's interval in the heartbeat rows.
 const HEARTBEAT: Duration = Duration::from_millis(1);
@@ -30,6 +31,7 @@ fn heartbeat_group_options(heartbeat: Option<Duration>) -> String {
         .map(|_| format!("heartbeat_multiplier = {HEARTBEAT_MULTIPLIER}\n"))
         .unwrap_or_default()
 }
+
 /// Advert intervals measured.
 const ADVERTS_MS: [u64; 2] = [10, 1000];
 

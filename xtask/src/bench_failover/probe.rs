@@ -1,13 +1,14 @@
-//! The client's view of a failover: an open-loop prober and the gap it saw.
+//! The client's view of a failover: an open-loop prober.
 //!
 //! A new attempt starts every millisecond whether or not the earlier ones
-//! have finished (a current-thread tokio runtime in the client's
-//! namespace, on a `SCHED_FIFO` thread so that the busy systems under test
-//! do not hold it up). An attempt is a new TCP connection through the VIP, an
+//! have finished. An attempt is a new TCP connection through the VIP, an
 //! SSLRequest, and PgBouncer's one-byte answer, within [`ATTEMPT_TIMEOUT`]:
-//! a lost SYN is not retried, the attempt fails. The gap is the time from
-//! the last success started before a run of failed attempts to the first
-//! success started after it.
+//! a lost SYN is not retried, the attempt fails.
+//!
+//! The prober runs on a thread of its own in the client's namespace, a
+//! current-thread tokio runtime in `SCHED_FIFO` (so that ordinary processes
+//! of the systems under test do not hold it up). Start times are read from
+//! `CLOCK_MONOTONIC` in nanoseconds.
 
 use std::{
     net::SocketAddr,
@@ -30,28 +31,21 @@ pub const PERIOD: Duration = Duration::from_millis(1);
 /// An attempt that has no answer by then failed (below the 1 s SYN
 /// retransmission: a lost SYN fails, it is not retried).
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(900);
-/// Failure runs ending this long before the event still count as its own.
-const BEFORE_EVENT: Duration = Duration::from_millis(50);
-/// `SCHED_FIFO` priority of the prober's thread: above every ordinary
-/// process of the systems under test (which would otherwise hold it up on
-/// a busy machine), below the agents' own timing threads (50).
+/// `SCHED_FIFO` priority of the prober's loop: above every ordinary
+/// process of the systems under test, below the agents' timing threads
+/// (50).
 const PROBER_PRIORITY: i32 = 10;
 
-/// Puts the calling thread in `SCHED_FIFO` (warns and carries on if it
-/// cannot).
-fn real_time() {
-    let param = libc::sched_param {
-        sched_priority: PROBER_PRIORITY,
+/// `CLOCK_MONOTONIC` in nanoseconds (what `Instant` reads, as a plain
+/// number).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
     };
-    // SAFETY: plain system call on the calling thread with a valid param.
-    let err =
-        unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param) };
-    if err != 0 {
-        eprintln!(
-            "the prober stays in the normal scheduling class: {}",
-            std::io::Error::from_raw_os_error(err)
-        );
-    }
+    // SAFETY: `ts` is a valid timespec to write to.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
 
 /// How an attempt ended.
@@ -69,20 +63,20 @@ pub enum Outcome {
     Other,
 }
 
-/// One attempt: when it started and how it ended.
+/// One attempt: when it started (`CLOCK_MONOTONIC` ns) and how it ended.
 #[derive(Clone, Copy, Debug)]
 pub struct Attempt {
-    pub start: Instant,
+    pub start: u64,
     pub outcome: Outcome,
 }
 
 impl Attempt {
-    fn ok(&self) -> bool {
+    pub fn ok(&self) -> bool {
         self.outcome == Outcome::Ok
     }
 }
 
-/// A prober running in its own thread.
+/// A prober running on its own thread.
 pub struct Prober {
     stop: Arc<AtomicBool>,
     /// Attempts completed successfully in a row (completion order).
@@ -133,6 +127,23 @@ impl Prober {
     }
 }
 
+/// Puts the calling thread in `SCHED_FIFO` (warns and carries on if it
+/// cannot).
+fn real_time() {
+    let param = libc::sched_param {
+        sched_priority: PROBER_PRIORITY,
+    };
+    // SAFETY: a plain system call on the calling thread with a valid param.
+    let err =
+        unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param) };
+    if err != 0 {
+        eprintln!(
+            "the prober stays in the normal scheduling class: {}",
+            std::io::Error::from_raw_os_error(err)
+        );
+    }
+}
+
 async fn open_loop(target: SocketAddr, stop: &AtomicBool, streak: &AtomicU64) -> Vec<Attempt> {
     let mut running = tokio::task::JoinSet::new();
     let mut attempts = Vec::new();
@@ -146,7 +157,7 @@ async fn open_loop(target: SocketAddr, stop: &AtomicBool, streak: &AtomicU64) ->
     };
     let mut next = tokio::time::Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        let start = Instant::now();
+        let start = monotonic_ns();
         running.spawn(async move {
             Attempt {
                 start,
@@ -200,98 +211,6 @@ async fn exchange(target: SocketAddr) -> std::io::Result<bool> {
     Ok(matches!(answer[0], b'N' | b'S'))
 }
 
-/// What one round's attempts show.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Analysis {
-    /// The longest gap around the event (zero without failed attempts).
-    pub gap: Duration,
-    /// Whether a success followed the last failure (else `gap` is a lower
-    /// bound).
-    pub recovered: bool,
-    /// Failed attempts in the runs counted (around the event).
-    pub failed: usize,
-    /// Those by outcome: refused, reset, timeout, other.
-    pub failed_by: [usize; 4],
-    /// Failed attempts in runs that ended before the event (not counted).
-    pub before_event: usize,
-    /// Start of the first and end of the last failure run counted, relative
-    /// to the event (for the per-round log).
-    pub span: Option<(f64, f64)>,
-    /// Attempts in the window.
-    pub attempts: usize,
-    /// The longest time between two attempts' starts (the prober's own
-    /// resolution: the period unless it was held up).
-    pub max_spacing: Duration,
-}
-
-/// The longest failure run whose last failed attempt started at most
-/// [`BEFORE_EVENT`] before `event`, measured from the last success started
-/// before it to the first success started after it.
-pub fn analyse(attempts: &[Attempt], event: Instant) -> Analysis {
-    let from = event.checked_sub(BEFORE_EVENT).unwrap_or(event);
-    let mut analysis = Analysis {
-        gap: Duration::ZERO,
-        recovered: true,
-        failed: 0,
-        failed_by: [0; 4],
-        before_event: 0,
-        span: None,
-        attempts: attempts.len(),
-        max_spacing: attempts
-            .windows(2)
-            .map(|w| w[1].start.duration_since(w[0].start))
-            .max()
-            .unwrap_or_default(),
-    };
-    let rel = |t: Instant| {
-        if t >= event {
-            t.duration_since(event).as_secs_f64() * 1e3
-        } else {
-            -(event.duration_since(t).as_secs_f64() * 1e3)
-        }
-    };
-    let mut i = 0;
-    while i < attempts.len() {
-        if attempts[i].ok() {
-            i += 1;
-            continue;
-        }
-        let first = i;
-        while i < attempts.len() && !attempts[i].ok() {
-            i += 1;
-        }
-        let last_failed = attempts[i - 1].start;
-        if last_failed < from {
-            analysis.before_event += i - first;
-            continue;
-        }
-        for attempt in &attempts[first..i] {
-            let slot = match attempt.outcome {
-                Outcome::Refused => 0,
-                Outcome::Reset => 1,
-                Outcome::Timeout => 2,
-                Outcome::Ok | Outcome::Other => 3,
-            };
-            analysis.failed_by[slot] += 1;
-            analysis.failed += 1;
-        }
-        let before = first
-            .checked_sub(1)
-            .map_or(attempts[first].start, |b| attempts[b].start);
-        let (after, recovered) = attempts
-            .get(i)
-            .map_or((last_failed, false), |a| (a.start, true));
-        let gap = after.duration_since(before);
-        if gap >= analysis.gap {
-            analysis.gap = gap;
-            analysis.recovered = recovered;
-        }
-        let span = (rel(attempts[first].start), rel(last_failed));
-        analysis.span = Some(analysis.span.map_or(span, |(a, _)| (a, span.1)));
-    }
-    analysis
-}
-
 /// Waits until the VIP answers `needed` attempts in a row (each alone, up
 /// to 200 ms), at most `limit`; returns how long that took.
 pub fn wait_serving(
@@ -332,72 +251,11 @@ pub fn wait_serving(
 mod tests {
     use super::*;
 
-    /// Attempts every millisecond from `t0`; `fail` says which ones fail.
-    fn attempts(t0: Instant, n: u64, fail: impl Fn(u64) -> bool) -> Vec<Attempt> {
-        (0..n)
-            .map(|i| Attempt {
-                start: t0 + Duration::from_millis(i),
-                outcome: if fail(i) {
-                    Outcome::Refused
-                } else {
-                    Outcome::Ok
-                },
-            })
-            .collect()
-    }
-
     #[test]
-    fn no_failure_is_no_gap() {
-        let t0 = Instant::now();
-        let a = analyse(
-            &attempts(t0, 100, |_| false),
-            t0 + Duration::from_millis(50),
-        );
-        assert_eq!(a.gap, Duration::ZERO);
-        assert_eq!(a.failed, 0);
-        assert!(a.recovered);
-    }
-
-    #[test]
-    fn the_gap_runs_from_the_success_before_to_the_success_after() {
-        let t0 = Instant::now();
-        // Attempts 60..70 fail: last success 59, next success 70.
-        let a = analyse(
-            &attempts(t0, 200, |i| (60..70).contains(&i)),
-            t0 + Duration::from_millis(55),
-        );
-        assert_eq!(a.gap, Duration::from_millis(11));
-        assert_eq!(a.max_spacing, PERIOD);
-        assert_eq!(a.failed, 10);
-        assert_eq!(a.failed_by, [10, 0, 0, 0]);
-        assert!(a.recovered);
-        // One failed attempt is a 2 ms gap at a 1 ms period.
-        let a = analyse(
-            &attempts(t0, 200, |i| i == 80),
-            t0 + Duration::from_millis(55),
-        );
-        assert_eq!(a.gap, Duration::from_millis(2));
-    }
-
-    #[test]
-    fn the_longest_run_after_the_event_counts_and_earlier_failures_apart() {
-        let t0 = Instant::now();
-        let fail = |i: u64| (10..30).contains(&i) || (120..125).contains(&i) || i == 140;
-        let a = analyse(&attempts(t0, 200, fail), t0 + Duration::from_millis(100));
-        // The run at 10..30 ended long before the event: not its gap.
-        assert_eq!(a.gap, Duration::from_millis(6));
-        assert_eq!(a.failed, 6, "the failures after the event");
-        assert_eq!(a.before_event, 20, "the earlier ones, apart");
-    }
-
-    #[test]
-    fn a_run_reaching_the_end_is_a_lower_bound() {
-        let t0 = Instant::now();
-        let a = analyse(
-            &attempts(t0, 100, |i| i >= 90),
-            t0 + Duration::from_millis(80),
-        );
-        assert!(!a.recovered);
-        assert_eq!(a.gap, Duration::from_millis(10));
+    fn the_monotonic_clock_is_instants_clock() {
+        let a = monotonic_ns();
+        std::thread::sleep(Duration::from_millis(5));
+        let b = monotonic_ns();
+        assert!(b - a >= 5_000_000, "{a} then {b}");
     }
 }

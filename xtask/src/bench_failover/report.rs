@@ -3,7 +3,7 @@
 
 use std::{fmt::Write as _, time::Duration};
 
-use super::{Aim, Event, HEARTBEAT, Row, probe, system_label};
+use super::{Aim, Event, HEARTBEAT, Row, gap::Analysis, probe, system_label};
 
 /// Milliseconds with one decimal.
 pub fn ms(d: Duration) -> String {
@@ -11,7 +11,7 @@ pub fn ms(d: Duration) -> String {
 }
 
 /// The gaps of `rounds`, sorted.
-fn sorted_gaps(rounds: &[probe::Analysis]) -> Vec<Duration> {
+fn sorted_gaps(rounds: &[Analysis]) -> Vec<Duration> {
     let mut gaps: Vec<Duration> = rounds.iter().map(|a| a.gap).collect();
     gaps.sort();
     gaps
@@ -19,7 +19,7 @@ fn sorted_gaps(rounds: &[probe::Analysis]) -> Vec<Duration> {
 
 /// `min | median | max | failed attempts (median)` of a row's rounds (not
 /// empty).
-fn summary(rounds: &[probe::Analysis]) -> String {
+fn summary(rounds: &[Analysis]) -> String {
     let gaps = sorted_gaps(rounds);
     let mut failed: Vec<usize> = rounds.iter().map(|a| a.failed).collect();
     failed.sort_unstable();
@@ -38,7 +38,7 @@ fn summary(rounds: &[probe::Analysis]) -> String {
 }
 
 /// Whether a row (with rounds) meets its event's aim, in words.
-fn verdict(event: Event, rounds: &[probe::Analysis]) -> String {
+fn verdict(event: Event, rounds: &[Analysis]) -> String {
     let gaps = sorted_gaps(rounds);
     let median = gaps[gaps.len() / 2];
     match event.aim() {

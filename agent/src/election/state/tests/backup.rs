@@ -407,3 +407,26 @@ fn heartbeat_loss_is_ignored_unless_backup() {
     );
     assert_eq!(backup.state(), State::Backup, "still backup");
 }
+
+#[test]
+fn a_live_heartbeat_holds_the_master_down_timer_on_silence_only() {
+    let mut backup = started(config(100, 2), ms(0));
+    backup.advert_received(ms(10), ip(1), &advert(150, 100));
+    let due = backup.next_deadline().expect("Master_Down_Timer runs");
+    assert!(backup.master_alive(due), "silence: the timer restarts");
+    assert_eq!(
+        backup.next_deadline(),
+        Some(due + backup.master_down_interval()),
+        "a full Master_Down_Interval from now"
+    );
+    assert_eq!(backup.state(), State::Backup, "still backup");
+    // A master's priority 0 is not overridden.
+    backup.advert_received(due + ms(1), ip(1), &advert(0, 100));
+    assert!(
+        !backup.master_alive(due + ms(2)),
+        "priority 0 keeps its course"
+    );
+    // Nor is a master.
+    let mut m = master(config(100, 2));
+    assert!(!m.master_alive(ms(9000)), "a master has no such timer");
+}
