@@ -62,9 +62,12 @@ impl PulseLink {
     pub async fn wait_released(&self, old_master: IpAddr) -> bool {
         let until = Instant::now() + self.bound();
         loop {
+            // Held until its heartbeat says otherwise: a late heartbeat
+            // (a busy machine) is no release; a dead master is covered by
+            // the bound.
             let held = self
                 .record(old_master)
-                .is_some_and(|seen| self.claims_master(&seen, monotonic_ns()));
+                .is_some_and(|seen| seen.state == STATE_MASTER && seen.priority != 0);
             if !held {
                 return true;
             }
