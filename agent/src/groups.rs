@@ -7,7 +7,10 @@ use tracing::{error, warn};
 
 use crate::{
     config::{Config, Election, GroupConfig, InitialState},
-    election::runner::{self, Command, ElectionHandle},
+    election::{
+        runner::{self, Command, ElectionHandle},
+        socket::advert_source,
+    },
     events::EventLog,
     health::track::{Effective, Tracking},
     metrics::Metrics,
@@ -70,10 +73,16 @@ impl GroupRunner {
         let (Some(pulse), Some(interval)) = (&self.pulse, group.heartbeat_interval) else {
             return;
         };
+        // The adverts' source: the address the peers list us by.
         let v4 = group.unicast_peers.first().is_none_or(IpAddr::is_ipv4);
-        let Some(source) = heartbeat_source(group.interface.as_str(), v4) else {
-            error!(group = %group.name, "no address on {} to send heartbeats from", group.interface);
-            return;
+        let vips: Vec<IpAddr> = group.vips.iter().map(|v| v.addr).collect();
+        let source = match advert_source(group.interface.as_str(), !v4, &vips, &group.unicast_peers)
+        {
+            Ok(source) => source,
+            Err(err) => {
+                error!(group = %group.name, "no address to send heartbeats from: {err}");
+                return;
+            }
         };
         let spec = PulseSpec {
             name: group.name.clone(),
@@ -206,22 +215,5 @@ impl GroupRunner {
                     .record("group", &group.name, "MASTER", "BACKUP", "stopping");
             }
         }
-    }
-}
-
-/// The address heartbeats leave from: the interface's first IPv4 address
-/// (the VRRP primary address), or its first global IPv6 one.
-fn heartbeat_source(iface: &str, v4: bool) -> Option<IpAddr> {
-    let addrs = nix::ifaddrs::getifaddrs().ok()?;
-    let mut addrs = addrs
-        .filter(|a| a.interface_name == iface)
-        .filter_map(|a| a.address);
-    if v4 {
-        addrs.find_map(|a| a.as_sockaddr_in().map(|s| IpAddr::V4(s.ip())))
-    } else {
-        addrs
-            .filter_map(|a| a.as_sockaddr_in6().map(|s| s.ip()))
-            .find(|ip| !ip.is_unicast_link_local())
-            .map(IpAddr::V6)
     }
 }

@@ -45,6 +45,10 @@ pub enum Command {
         src: IpAddr,
         stopping: bool,
         silence: Duration,
+        /// The BACKUP period it was decided in
+        /// ([`PulseLink::backup_since`]): a loss queued before a later
+        /// transition is stale.
+        backup_since: u64,
     },
 }
 
@@ -233,8 +237,12 @@ impl Election {
                         link.publish(self.instance.state(), self.instance.priority());
                         self.pulse = Some(link);
                     }
-                    Some(Command::MasterLost { src, stopping, silence }) => {
+                    Some(Command::MasterLost { src, stopping, silence, backup_since }) => {
                         if self.faulted {
+                            continue;
+                        }
+                        if self.pulse.as_ref().is_some_and(|p| p.backup_since() != backup_since) {
+                            debug!(group = %self.group.name, %src, "heartbeat loss decided before our last transition: ignored");
                             continue;
                         }
                         self.heartbeat_silence = Some(silence);

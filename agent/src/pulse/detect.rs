@@ -6,9 +6,11 @@
 //! Rules (BFD's detection time, RFC 5880 section 6.8.4, applied to the
 //! VRRP master):
 //! - The master is the peer whose latest heartbeat says MASTER, the most
-//!   recent one if several do. None: nothing to lose
-//!   (VRRP's own timers handle a master that sends no heartbeats, such as
-//!   keepalived).
+//!   recent one if several do, heard since we became BACKUP. None: nothing
+//!   to lose (VRRP's own timers handle a master that sends no heartbeats,
+//!   such as keepalived). A MASTER record older than our own step-down is
+//!   history: a master we replaced, possibly dead long ago, whose returning
+//!   successor has not been heard yet; it is nobody we can lose.
 //! - It is lost when its last heartbeat is older than the detection time
 //!   (`multiplier x interval`), or at once when its last heartbeat says it
 //!   is stopping (MASTER with priority 0, as VRRP's priority-0 advert).
@@ -85,14 +87,23 @@ impl Detector {
         (self.detect * 4).max(Duration::from_secs(1))
     }
 
-    /// The verdict at `now_ns` for a backup of `priority` at `me`.
-    pub fn evaluate(&self, now_ns: u64, me: IpAddr, priority: u8, peers: &[PeerView]) -> Verdict {
+    /// The verdict at `now_ns` for a backup of `priority` at `me`, BACKUP
+    /// since `since_ns` (0: since the records began).
+    pub fn evaluate(
+        &self,
+        now_ns: u64,
+        since_ns: u64,
+        me: IpAddr,
+        priority: u8,
+        peers: &[PeerView],
+    ) -> Verdict {
         let age = |seen: &PeerSeen| Duration::from_nanos(now_ns.saturating_sub(seen.last_ns));
         let master = peers
             .iter()
             .filter(|p| p.addr != me)
             .filter_map(|p| p.seen.map(|s| (p.addr, s)))
             .filter(|(_, s)| s.state == STATE_MASTER)
+            .filter(|(_, s)| s.last_ns >= since_ns)
             .filter(|(_, s)| age(s) <= self.memory())
             .max_by_key(|(_, s)| s.last_ns);
         let Some((master, seen)) = master else {
@@ -166,13 +177,13 @@ mod tests {
         let peers = [peer(1, 1000, 150, STATE_MASTER)];
         for now in [1000, 1001, 1003] {
             assert_eq!(
-                d.evaluate(now * MS, ip(2), 100, &peers),
+                d.evaluate(now * MS, 0, ip(2), 100, &peers),
                 Verdict::Alive,
                 "{now} ms: within 3 missed heartbeats"
             );
         }
         assert_eq!(
-            d.evaluate(1003 * MS + 1, ip(2), 100, &peers),
+            d.evaluate(1003 * MS + 1, 0, ip(2), 100, &peers),
             Verdict::Lost {
                 master: ip(1),
                 stopping: false,
@@ -188,10 +199,10 @@ mod tests {
         let d = detector();
         // Heartbeats kept arriving until 1500 ms: silence counts from there.
         let peers = [peer(1, 1500, 150, STATE_MASTER)];
-        assert_eq!(d.evaluate(1502 * MS, ip(2), 100, &peers), Verdict::Alive);
+        assert_eq!(d.evaluate(1502 * MS, 0, ip(2), 100, &peers), Verdict::Alive);
         assert!(
             matches!(
-                d.evaluate(1504 * MS, ip(2), 100, &peers),
+                d.evaluate(1504 * MS, 0, ip(2), 100, &peers),
                 Verdict::Lost { .. }
             ),
             "lost 4 ms after the last heartbeat"
@@ -203,7 +214,7 @@ mod tests {
         let d = detector();
         let peers = [peer(1, 1000, 0, STATE_MASTER)];
         assert_eq!(
-            d.evaluate(1000 * MS, ip(2), 100, &peers),
+            d.evaluate(1000 * MS, 0, ip(2), 100, &peers),
             Verdict::Lost {
                 master: ip(1),
                 stopping: true,
@@ -221,9 +232,9 @@ mod tests {
             peer(1, 1004, 150, STATE_MASTER),
             peer(3, 1004, 50, STATE_STOPPING),
         ];
-        assert_eq!(d.evaluate(1004 * MS, ip(2), 100, &peers), Verdict::Alive);
+        assert_eq!(d.evaluate(1004 * MS, 0, ip(2), 100, &peers), Verdict::Alive);
         assert_eq!(
-            d.evaluate(1004 * MS, ip(2), 100, &peers[1..]),
+            d.evaluate(1004 * MS, 0, ip(2), 100, &peers[1..]),
             Verdict::Alive,
             "nor a master when it is the only peer"
         );
@@ -232,10 +243,10 @@ mod tests {
     #[test]
     fn nothing_is_lost_without_a_master_heartbeat() {
         let d = detector();
-        assert_eq!(d.evaluate(5000 * MS, ip(2), 100, &[]), Verdict::Alive);
+        assert_eq!(d.evaluate(5000 * MS, 0, ip(2), 100, &[]), Verdict::Alive);
         let only_backups = [peer(3, 1000, 50, STATE_BACKUP)];
         assert_eq!(
-            d.evaluate(5000 * MS, ip(2), 100, &only_backups),
+            d.evaluate(5000 * MS, 0, ip(2), 100, &only_backups),
             Verdict::Alive,
             "a silent backup is no lost master"
         );
@@ -244,15 +255,48 @@ mod tests {
             seen: None,
         }];
         assert_eq!(
-            d.evaluate(5000 * MS, ip(2), 100, &never),
+            d.evaluate(5000 * MS, 0, ip(2), 100, &never),
             Verdict::Alive,
             "a peer never heard"
         );
         let ancient = [peer(1, 1000, 150, STATE_MASTER)];
         assert_eq!(
-            d.evaluate(2001 * MS, ip(2), 100, &ancient),
+            d.evaluate(2001 * MS, 0, ip(2), 100, &ancient),
             Verdict::Alive,
             "a master silent for over a second is history"
+        );
+    }
+
+    #[test]
+    fn a_master_heard_before_we_became_backup_is_not_ours_to_lose() {
+        let d = detector();
+        // The master we replaced died at 1000 ms; we stepped down at
+        // 1500 ms for its returning successor, not heard from yet.
+        let replaced = [peer(1, 1000, 150, STATE_MASTER)];
+        assert!(
+            matches!(
+                d.evaluate(1501 * MS, 0, ip(2), 100, &replaced),
+                Verdict::Lost { .. }
+            ),
+            "without the step-down time, the old record looks like a loss"
+        );
+        assert_eq!(
+            d.evaluate(1501 * MS, 1500 * MS, ip(2), 100, &replaced),
+            Verdict::Alive,
+            "a MASTER record older than our step-down is history"
+        );
+        // Its successor's heartbeats say MASTER from 1502 ms: watched again.
+        let successor = [peer(1, 1502, 150, STATE_MASTER)];
+        assert_eq!(
+            d.evaluate(1504 * MS, 1500 * MS, ip(2), 100, &successor),
+            Verdict::Alive
+        );
+        assert!(
+            matches!(
+                d.evaluate(1506 * MS, 1500 * MS, ip(2), 100, &successor),
+                Verdict::Lost { .. }
+            ),
+            "the successor silent for the detection time is lost"
         );
     }
 
@@ -266,7 +310,7 @@ mod tests {
         ];
         // Node .3 (priority 50) defers to .2 (priority 100).
         assert_eq!(
-            d.evaluate(1004 * MS, ip(3), 50, &peers),
+            d.evaluate(1004 * MS, 0, ip(3), 50, &peers),
             Verdict::Defer {
                 master: ip(1),
                 to: ip(2)
@@ -274,18 +318,18 @@ mod tests {
         );
         // Node .2 outranks .3 and takes over.
         assert!(matches!(
-            d.evaluate(1004 * MS, ip(2), 100, &peers),
+            d.evaluate(1004 * MS, 0, ip(2), 100, &peers),
             Verdict::Lost { .. }
         ));
         // If .2 does not take over, .3 does once the master has been silent
         // for the detection time and the grace.
         let later = [peers[0], peer(2, 1203, 100, STATE_BACKUP), peers[2]];
         assert!(matches!(
-            d.evaluate(1203 * MS, ip(3), 50, &later),
+            d.evaluate(1203 * MS, 0, ip(3), 50, &later),
             Verdict::Defer { .. }
         ));
         assert!(matches!(
-            d.evaluate(1203 * MS + 1, ip(3), 50, &later),
+            d.evaluate(1203 * MS + 1, 0, ip(3), 50, &later),
             Verdict::Lost { .. }
         ));
     }
@@ -299,14 +343,14 @@ mod tests {
             peer(3, 1004, 100, STATE_BACKUP),
         ];
         assert_eq!(
-            d.evaluate(1004 * MS, ip(2), 100, &peers),
+            d.evaluate(1004 * MS, 0, ip(2), 100, &peers),
             Verdict::Defer {
                 master: ip(1),
                 to: ip(3)
             }
         );
         assert!(matches!(
-            d.evaluate(1004 * MS, ip(3), 100, &peers),
+            d.evaluate(1004 * MS, 0, ip(3), 100, &peers),
             Verdict::Lost { .. }
         ));
     }
@@ -322,7 +366,7 @@ mod tests {
             peer(4, 1004, 130, STATE_STOPPING),
         ];
         assert!(matches!(
-            d.evaluate(1004 * MS, ip(3), 100, &peers),
+            d.evaluate(1004 * MS, 0, ip(3), 100, &peers),
             Verdict::Lost { .. }
         ));
     }
@@ -335,6 +379,6 @@ mod tests {
             peer(1, 1000, 150, STATE_MASTER),
             peer(2, 1100, 100, STATE_MASTER),
         ];
-        assert_eq!(d.evaluate(1101 * MS, ip(3), 50, &peers), Verdict::Alive);
+        assert_eq!(d.evaluate(1101 * MS, 0, ip(3), 50, &peers), Verdict::Alive);
     }
 }

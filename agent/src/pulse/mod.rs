@@ -33,8 +33,10 @@ use std::{
     time::Duration,
 };
 
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use prometheus::IntCounter;
 use tokio::sync::mpsc::UnboundedSender;
+use tracing::warn;
 use vipx_common::{
     Heartbeat,
     peer::{STATE_BACKUP, STATE_MASTER, STATE_STOPPING},
@@ -43,7 +45,7 @@ use vipx_common::{
 pub use detect::{Detector, PeerView, Verdict};
 
 use crate::{
-    dataplane::{PeerEvents, PeerMaps},
+    dataplane::{PeerEvents, PeerMaps, monotonic_ns},
     election::{State, runner::Command},
 };
 
@@ -82,8 +84,10 @@ pub struct PulseLink {
     priority: AtomicU8,
     /// Send a heartbeat at once (the state changed).
     changed: AtomicBool,
-    /// Bumped when the election wants a fresh verdict (it became BACKUP).
-    epoch: AtomicU64,
+    /// When this node last became BACKUP (`CLOCK_MONOTONIC` ns; 0 since
+    /// registration): the election wants a fresh verdict from then on, on
+    /// masters heard since.
+    backup_since: AtomicU64,
     /// A stopping master said farewell: keep saying it until unregistered.
     farewell: AtomicBool,
     seq: AtomicU32,
@@ -107,11 +111,18 @@ impl PulseLink {
         self.priority.store(priority, Ordering::Relaxed);
         if self.state.swap(wire, Ordering::AcqRel) != wire {
             if wire == STATE_BACKUP {
-                self.epoch.fetch_add(1, Ordering::AcqRel);
+                self.backup_since
+                    .store(monotonic_ns().max(1), Ordering::Release);
             }
             // Peers hear of it now, not at the next tick.
             self.send();
         }
+    }
+
+    /// When this node last became BACKUP ([`Command::MasterLost`] carries
+    /// it: a loss decided in an earlier BACKUP period is stale).
+    pub fn backup_since(&self) -> u64 {
+        self.backup_since.load(Ordering::Acquire)
     }
 
     /// A stopping master's farewell: MASTER with priority 0, sent at once
@@ -165,17 +176,31 @@ struct Inner {
     generation: AtomicU64,
     stop: AtomicBool,
     peers: Arc<PeerMaps>,
+    /// Wakes the thread at once on a registration change or a stop, so a
+    /// new group's heartbeats start now, not after the thread's longest
+    /// sleep.
+    wake: EventFd,
+}
+
+impl Inner {
+    fn wake(&self) {
+        if let Err(err) = self.wake.write(1) {
+            warn!("waking the heartbeat thread: {err}");
+        }
+    }
 }
 
 impl Pulse {
     /// Starts the thread (idle until a group registers). `events`: the XDP
     /// program's ring buffer, which wakes the thread on a change.
     pub fn start(peers: Arc<PeerMaps>, events: Option<PeerEvents>) -> std::io::Result<Self> {
+        let wake = EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?;
         let inner = Arc::new(Inner {
             groups: Mutex::new(Vec::new()),
             generation: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             peers,
+            wake,
         });
         let shared = Arc::clone(&inner);
         let thread = std::thread::Builder::new()
@@ -216,7 +241,7 @@ impl Pulse {
             state: AtomicU8::new(STATE_BACKUP),
             priority: AtomicU8::new(priority),
             changed: AtomicBool::new(true),
-            epoch: AtomicU64::new(0),
+            backup_since: AtomicU64::new(0),
             farewell: AtomicBool::new(false),
             seq: AtomicU32::new(0),
             commands,
@@ -225,6 +250,7 @@ impl Pulse {
         });
         self.groups().push(Arc::clone(&link));
         self.inner.generation.fetch_add(1, Ordering::AcqRel);
+        self.inner.wake();
         Ok(link)
     }
 
@@ -232,6 +258,7 @@ impl Pulse {
     pub fn unregister(&self, link: &Arc<PulseLink>) {
         self.groups().retain(|g| !Arc::ptr_eq(g, link));
         self.inner.generation.fetch_add(1, Ordering::AcqRel);
+        self.inner.wake();
     }
 
     fn groups(&self) -> std::sync::MutexGuard<'_, Vec<Arc<PulseLink>>> {
@@ -245,6 +272,7 @@ impl Pulse {
 impl Drop for Pulse {
     fn drop(&mut self) {
         self.inner.stop.store(true, Ordering::Release);
+        self.inner.wake();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }

@@ -11,7 +11,7 @@ use std::{
 
 use nix::{
     poll::{PollFd, PollFlags, ppoll},
-    sys::time::TimeSpec,
+    sys::{eventfd::EventFd, time::TimeSpec},
 };
 use tracing::{debug, info, warn};
 use vipx_common::{
@@ -34,8 +34,8 @@ struct Book {
     next_send_ns: u64,
     /// The loss already signalled: (master, its last heartbeat).
     signalled: Option<(IpAddr, u64)>,
-    /// The epoch of the link when `signalled` was set.
-    epoch: u64,
+    /// When the link last became BACKUP, as `signalled` was set.
+    since: u64,
     deferred_to: Option<IpAddr>,
     /// Records seen per peer, to count received heartbeats.
     counts: HashMap<IpAddr, u64>,
@@ -62,7 +62,7 @@ pub(super) fn run(inner: &Arc<Inner>, mut events: Option<PeerEvents>) {
             let book = books.entry(key(link)).or_insert_with(|| Book {
                 next_send_ns: now,
                 signalled: None,
-                epoch: 0,
+                since: 0,
                 deferred_to: None,
                 counts: HashMap::new(),
                 views: Vec::with_capacity(link.spec.peers.len()),
@@ -81,7 +81,7 @@ pub(super) fn run(inner: &Arc<Inner>, mut events: Option<PeerEvents>) {
                 log_event(&event);
             }
         }
-        sleep_until(events.as_ref(), next_wake);
+        sleep_until(events.as_ref(), &inner.wake, next_wake);
     }
 }
 
@@ -120,16 +120,16 @@ fn watch(inner: &Inner, link: &PulseLink, book: &mut Book, now: u64) {
     if link.state.load(Ordering::Acquire) != STATE_BACKUP {
         return;
     }
-    let epoch = link.epoch.load(Ordering::Acquire);
-    if epoch != book.epoch {
+    let since = link.backup_since();
+    if since != book.since {
         // Backup again since the last signal: a new loss may be signalled.
-        book.epoch = epoch;
+        book.since = since;
         book.signalled = None;
     }
     let priority = link.priority.load(Ordering::Relaxed);
     match link
         .detector
-        .evaluate(now, link.spec.source, priority, &book.views)
+        .evaluate(now, since, link.spec.source, priority, &book.views)
     {
         Verdict::Alive => book.deferred_to = None,
         Verdict::Defer { master, to } => {
@@ -159,6 +159,7 @@ fn watch(inner: &Inner, link: &PulseLink, book: &mut Book, now: u64) {
                 src: master,
                 stopping,
                 silence,
+                backup_since: since,
             });
         }
     }
@@ -178,24 +179,32 @@ fn log_event(event: &PeerEvent) {
 }
 
 /// Sleeps until `deadline` (`CLOCK_MONOTONIC` ns), waking early when the
-/// XDP program signals through the ring buffer.
-fn sleep_until(events: Option<&PeerEvents>, deadline: u64) {
+/// XDP program signals through the ring buffer or `wake` is written (a
+/// registration change, a stop).
+fn sleep_until(events: Option<&PeerEvents>, wake: &EventFd, deadline: u64) {
     let now = monotonic_ns();
     if deadline <= now {
         return;
     }
     let wait = Duration::from_nanos(deadline - now);
-    match events {
-        Some(events) => {
-            let fd = events.as_fd();
-            let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
-            if let Err(err) = ppoll(&mut fds, Some(TimeSpec::from_duration(wait)), None)
-                && err != nix::errno::Errno::EINTR
+    let mut fds = vec![PollFd::new(wake.as_fd(), PollFlags::POLLIN)];
+    if let Some(events) = events {
+        fds.push(PollFd::new(events.as_fd(), PollFlags::POLLIN));
+    }
+    match ppoll(&mut fds, Some(TimeSpec::from_duration(wait)), None) {
+        Ok(_) => {
+            if fds[0]
+                .revents()
+                .is_some_and(|r| r.contains(PollFlags::POLLIN))
             {
-                debug!(fd = fd.as_raw_fd(), "ppoll on the XDP ring buffer: {err}");
-                std::thread::sleep(wait);
+                // Non-blocking: reads the count and resets it.
+                let _ = wake.read();
             }
         }
-        None => std::thread::sleep(wait),
+        Err(nix::errno::Errno::EINTR) => {}
+        Err(err) => {
+            debug!(fd = wake.as_fd().as_raw_fd(), "ppoll: {err}");
+            std::thread::sleep(wait);
+        }
     }
 }
