@@ -54,6 +54,9 @@ pub const MAP_PEER_FILTER: &str = "VIPX_PEER_FILTER";
 pub const MAP_PEER_SETTINGS: &str = "VIPX_PEER_SETTINGS";
 /// Name of the ring buffer of `PeerEvent`s.
 pub const MAP_PEER_EVENTS: &str = "VIPX_PEER_EVENTS";
+/// Name of the per-CPU count of `PeerEvent`s the ring buffer had no room
+/// for (one `Counter`: packets = events lost, bytes = their size).
+pub const MAP_PEER_EVENTS_LOST: &str = "VIPX_PEER_EVENTS_LOST";
 
 /// Name of the main XDP program in the object.
 pub const PROG_MAIN: &str = "vipx_xdp";

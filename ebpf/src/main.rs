@@ -87,6 +87,10 @@ static VIPX_PEER_SETTINGS: Array<PeerSettings> = Array::with_max_entries(1, 0);
 #[map(name = "VIPX_PEER_EVENTS")]
 static VIPX_PEER_EVENTS: RingBuf = RingBuf::with_byte_size(PEER_EVENTS_BYTES, 0);
 
+/// Events the ring buffer had no room for (one slot).
+#[map(name = "VIPX_PEER_EVENTS_LOST")]
+static VIPX_PEER_EVENTS_LOST: PerCpuArray<Counter> = PerCpuArray::with_max_entries(1, 0);
+
 /// Per-action counters, indexed by the XDP action itself.
 #[map(name = "VIPX_ACTIONS")]
 static VIPX_ACTIONS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(action::COUNT, 0);

@@ -16,7 +16,8 @@ use vipx_common::{
 };
 
 use crate::{
-    VIPX_PEER_ALLOW, VIPX_PEER_EVENTS, VIPX_PEER_FILTER, VIPX_PEER_SEEN, VIPX_PEER_SETTINGS,
+    VIPX_PEER_ALLOW, VIPX_PEER_EVENTS, VIPX_PEER_EVENTS_LOST, VIPX_PEER_FILTER, VIPX_PEER_SEEN,
+    VIPX_PEER_SETTINGS,
     lb::Decision,
     parse::{L3, bytes},
 };
@@ -207,10 +208,11 @@ fn record(key: &PeerKey, said: &Said) -> Result<(), u32> {
 }
 
 /// Writes one event straight into the ring buffer; when it is full the
-/// event is lost (the agent still sees the record).
+/// event is lost and counted (the agent still sees the record).
 #[inline(always)]
 fn notify(key: &PeerKey, said: &Said, now: u64, old_priority: u8, old_state: u8, flags: u8) {
     let Some(mut entry) = VIPX_PEER_EVENTS.reserve::<PeerEvent>(0) else {
+        crate::bump(&VIPX_PEER_EVENTS_LOST, 0, size_of::<PeerEvent>() as u64);
         return;
     };
     entry.write(PeerEvent {

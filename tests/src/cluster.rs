@@ -84,8 +84,9 @@ pub struct ClusterOptions {
     pub heartbeat: Option<Duration>,
     /// A second group, [`Cluster::VIP6_GROUP`] (VRID 52), holding the IPv6
     /// VIP [`Cluster::vip6`] and elected over IPv6 like `pg` (same
-    /// priorities and advert interval); every node and the client get an
-    /// IPv6 address (`v6(n)`) besides their IPv4 one.
+    /// priorities and advert interval; with [`heartbeat`](Self::heartbeat),
+    /// heartbeats over IPv6 between the nodes' IPv6 addresses); every node
+    /// and the client get an IPv6 address (`v6(n)`) besides their IPv4 one.
     pub ipv6_vip: bool,
     /// Lab settings.
     pub lab: LabOptions,
@@ -189,10 +190,13 @@ impl Cluster {
                 health: opts.health.as_deref(),
                 extra: &with_ipv6_group(
                     &opts.extra_config,
-                    opts.ipv6_vip,
-                    &lab,
-                    i,
-                    opts.advert_interval_ms,
+                    opts.ipv6_vip.then_some(Ipv6Group {
+                        lab: &lab,
+                        index: i,
+                        nodes: opts.nodes,
+                        advert_ms: opts.advert_interval_ms,
+                        heartbeat: opts.heartbeat,
+                    }),
                 ),
                 group: &opts.group_options,
                 advert_ms: opts.advert_interval_ms,
@@ -284,10 +288,13 @@ impl Cluster {
             health: self.health.as_deref(),
             extra: &with_ipv6_group(
                 &self.extra_config,
-                self.ipv6_vip,
-                &self.lab,
-                index,
-                self.advert_interval_ms,
+                self.ipv6_vip.then_some(Ipv6Group {
+                    lab: &self.lab,
+                    index,
+                    nodes: self.nodes.len(),
+                    advert_ms: self.advert_interval_ms,
+                    heartbeat: self.heartbeat,
+                }),
             ),
             group: &self.group_options,
             advert_ms: self.advert_interval_ms,
@@ -525,18 +532,48 @@ fn peers(lab: &Lab, nodes: usize, index: usize) -> Vec<Ipv4Addr> {
         .collect()
 }
 
-/// The TOML appended to node `index`'s configuration: `extra`, then with
-/// `ipv6_vip` the IPv6 group.
-fn with_ipv6_group(extra: &str, ipv6_vip: bool, lab: &Lab, index: usize, advert_ms: u64) -> String {
-    if !ipv6_vip {
+/// What node `index`'s IPv6 group ([`ClusterOptions::ipv6_vip`]) is made
+/// of.
+struct Ipv6Group<'a> {
+    lab: &'a Lab,
+    index: usize,
+    nodes: usize,
+    advert_ms: u64,
+    /// With the heartbeat, the group's `unicast_peers` are the other nodes'
+    /// IPv6 addresses, and its heartbeats go over IPv6.
+    heartbeat: Option<Duration>,
+}
+
+/// The TOML appended to a node's configuration: `extra`, then the IPv6
+/// group if there is one.
+fn with_ipv6_group(extra: &str, group: Option<Ipv6Group<'_>>) -> String {
+    let Some(group) = group else {
         return extra.to_owned();
-    }
+    };
+    let heartbeat = group
+        .heartbeat
+        .map(|interval| {
+            let peers: Vec<String> = (0..group.nodes)
+                .filter(|j| *j != group.index)
+                .filter_map(|j| {
+                    let number = NODE_BASE + u32::try_from(j).ok()?;
+                    Some(format!("\"{}\"", group.lab.v6(number).split('/').next()?))
+                })
+                .collect();
+            format!(
+                "unicast_peers = [{}]\nheartbeat_interval = \"{}us\"\n",
+                peers.join(", "),
+                interval.as_micros()
+            )
+        })
+        .unwrap_or_default();
     format!(
         "{extra}\n[[group]]\nname = \"{name}\"\nvrid = 52\ninterface = \"eth0\"\nvips = [\"{vip}\"]\n\
-         election = \"vrrp\"\npriority = {priority}\nadvert_interval = \"{advert_ms}ms\"\n",
+         election = \"vrrp\"\npriority = {priority}\nadvert_interval = \"{advert_ms}ms\"\n{heartbeat}",
         name = Cluster::VIP6_GROUP,
-        vip = lab.v6(VIP),
-        priority = node_priority(index),
+        vip = group.lab.v6(VIP),
+        priority = node_priority(group.index),
+        advert_ms = group.advert_ms,
     )
 }
 

@@ -3,7 +3,7 @@
 //! link-local addresses. The master holds the VIP and answers ping; a
 //! killed master is replaced; the old master, back, preempts. A captured
 //! advert has the bytes the RFC asks for. keepalived 2.2 shares the IPv6
-//! VRID with vipx both ways.
+//! VRID with vipx both ways. vipx's fast heartbeat runs over IPv6 too.
 
 mod support;
 
@@ -138,6 +138,64 @@ fn an_ipv6_vip_fails_over_and_the_old_master_preempts_it_back() {
     assert!(holds(&n1, vip), "the VIP is back on n1:\n{}", addrs6(&n1));
     answers_from(&cluster, &n1)
         .unwrap_or_else(|e| panic!("ping -6 answers from n1 again (n1 is {}): {e}", n1.mac()));
+}
+
+#[test]
+fn the_heartbeat_over_ipv6_detects_a_killed_master() {
+    // 1 s adverts: VRRP would need 3.6 s; heartbeats every 5 ms between
+    // the nodes' global IPv6 addresses, lost after 3 missed (15 ms).
+    let opts = ClusterOptions {
+        advert_interval_ms: 1000,
+        heartbeat: Some(Duration::from_millis(5)),
+        ..options(2)
+    };
+    let cluster = Cluster::up(&opts).expect("bring the cluster up");
+    wait_master6(&cluster, 0);
+    let received = format!(
+        "vipx_heartbeats_total{{group=\"{}\",what=\"received\"}}",
+        Cluster::VIP6_GROUP
+    );
+    support::wait_for(TAKEOVER, || {
+        cluster.metric(1, &received).filter(|n| *n >= 100.0)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "n2 records n1's IPv6 heartbeats; n2's log:\n{}",
+            cluster.lab.log_tail(cluster.nodes[1].agent, 30)
+        )
+    });
+    let master = cluster.nodes[0].host.clone();
+    let master6 = addrs6(&master)
+        .lines()
+        .find_map(|l| {
+            let addr = l.trim().strip_prefix("inet6 ")?.split('/').next()?;
+            let addr: Ipv6Addr = addr.parse().ok()?;
+            (!addr.is_unicast_link_local() && addr != cluster.vip6()).then_some(addr)
+        })
+        .expect("n1's global IPv6 address");
+    cluster
+        .lab
+        .kill(cluster.nodes[0].agent, Signal::SIGKILL)
+        .expect("kill -9 the master's agent");
+    wait_master6(&cluster, 1);
+    let timeline = cluster.events(1);
+    assert!(
+        timeline.contains(&format!("heartbeats from master {master6} stopped")),
+        "the IPv6 group taken over on the heartbeat from {master6}, not on VRRP's timer: {timeline}"
+    );
+    let detection = cluster
+        .metric(
+            1,
+            &format!(
+                "vipx_group_last_detection_seconds{{group=\"{}\"}}",
+                Cluster::VIP6_GROUP
+            ),
+        )
+        .expect("the detection time of the IPv6 group");
+    assert!(
+        (0.015..1.0).contains(&detection),
+        "detected after {detection} s: at least the detection time, far below Master_Down_Interval"
+    );
 }
 
 /// The bytes of one IPv6 packet from `tcpdump -x` (hex from the IPv6

@@ -524,6 +524,12 @@ fn full_ring_buffer_keeps_the_records() {
         events[0].flags, EVENT_NEW_SOURCE,
         "the oldest events are the ones kept"
     );
+    let lost = rig.counters().events_lost.packets;
+    assert_eq!(
+        lost,
+        u64::from(sent) - events.len() as u64,
+        "every event without room is counted"
+    );
     // Room again: the next change is signalled.
     rig.run(&advert(PEER_A, 51, 102));
     let next: Vec<u8> = rig.events().iter().map(|e| e.priority).collect();

@@ -6,7 +6,7 @@ use aya::{
     Ebpf,
     maps::{MapData, PerCpuArray},
 };
-use vipx_common::{Counter, MAP_ACTIONS, MAP_REASONS, action, reason};
+use vipx_common::{Counter, MAP_ACTIONS, MAP_PEER_EVENTS_LOST, MAP_REASONS, action, reason};
 
 use super::loader::{COUNTER_MAPS, DataplaneError};
 
@@ -15,6 +15,7 @@ use super::loader::{COUNTER_MAPS, DataplaneError};
 pub struct CounterMaps {
     actions: Arc<PerCpuArray<MapData, Counter>>,
     reasons: Arc<PerCpuArray<MapData, Counter>>,
+    events_lost: Arc<PerCpuArray<MapData, Counter>>,
 }
 
 /// Counters summed over CPUs, one entry per slot.
@@ -22,6 +23,8 @@ pub struct CounterMaps {
 pub struct CounterSnapshot {
     pub actions: Vec<Counter>,
     pub reasons: Vec<Counter>,
+    /// Peer events the ring buffer had no room for (packets: events).
+    pub events_lost: Counter,
 }
 
 impl CounterSnapshot {
@@ -66,14 +69,19 @@ impl CounterMaps {
         Ok(Self {
             actions: take(MAP_ACTIONS)?,
             reasons: take(MAP_REASONS)?,
+            events_lost: take(MAP_PEER_EVENTS_LOST)?,
         })
     }
 
-    /// Reads every slot of both maps and sums the per-CPU values.
+    /// Reads every slot of the maps and sums the per-CPU values.
     pub fn snapshot(&self) -> Result<CounterSnapshot, DataplaneError> {
         Ok(CounterSnapshot {
             actions: sum_all(&self.actions, MAP_ACTIONS, action::COUNT)?,
             reasons: sum_all(&self.reasons, MAP_REASONS, reason::COUNT)?,
+            events_lost: sum_all(&self.events_lost, MAP_PEER_EVENTS_LOST, 1)?
+                .first()
+                .copied()
+                .unwrap_or_default(),
         })
     }
 }

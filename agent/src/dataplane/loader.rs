@@ -8,7 +8,8 @@ use aya::{
 };
 use tracing::{info, warn};
 use vipx_common::{
-    MAP_ACTIONS, MAP_FLOWS, MAP_NAT, MAP_REASONS, PROG_MAIN, PROG_PASS, flow::DEFAULT_FLOW_ENTRIES,
+    MAP_ACTIONS, MAP_FLOWS, MAP_NAT, MAP_PEER_EVENTS_LOST, MAP_REASONS, PROG_MAIN, PROG_PASS,
+    flow::DEFAULT_FLOW_ENTRIES,
 };
 
 use super::{
@@ -340,4 +341,4 @@ fn raise_memlock_limit() {
 
 /// Names of the maps the agent reads (kept here so a missing one is
 /// reported by name).
-pub(super) const COUNTER_MAPS: [&str; 2] = [MAP_ACTIONS, MAP_REASONS];
+pub(super) const COUNTER_MAPS: [&str; 3] = [MAP_ACTIONS, MAP_REASONS, MAP_PEER_EVENTS_LOST];

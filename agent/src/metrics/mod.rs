@@ -320,9 +320,15 @@ const FAMILIES: [(&str, &str, &str); 4] = [
     ),
 ];
 
+/// `(name, help)` of the count of peer events lost.
+const EVENTS_LOST: (&str, &str) = (
+    "vipx_xdp_peer_events_lost_total",
+    "Peer events (new source, priority or state change) the XDP program's ring buffer had no room for; the records still hold them, the heartbeat thread only woke later.",
+);
+
 impl XdpCollector {
     fn new(counters: CounterMaps) -> prometheus::Result<Self> {
-        let descs = FAMILIES
+        let mut descs = FAMILIES
             .iter()
             .map(|(name, help, label)| {
                 Desc::new(
@@ -332,7 +338,13 @@ impl XdpCollector {
                     Default::default(),
                 )
             })
-            .collect::<prometheus::Result<_>>()?;
+            .collect::<prometheus::Result<Vec<_>>>()?;
+        descs.push(Desc::new(
+            EVENTS_LOST.0.to_owned(),
+            EVENTS_LOST.1.to_owned(),
+            Vec::new(),
+            Default::default(),
+        )?);
         Ok(Self { counters, descs })
     }
 }
@@ -358,11 +370,19 @@ impl Collector for XdpCollector {
             field(&reasons, |c| c.packets),
             field(&reasons, |c| c.bytes),
         ];
-        FAMILIES
+        let mut families: Vec<MetricFamily> = FAMILIES
             .iter()
             .zip(values)
             .map(|((name, help, label), values)| counter_family(name, help, label, &values))
-            .collect()
+            .collect();
+        families.push(family(
+            EVENTS_LOST.0,
+            EVENTS_LOST.1,
+            &[],
+            &[(Vec::new(), snapshot.events_lost.packets as f64)],
+            true,
+        ));
+        families
     }
 }
 
