@@ -92,6 +92,7 @@ impl GroupRunner {
             source,
             peers: group.unicast_peers.clone(),
             port: self.heartbeat_port,
+            dampening: group.heartbeat_dampening,
         };
         match pulse.register(
             spec,

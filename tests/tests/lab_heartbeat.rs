@@ -1,8 +1,10 @@
 //! vipx's fast heartbeat in the lab: with 1 s VRRP adverts (a dead master
 //! takes VRRP about 3.6 s to notice), the heartbeat detects a killed master
 //! and a stopping one long before VRRP could; with three nodes the
-//! highest-priority backup takes over and the other stays backup; and
-//! heartbeats from outside the peer list are dropped by XDP.
+//! highest-priority backup takes over and the other stays backup; a
+//! master that stalls and resumes makes the backup's takeover a false one,
+//! and its detection time doubles (dampening); and heartbeats from outside
+//! the peer list are dropped by XDP.
 
 mod support;
 
@@ -127,6 +129,60 @@ fn with_three_nodes_the_highest_backup_takes_over_and_the_other_stays() {
     assert!(
         !timeline.contains("\"to\":\"MASTER\""),
         "node 2 never became master: {timeline}"
+    );
+}
+
+#[test]
+fn a_master_that_stalls_and_resumes_was_a_false_takeover_and_detection_is_damped() {
+    let cluster = Cluster::up(&options(2)).expect("bring the cluster up");
+    let detection = "vipx_heartbeat_detection_seconds{group=\"pg\"}";
+    support::wait_for(Duration::from_secs(5), || {
+        let n = cluster.metric(1, "vipx_heartbeats_total{group=\"pg\",what=\"received\"}")?;
+        (n >= 100.0).then_some(())
+    })
+    .expect("the backup records the master's heartbeats");
+    let configured = metric(&cluster, 1, detection);
+    assert!(
+        (configured - 0.010).abs() < 1e-9,
+        "5 x 2 ms in force at first, not {configured}"
+    );
+    // The master's agent stalls (every thread, as a machine that stops
+    // scheduling it) for far longer than the detection time, then goes on
+    // as if nothing happened: still MASTER, priority 150.
+    let master = cluster.nodes[0].agent;
+    cluster
+        .lab
+        .kill(master, Signal::SIGSTOP)
+        .expect("SIGSTOP the master's agent");
+    let took_over = support::wait_for(TAKEOVER, || cluster.is_master(1).then_some(()));
+    cluster
+        .lab
+        .kill(master, Signal::SIGCONT)
+        .expect("SIGCONT the master's agent");
+    took_over.expect("the backup takes over from the stalled master");
+    support::wait_for(TAKEOVER, || {
+        (cluster.is_master(0) && !cluster.is_master(1)).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the resumed master keeps the VIP and the backup steps down: node 0 {}\nnode 1 {}",
+            cluster.events(0),
+            cluster.events(1)
+        )
+    });
+    // The backup saw the master it declared lost say MASTER again within a
+    // second: a false takeover, so its detection time doubles.
+    let damped = support::wait_for(Duration::from_secs(5), || {
+        cluster
+            .metric(1, detection)
+            .filter(|d| (d - 0.020).abs() < 1e-9)
+    });
+    assert!(
+        damped.is_some(),
+        "detection time doubled after the false takeover, not {:?}: node 1 {}\n{}",
+        cluster.metric(1, detection),
+        cluster.events(1),
+        cluster.lab.log_tail(cluster.nodes[1].agent, 20)
     );
 }
 

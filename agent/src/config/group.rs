@@ -49,6 +49,12 @@ pub struct GroupConfig {
     /// interval and multiplier, as with `advert_interval`.
     #[serde(default = "default_heartbeat_multiplier")]
     pub heartbeat_multiplier: u8,
+    /// Flap dampening: after a false takeover (the master declared lost
+    /// turns out alive and this node steps back down within a second), the
+    /// detection time doubles, up to 8 times, and halves again every
+    /// `heartbeat_dampening` without another one. `0s`: off.
+    #[serde(default = "default_heartbeat_dampening", with = "humantime_serde")]
+    pub heartbeat_dampening: std::time::Duration,
     /// Gratuitous ARPs / unsolicited NAs sent per VIP on becoming MASTER
     /// (keepalived's `garp_master_repeat`).
     #[serde(default = "default_garp_repeat")]
@@ -92,6 +98,10 @@ pub struct TrackService {
 
 fn default_heartbeat_multiplier() -> u8 {
     3
+}
+
+fn default_heartbeat_dampening() -> std::time::Duration {
+    std::time::Duration::from_secs(30)
 }
 
 fn default_priority() -> u8 {
@@ -259,6 +269,11 @@ impl GroupConfig {
         }
         if self.heartbeat_multiplier == 0 {
             return Err(format!("group {name}: heartbeat_multiplier must be 1-255"));
+        }
+        if self.heartbeat_dampening > std::time::Duration::from_secs(3600) {
+            return Err(format!(
+                "group {name}: heartbeat_dampening must be 0s (off) to 1h"
+            ));
         }
         Ok(())
     }

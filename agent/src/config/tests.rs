@@ -214,6 +214,16 @@ fn heartbeat_settings_are_checked() {
         Some(std::time::Duration::from_millis(8)),
         "4 x 2 ms"
     );
+    assert_eq!(
+        on.groups[0].get_ref().heartbeat_dampening,
+        std::time::Duration::from_secs(30),
+        "dampening on by default, 30 s half-life"
+    );
+    let undamped = parse(&group(&format!(
+        "{peers}heartbeat_interval = \"2ms\"\nheartbeat_dampening = \"0s\"\n"
+    )))
+    .expect("dampening off");
+    assert!(undamped.groups[0].get_ref().heartbeat_dampening.is_zero());
     let cases = [
         (
             "heartbeat_interval = \"1ms\"\n".to_owned(),
@@ -230,6 +240,10 @@ fn heartbeat_settings_are_checked() {
         (
             format!("{peers}heartbeat_interval = \"1ms\"\nelection = \"static\"\n"),
             "election = \"vrrp\"",
+        ),
+        (
+            format!("{peers}heartbeat_interval = \"1ms\"\nheartbeat_dampening = \"2h\"\n"),
+            "heartbeat_dampening must be 0s (off) to 1h",
         ),
     ];
     for (extra, expected) in cases {

@@ -38,6 +38,7 @@ pub struct Metrics {
     group_fault: IntGaugeVec,
     adverts: IntCounterVec,
     heartbeats: IntCounterVec,
+    heartbeat_detection: prometheus::GaugeVec,
     detection: prometheus::GaugeVec,
 }
 
@@ -138,6 +139,14 @@ impl Metrics {
             &["group", "what"],
         )?;
         registry.register(Box::new(heartbeats.clone()))?;
+        let heartbeat_detection = prometheus::GaugeVec::new(
+            Opts::new(
+                "vipx_heartbeat_detection_seconds",
+                "The fast heartbeat's detection time in force, by group: heartbeat_interval x heartbeat_multiplier, doubled after each false takeover (heartbeat_dampening).",
+            ),
+            &["group"],
+        )?;
+        registry.register(Box::new(heartbeat_detection.clone()))?;
         let detection = prometheus::GaugeVec::new(
             Opts::new(
                 "vipx_group_last_detection_seconds",
@@ -180,6 +189,7 @@ impl Metrics {
             group_fault,
             adverts,
             heartbeats,
+            heartbeat_detection,
             detection,
         })
     }
@@ -260,6 +270,7 @@ impl Metrics {
             sent: counter("sent"),
             received: counter("received"),
             send_failed: counter("send_failed"),
+            detection: self.heartbeat_detection.with_label_values(&[group]),
         }
     }
 

@@ -20,6 +20,7 @@
 //!
 //! VRRP stays on the wire: for keepalived peers, and as the fallback.
 
+mod damping;
 mod detect;
 mod handover;
 mod thread;
@@ -34,7 +35,7 @@ use std::{
 };
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
-use prometheus::IntCounter;
+use prometheus::{Gauge, IntCounter};
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::warn;
 use vipx_common::{
@@ -63,6 +64,8 @@ pub struct PulseSpec {
     pub peers: Vec<IpAddr>,
     /// The UDP port (`[node] heartbeat_port`).
     pub port: u16,
+    /// Half-life of the flap dampening (`heartbeat_dampening`); zero: off.
+    pub dampening: Duration,
 }
 
 /// Counters the heartbeat thread moves.
@@ -71,6 +74,9 @@ pub struct PulseCounters {
     pub sent: IntCounter,
     pub received: IntCounter,
     pub send_failed: IntCounter,
+    /// The detection time in force (the configured one, or more after a
+    /// false takeover).
+    pub detection: Gauge,
 }
 
 /// What one group's election and the heartbeat thread share.

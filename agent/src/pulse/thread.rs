@@ -19,7 +19,10 @@ use vipx_common::{
     peer::{EVENT_PRIORITY_ZERO, EVENT_STATE, KIND_HEARTBEAT, STATE_BACKUP},
 };
 
-use super::{Inner, PeerView, PulseLink, Verdict};
+use super::{
+    Detector, Inner, PeerView, PulseLink, Verdict,
+    damping::{self, Damper, Loss},
+};
 use crate::{
     dataplane::{PeerEvents, monotonic_ns, realtime},
     election::runner::Command,
@@ -34,6 +37,12 @@ struct Book {
     next_send_ns: u64,
     /// The loss already signalled: (master, its last heartbeat).
     signalled: Option<(IpAddr, u64)>,
+    /// When it was signalled, and the master's sequence number then.
+    loss: Loss,
+    /// Flap dampening of the detection time.
+    damper: Damper,
+    /// The factor last applied (to log and export changes).
+    factor: u32,
     /// When the link last became BACKUP, as `signalled` was set.
     since: u64,
     deferred_to: Option<IpAddr>,
@@ -62,6 +71,9 @@ pub(super) fn run(inner: &Arc<Inner>, mut events: Option<PeerEvents>) {
             let book = books.entry(key(link)).or_insert_with(|| Book {
                 next_send_ns: now,
                 signalled: None,
+                loss: Loss { at_ns: 0, seq: 0 },
+                damper: Damper::new(link.spec.dampening),
+                factor: 0,
                 since: 0,
                 deferred_to: None,
                 counts: HashMap::new(),
@@ -122,15 +134,47 @@ fn watch(inner: &Inner, link: &PulseLink, book: &mut Book, now: u64) {
     }
     let since = link.backup_since();
     if since != book.since {
-        // Backup again since the last signal: a new loss may be signalled.
+        // Backup again since the last signal: was that takeover false?
+        // Then a new loss may be signalled.
+        if let Some((master, _)) = book.signalled {
+            let seen = book
+                .views
+                .iter()
+                .find(|v| v.addr == master)
+                .and_then(|v| v.seen);
+            if damping::false_takeover(book.loss, now, seen.as_ref()) {
+                let factor = book.damper.penalise(now);
+                if link.spec.dampening.is_zero() {
+                    warn!(group = %link.spec.name, %master, "heartbeat: the master was alive after all (a false takeover); dampening is off");
+                } else {
+                    warn!(
+                        group = %link.spec.name,
+                        %master,
+                        factor,
+                        "heartbeat: the master was alive after all (a false takeover); detection time now {factor} x the configured one, halving every {:?}",
+                        link.spec.dampening
+                    );
+                }
+            }
+        }
         book.since = since;
         book.signalled = None;
     }
+    let factor = book.damper.factor(now);
+    if factor != book.factor {
+        if factor == 1 && book.factor > 1 {
+            info!(group = %link.spec.name, "heartbeat: detection time back to the configured one");
+        }
+        book.factor = factor;
+        link.counters
+            .detection
+            .set((link.detector.detect * factor).as_secs_f64());
+    }
+    let detector = Detector {
+        detect: link.detector.detect * factor,
+    };
     let priority = link.priority.load(Ordering::Relaxed);
-    match link
-        .detector
-        .evaluate(now, since, link.spec.source, priority, &book.views)
-    {
+    match detector.evaluate(now, since, link.spec.source, priority, &book.views) {
         Verdict::Alive => book.deferred_to = None,
         Verdict::Defer { master, to } => {
             if book.deferred_to != Some(to) {
@@ -148,6 +192,15 @@ fn watch(inner: &Inner, link: &PulseLink, book: &mut Book, now: u64) {
                 return;
             }
             book.signalled = Some((master, last_ns));
+            book.loss = Loss {
+                at_ns: now,
+                seq: book
+                    .views
+                    .iter()
+                    .find(|v| v.addr == master)
+                    .and_then(|v| v.seen)
+                    .map_or(0, |s| s.seq),
+            };
             info!(
                 group = %link.spec.name,
                 %master,
