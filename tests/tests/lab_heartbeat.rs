@@ -33,18 +33,20 @@ fn metric(cluster: &Cluster, index: usize, series: &str) -> f64 {
         .unwrap_or_else(|| panic!("{series} on node {index}"))
 }
 
+/// Waits until node `index` has recorded 100 heartbeats of group `pg`.
+fn wait_heartbeats(cluster: &Cluster, index: usize) {
+    let series = "vipx_heartbeats_total{group=\"pg\",what=\"received\"}";
+    support::wait_for(Duration::from_secs(5), || {
+        cluster.metric(index, series).filter(|n| *n >= 100.0)
+    })
+    .unwrap_or_else(|| panic!("node {index} records its peer's heartbeats"));
+}
+
 #[test]
 fn the_heartbeat_detects_a_killed_master_long_before_vrrp() {
     let cluster = Cluster::up(&options(2)).expect("bring the cluster up");
     // Both directions carry heartbeats, recorded by the receiver's XDP.
-    let received = support::wait_for(Duration::from_secs(5), || {
-        let n = cluster.metric(1, "vipx_heartbeats_total{group=\"pg\",what=\"received\"}")?;
-        (n >= 100.0).then_some(n)
-    });
-    assert!(
-        received.is_some(),
-        "the backup records the master's heartbeats"
-    );
+    wait_heartbeats(&cluster, 1);
     cluster
         .lab
         .kill(cluster.nodes[0].agent, Signal::SIGKILL)
@@ -136,11 +138,7 @@ fn with_three_nodes_the_highest_backup_takes_over_and_the_other_stays() {
 fn a_master_that_stalls_and_resumes_was_a_false_takeover_and_detection_is_damped() {
     let cluster = Cluster::up(&options(2)).expect("bring the cluster up");
     let detection = "vipx_heartbeat_detection_seconds{group=\"pg\"}";
-    support::wait_for(Duration::from_secs(5), || {
-        let n = cluster.metric(1, "vipx_heartbeats_total{group=\"pg\",what=\"received\"}")?;
-        (n >= 100.0).then_some(())
-    })
-    .expect("the backup records the master's heartbeats");
+    wait_heartbeats(&cluster, 1);
     let configured = metric(&cluster, 1, detection);
     assert!(
         (configured - 0.010).abs() < 1e-9,
