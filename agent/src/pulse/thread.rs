@@ -15,7 +15,7 @@ use nix::{
 };
 use tracing::{debug, info, warn};
 use vipx_common::{
-    PeerEvent,
+    PeerEvent, PeerSeen,
     peer::{EVENT_PRIORITY_ZERO, EVENT_STATE, KIND_HEARTBEAT, STATE_BACKUP},
 };
 
@@ -129,37 +129,6 @@ fn watch(inner: &Inner, link: &PulseLink, book: &mut Book, now: u64) {
         }
         book.views.push(PeerView { addr, seen });
     }
-    if link.state.load(Ordering::Acquire) != STATE_BACKUP {
-        return;
-    }
-    let since = link.backup_since();
-    if since != book.since {
-        // Backup again since the last signal: was that takeover false?
-        // Then a new loss may be signalled.
-        if let Some((master, _)) = book.signalled {
-            let seen = book
-                .views
-                .iter()
-                .find(|v| v.addr == master)
-                .and_then(|v| v.seen);
-            if damping::false_takeover(book.loss, now, seen.as_ref()) {
-                let factor = book.damper.penalise(now);
-                if link.spec.dampening.is_zero() {
-                    warn!(group = %link.spec.name, %master, "heartbeat: the master was alive after all (a false takeover); dampening is off");
-                } else {
-                    warn!(
-                        group = %link.spec.name,
-                        %master,
-                        factor,
-                        "heartbeat: the master was alive after all (a false takeover); detection time now {factor} x the configured one, halving every {:?}",
-                        link.spec.dampening
-                    );
-                }
-            }
-        }
-        book.since = since;
-        book.signalled = None;
-    }
     let factor = book.damper.factor(now);
     if factor != book.factor {
         if factor == 1 && book.factor > 1 {
@@ -170,8 +139,34 @@ fn watch(inner: &Inner, link: &PulseLink, book: &mut Book, now: u64) {
             .detection
             .set((link.detector.detect * factor).as_secs_f64());
     }
+    if link.state.load(Ordering::Acquire) != STATE_BACKUP {
+        return;
+    }
+    let since = link.backup_since();
+    if since != book.since {
+        // Backup again since the last signal: was that takeover false?
+        // Then a new loss may be signalled.
+        if let Some((master, _)) = book.signalled
+            && damping::false_takeover(book.loss, now, seen_of(&book.views, master).as_ref())
+        {
+            let factor = book.damper.penalise(now);
+            if link.spec.dampening.is_zero() {
+                warn!(group = %link.spec.name, %master, "heartbeat: the master was alive after all (a false takeover); dampening is off");
+            } else {
+                warn!(
+                    group = %link.spec.name,
+                    %master,
+                    factor,
+                    "heartbeat: the master was alive after all (a false takeover); detection time now {factor} x the configured one, halving every {:?}",
+                    link.spec.dampening
+                );
+            }
+        }
+        book.since = since;
+        book.signalled = None;
+    }
     let detector = Detector {
-        detect: link.detector.detect * factor,
+        detect: link.detector.detect * book.factor,
     };
     let priority = link.priority.load(Ordering::Relaxed);
     match detector.evaluate(now, since, link.spec.source, priority, &book.views) {
@@ -194,12 +189,7 @@ fn watch(inner: &Inner, link: &PulseLink, book: &mut Book, now: u64) {
             book.signalled = Some((master, last_ns));
             book.loss = Loss {
                 at_ns: now,
-                seq: book
-                    .views
-                    .iter()
-                    .find(|v| v.addr == master)
-                    .and_then(|v| v.seen)
-                    .map_or(0, |s| s.seq),
+                seq: seen_of(&book.views, master).map_or(0, |s| s.seq),
             };
             info!(
                 group = %link.spec.name,
@@ -216,6 +206,11 @@ fn watch(inner: &Inner, link: &PulseLink, book: &mut Book, now: u64) {
             });
         }
     }
+}
+
+/// The latest heartbeat of `addr` among `views`.
+fn seen_of(views: &[PeerView], addr: IpAddr) -> Option<PeerSeen> {
+    views.iter().find(|v| v.addr == addr).and_then(|v| v.seen)
 }
 
 fn log_event(event: &PeerEvent) {
