@@ -74,10 +74,12 @@ impl GroupRunner {
             return;
         };
         // The adverts' source: the address the peers list us by.
-        let v4 = group.unicast_peers.first().is_none_or(IpAddr::is_ipv4);
-        let vips: Vec<IpAddr> = group.vips.iter().map(|v| v.addr).collect();
-        let source = match advert_source(group.interface.as_str(), !v4, &vips, &group.unicast_peers)
-        {
+        let source = match advert_source(
+            group.interface.as_str(),
+            group.ipv6(),
+            &group.vip_addrs(),
+            &group.unicast_peers,
+        ) {
             Ok(source) => source,
             Err(err) => {
                 error!(group = %group.name, "no address to send heartbeats from: {err}");

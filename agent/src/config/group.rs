@@ -236,6 +236,18 @@ impl GroupConfig {
         }
     }
 
+    /// Whether the group elects over IPv6: its VIPs' family (the
+    /// configuration allows one per group, as keepalived runs one
+    /// `vrrp_instance` per family; its unicast peers are of it too).
+    pub fn ipv6(&self) -> bool {
+        self.vips.first().is_some_and(|v| v.addr.is_ipv6())
+    }
+
+    /// The VIPs' addresses.
+    pub fn vip_addrs(&self) -> Vec<IpAddr> {
+        self.vips.iter().map(|v| v.addr).collect()
+    }
+
     /// Whether the group holds `addr`.
     pub fn holds(&self, addr: IpAddr) -> bool {
         self.vips.iter().any(|vip| vip.addr == addr)
@@ -284,7 +296,7 @@ impl GroupConfig {
     /// follows them).
     fn check_vrrp_family(&self) -> Result<(), String> {
         let name = &self.name;
-        let ipv6 = self.vips.first().is_some_and(|v| v.addr.is_ipv6());
+        let ipv6 = self.ipv6();
         let family = |v6: bool| if v6 { "IPv6" } else { "IPv4" };
         if let Some(other) = self.vips.iter().find(|v| v.addr.is_ipv6() != ipv6) {
             return Err(format!(

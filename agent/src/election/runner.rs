@@ -141,13 +141,15 @@ async fn prepare(
 ) -> anyhow::Result<Election> {
     use anyhow::Context as _;
     let iface = group.interface.as_str();
-    // The election speaks the VIPs' family (the configuration allows one
-    // per group, as keepalived runs one vrrp_instance per family).
-    let ipv6 = group.vips.first().is_some_and(|v| v.addr.is_ipv6());
-    let vips: Vec<IpAddr> = group.vips.iter().map(|v| v.addr).collect();
-    let primary = wait_source(&group.name, iface, ipv6, &vips, &group.unicast_peers)
-        .await
-        .with_context(|| format!("group {}: the adverts' source address", group.name))?;
+    let primary = wait_source(
+        &group.name,
+        iface,
+        group.ipv6(),
+        &group.vip_addrs(),
+        &group.unicast_peers,
+    )
+    .await
+    .with_context(|| format!("group {}: the adverts' source address", group.name))?;
     let socket = VrrpSocket::open(iface, primary)
         .with_context(|| format!("group {}: opening the VRRP socket on {iface}", group.name))?;
     let instance = Instance::new(InstanceConfig {

@@ -88,8 +88,6 @@ pub struct PulseLink {
     /// `STATE_*` this node advertises.
     state: AtomicU8,
     priority: AtomicU8,
-    /// Send a heartbeat at once (the state changed).
-    changed: AtomicBool,
     /// When this node last became BACKUP (`CLOCK_MONOTONIC` ns; 0 since
     /// registration): the election wants a fresh verdict from then on, on
     /// masters heard since.
@@ -246,7 +244,6 @@ impl Pulse {
             targets,
             state: AtomicU8::new(STATE_BACKUP),
             priority: AtomicU8::new(priority),
-            changed: AtomicBool::new(true),
             backup_since: AtomicU64::new(0),
             farewell: AtomicBool::new(false),
             seq: AtomicU32::new(0),

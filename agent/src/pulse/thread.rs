@@ -35,10 +35,8 @@ const MAX_SLEEP: Duration = Duration::from_millis(50);
 /// What the thread keeps per group between ticks.
 struct Book {
     next_send_ns: u64,
-    /// The loss already signalled: (master, its last heartbeat).
-    signalled: Option<(IpAddr, u64)>,
-    /// When it was signalled, and the master's sequence number then.
-    loss: Loss,
+    /// The loss already signalled.
+    signalled: Option<Signalled>,
     /// Flap dampening of the detection time.
     damper: Damper,
     /// The factor last applied (to log and export changes).
@@ -71,7 +69,6 @@ pub(super) fn run(inner: &Arc<Inner>, mut events: Option<PeerEvents>) {
             let book = books.entry(key(link)).or_insert_with(|| Book {
                 next_send_ns: now,
                 signalled: None,
-                loss: Loss { at_ns: 0, seq: 0 },
                 damper: Damper::new(link.spec.dampening),
                 factor: 0,
                 since: 0,
@@ -81,7 +78,7 @@ pub(super) fn run(inner: &Arc<Inner>, mut events: Option<PeerEvents>) {
                 read_failed: false,
             });
             let interval = nanos(link.spec.interval);
-            if link.changed.swap(false, Ordering::AcqRel) || now >= book.next_send_ns {
+            if now >= book.next_send_ns {
                 link.send();
                 book.next_send_ns = now + interval;
             }
@@ -146,8 +143,8 @@ fn watch(inner: &Inner, link: &PulseLink, book: &mut Book, now: u64) {
     if since != book.since {
         // Backup again since the last signal: was that takeover false?
         // Then a new loss may be signalled.
-        if let Some((master, _)) = book.signalled
-            && damping::false_takeover(book.loss, now, seen_of(&book.views, master).as_ref())
+        if let Some(Signalled { master, loss, .. }) = book.signalled
+            && damping::false_takeover(loss, now, seen_of(&book.views, master).as_ref())
         {
             let factor = book.damper.penalise(now);
             if link.spec.dampening.is_zero() {
@@ -183,14 +180,20 @@ fn watch(inner: &Inner, link: &PulseLink, book: &mut Book, now: u64) {
             silence,
             last_ns,
         } => {
-            if book.signalled == Some((master, last_ns)) {
+            if book
+                .signalled
+                .is_some_and(|s| s.master == master && s.last_ns == last_ns)
+            {
                 return;
             }
-            book.signalled = Some((master, last_ns));
-            book.loss = Loss {
-                at_ns: now,
-                seq: seen_of(&book.views, master).map_or(0, |s| s.seq),
-            };
+            book.signalled = Some(Signalled {
+                master,
+                last_ns,
+                loss: Loss {
+                    at_ns: now,
+                    seq: seen_of(&book.views, master).map_or(0, |s| s.seq),
+                },
+            });
             info!(
                 group = %link.spec.name,
                 %master,
@@ -206,6 +209,15 @@ fn watch(inner: &Inner, link: &PulseLink, book: &mut Book, now: u64) {
             });
         }
     }
+}
+
+/// A loss signalled to the election: the master and its last heartbeat
+/// (its identity: signalled once), and what the dampening needs of it.
+#[derive(Clone, Copy, Debug)]
+struct Signalled {
+    master: IpAddr,
+    last_ns: u64,
+    loss: Loss,
 }
 
 /// The latest heartbeat of `addr` among `views`.
