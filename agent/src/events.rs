@@ -1,34 +1,151 @@
 //! The failover timeline: what changed, when and why (health transitions,
 //! group state changes, reloads), served at `/api/v1/events`.
+//!
+//! A leaf: the domains record their own typed states here (anything that
+//! renders, such as the election's group state or a backend's health), and
+//! the log keeps them as the words people read. [`EventKind`] says which
+//! domain an event belongs to.
 
 use std::{
     collections::VecDeque,
+    fmt,
     sync::Mutex,
     time::{SystemTime, UNIX_EPOCH},
 };
 
 use serde::{Deserialize, Serialize};
 
+use crate::locks::lock;
+
 /// Events kept (the oldest go first).
 pub const CAPACITY: usize = 1000;
 
-/// One event.
+/// Which part of the agent an event comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    /// A backend's health changed (`up`, `degraded`, `down`).
+    Health,
+    /// A group's state changed (`MASTER`, `BACKUP`, `FAULT`, `STOPPED`).
+    Group,
+    /// A service lost or regained its last backend.
+    Service,
+    /// A SIGHUP reload was applied or rejected.
+    Reload,
+    /// An operator drained or undrained a backend.
+    Drain,
+    /// A tracked item moved a group's priority (or FAULT).
+    Track,
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(match self {
+            Self::Health => "health",
+            Self::Group => "group",
+            Self::Service => "service",
+            Self::Reload => "reload",
+            Self::Drain => "drain",
+            Self::Track => "track",
+        })
+    }
+}
+
+/// A group's state as the timeline and the status report show it: the
+/// election's states plus the caller's FAULT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GroupState {
+    Master,
+    Backup,
+    /// A tracked weight-0 item failed: the group takes no part.
+    Fault,
+    /// The election stopped (agent stopping, group removed).
+    Stopped,
+}
+
+impl fmt::Display for GroupState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(match self {
+            Self::Master => "MASTER",
+            Self::Backup => "BACKUP",
+            Self::Fault => "FAULT",
+            Self::Stopped => "STOPPED",
+        })
+    }
+}
+
+/// A service as a whole: serving, or every backend down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServiceState {
+    Serving,
+    AllDown,
+}
+
+impl fmt::Display for ServiceState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(match self {
+            Self::Serving => "serving",
+            Self::AllDown => "all backends down",
+        })
+    }
+}
+
+/// A backend's drain, as the operator set it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DrainState {
+    Active,
+    Drained,
+}
+
+impl fmt::Display for DrainState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(match self {
+            Self::Active => "active",
+            Self::Drained => "drained",
+        })
+    }
+}
+
+/// What a reload did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    Applied,
+    Rejected,
+}
+
+impl fmt::Display for ReloadOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(match self {
+            Self::Applied => "applied",
+            Self::Rejected => "rejected",
+        })
+    }
+}
+
+/// One event, as `/api/v1/events` serves it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Event {
     /// Sequence number, from 1.
     pub seq: u64,
     /// Wall-clock time, milliseconds since the Unix epoch.
     pub unix_ms: u64,
-    /// `health`, `group`, `service`, `reload`, `drain`.
-    pub kind: String,
+    pub kind: EventKind,
     /// What changed: a backend, a group, a service.
     pub subject: String,
-    /// The state before.
+    /// The state before (empty when there was none to speak of).
     pub from: String,
     /// The state after.
     pub to: String,
     /// Why.
     pub reason: String,
+}
+
+impl Event {
+    /// Whether this event is of `kind` and went to the state that renders
+    /// as `to`.
+    pub fn is(&self, kind: EventKind, to: impl fmt::Display) -> bool {
+        self.kind == kind && self.to == to.to_string()
+    }
 }
 
 /// A bounded, thread-safe event log.
@@ -38,24 +155,31 @@ pub struct EventLog {
 }
 
 impl EventLog {
-    /// Records an event (and logs it).
-    pub fn record(&self, kind: &str, subject: &str, from: &str, to: &str, reason: &str) {
-        tracing::info!(kind, subject, from, to, reason, "event");
+    /// Records (and logs) that `subject` went from `from` (None: no earlier
+    /// state worth showing) to `to`, because of `reason`.
+    pub fn record<S: fmt::Display>(
+        &self,
+        kind: EventKind,
+        subject: &str,
+        from: Option<S>,
+        to: S,
+        reason: &str,
+    ) {
+        let from = from.map(|s| s.to_string()).unwrap_or_default();
+        let to = to.to_string();
+        tracing::info!(%kind, subject, from, to, reason, "event");
         let unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let mut inner = self
-            .inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut inner = lock(&self.inner);
         inner.0 += 1;
         let event = Event {
             seq: inner.0,
             unix_ms,
-            kind: kind.to_owned(),
+            kind,
             subject: subject.to_owned(),
-            from: from.to_owned(),
-            to: to.to_owned(),
+            from,
+            to,
             reason: reason.to_owned(),
         };
         if inner.1.len() == CAPACITY {
@@ -66,10 +190,7 @@ impl EventLog {
 
     /// Events with a sequence number above `after`, oldest first.
     pub fn since(&self, after: u64) -> Vec<Event> {
-        let inner = self
-            .inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let inner = lock(&self.inner);
         inner.1.iter().filter(|e| e.seq > after).cloned().collect()
     }
 }
@@ -82,12 +203,46 @@ mod tests {
     fn keeps_the_newest_events_in_order() {
         let log = EventLog::default();
         for i in 0..CAPACITY + 5 {
-            log.record("health", &format!("b{i}"), "up", "down", "test");
+            log.record(
+                EventKind::Group,
+                &format!("g{i}"),
+                Some(GroupState::Master),
+                GroupState::Backup,
+                "test",
+            );
         }
         let all = log.since(0);
         assert_eq!(all.len(), CAPACITY);
         assert_eq!(all[0].seq, 6, "the five oldest are gone");
         assert_eq!(log.since(all[CAPACITY - 2].seq).len(), 1);
         assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+    }
+
+    #[test]
+    fn events_render_as_the_api_has_always_shown_them() {
+        let log = EventLog::default();
+        log.record(
+            EventKind::Reload,
+            "/etc/vipx/vipx.toml",
+            None,
+            ReloadOutcome::Rejected,
+            "bad line",
+        );
+        log.record(
+            EventKind::Group,
+            "db",
+            Some(GroupState::Backup),
+            GroupState::Master,
+            "no advert",
+        );
+        let json = serde_json::to_value(log.since(0)).expect("events serialise");
+        assert_eq!(json[0]["kind"], "reload", "{json}");
+        assert_eq!(json[0]["from"], "", "{json}");
+        assert_eq!(json[0]["to"], "rejected", "{json}");
+        assert_eq!(json[1]["kind"], "group", "{json}");
+        assert_eq!(json[1]["from"], "BACKUP", "{json}");
+        assert_eq!(json[1]["to"], "MASTER", "{json}");
+        let back: Vec<Event> = serde_json::from_value(json).expect("events decode");
+        assert!(back[1].is(EventKind::Group, GroupState::Master), "{back:?}");
     }
 }

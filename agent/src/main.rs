@@ -5,9 +5,10 @@ use std::{io::IsTerminal as _, process::ExitCode};
 use clap::Parser as _;
 use tracing_subscriber::EnvFilter;
 use vipx_agent::{
-    cli::{Cli, Command},
+    api::client,
+    cli::{Cli, Command, status},
     config::Config,
-    daemon, status,
+    daemon,
 };
 
 fn main() -> ExitCode {
@@ -51,13 +52,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Drain { backend, undo, api } => {
             let base = api_base(api, &cli.config)?;
-            let answer = runtime.block_on(status::drain(&base, backend, !undo))?;
+            let answer = runtime.block_on(client::drain(&base, backend, !undo))?;
             println!("{answer}");
             Ok(())
         }
         Command::Events { api } => {
             let base = api_base(api, &cli.config)?;
-            for event in runtime.block_on(status::events(&base))? {
+            for event in runtime.block_on(client::events(&base))? {
                 println!(
                     "{:>6} {} {:<8} {:<32} {} -> {} ({})",
                     event.seq,
@@ -73,7 +74,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Status { api, json } => {
             let base = api_base(api, &cli.config)?;
-            let report = runtime.block_on(status::fetch(&base))?;
+            let report = runtime.block_on(client::fetch(&base))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -88,6 +89,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 fn api_base(api: Option<String>, config: &std::path::Path) -> anyhow::Result<String> {
     Ok(match api {
         Some(url) => url,
-        None => status::api_url(Config::load(config)?.api.listen),
+        None => client::api_url(Config::load(config)?.api.listen),
     })
 }

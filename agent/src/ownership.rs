@@ -3,6 +3,7 @@
 //! gratuitous ARP / unsolicited NA; BACKUP = the reverse. The election
 //! decides when; this module only carries it out.
 
+use crate::locks::lock;
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -133,9 +134,7 @@ impl Ownership {
     }
 
     fn refreshers(&self) -> std::sync::MutexGuard<'_, HashMap<u32, JoinHandle<()>>> {
-        self.refreshers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.refreshers)
     }
 
     /// Whether this node is MASTER of group `id`.

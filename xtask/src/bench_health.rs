@@ -38,10 +38,11 @@ fn wait_event(
         )?;
         let events: Vec<vipx_agent::events::Event> =
             serde_json::from_str(&body).context("events JSON")?;
-        if let Some(event) = events
-            .iter()
-            .find(|e| e.kind == "health" && e.subject.ends_with(backend) && e.to == to)
-        {
+        if let Some(event) = events.iter().find(|e| {
+            e.kind == vipx_agent::events::EventKind::Health
+                && e.subject.ends_with(backend)
+                && e.to == to
+        }) {
             return Ok((event.unix_ms, event.seq));
         }
         if Instant::now() > deadline {

@@ -4,8 +4,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::health::checks::{Check, ExecCheck, HttpCheck, PgbouncerCheck, PostgresCheck};
-
 /// The kind of check.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -125,38 +123,6 @@ impl Default for HealthConfig {
 }
 
 impl HealthConfig {
-    /// The checker this section describes.
-    pub fn to_check(&self) -> Check {
-        match self.check {
-            CheckKind::Tcp => Check::Tcp,
-            CheckKind::Http => Check::Http(HttpCheck {
-                path: self.path.clone().unwrap_or_else(|| "/".to_owned()),
-                expect_status: self.expect_status.unwrap_or(200),
-                body_contains: self.body.clone(),
-                host: None,
-            }),
-            CheckKind::Postgres => Check::Postgres(PostgresCheck {
-                user: self.user.clone().unwrap_or_else(|| "postgres".to_owned()),
-                database: self
-                    .database
-                    .clone()
-                    .unwrap_or_else(|| "postgres".to_owned()),
-                password: self.password.clone(),
-                query: self.query.clone(),
-            }),
-            CheckKind::Pgbouncer => Check::Pgbouncer(PgbouncerCheck {
-                user: self.user.clone().unwrap_or_else(|| "pgbouncer".to_owned()),
-                password: self.password.clone(),
-                database: self.database.clone(),
-                max_waiting_clients: self.max_waiting_clients.unwrap_or(0),
-                max_wait: self.max_wait.unwrap_or(Duration::from_secs(1)),
-            }),
-            CheckKind::Exec => Check::Exec(ExecCheck {
-                command: self.command.clone().unwrap_or_default(),
-            }),
-        }
-    }
-
     /// Checks of the section on its own; `Err` is the message.
     pub(super) fn check(&self, service: &str) -> Result<(), String> {
         let fail = |what: &str| Err(format!("service {service}: health: {what}"));

@@ -22,7 +22,12 @@ pub use group::{
     Election, GroupConfig, InitialState, TrackInterface, TrackScript, TrackService, VipCidr,
 };
 pub use health::{AllDown, CheckKind, HealthConfig, OnDown};
-pub use service::{BackendConfig, DEFAULT_MAGLEV_SIZE, Mode, PortRange, Protocol, ServiceConfig};
+pub use service::{BackendConfig, DEFAULT_MAGLEV_SIZE, Protocol, ServiceConfig};
+
+pub use crate::dataplane::{Mode, PortRange, XdpModeConfig};
+
+/// A group's id in the data plane (its index in the group array).
+pub type GroupId = u32;
 
 /// Where the daemon looks for its configuration by default.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/vipx/vipx.toml";
@@ -191,19 +196,6 @@ impl fmt::Display for InterfaceName {
     }
 }
 
-/// `xdp_mode`
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum XdpModeConfig {
-    /// Driver (native) mode if the driver supports it, else generic.
-    #[default]
-    Auto,
-    /// Driver (native) mode only.
-    Driver,
-    /// Generic (skb) mode only.
-    Generic,
-}
-
 /// `[api]`
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -363,14 +355,12 @@ impl Config {
                     service.name, service.vip, service.port
                 ));
             }
-            match self.service_group(service) {
-                Some(group) if self.groups[group].get_ref().holds(service.vip) => {}
-                Some(group) => {
+            match self.group_of(service) {
+                Some((_, group)) if group.holds(service.vip) => {}
+                Some((_, group)) => {
                     return fail(format!(
                         "service {}: group {} does not hold the VIP {}",
-                        service.name,
-                        self.groups[group].get_ref().name,
-                        service.vip
+                        service.name, group.name, service.vip
                     ));
                 }
                 None => {
@@ -392,14 +382,23 @@ impl Config {
 
     /// Index in `groups` of the group that serves `service`: the one it
     /// names, or the one holding its VIP.
-    pub fn service_group(&self, service: &ServiceConfig) -> Option<usize> {
+    pub fn service_group(&self, service: &ServiceConfig) -> Option<GroupId> {
+        self.group_of(service).map(|(id, _)| id)
+    }
+
+    /// The group of a service, with its id.
+    fn group_of(&self, service: &ServiceConfig) -> Option<(GroupId, &GroupConfig)> {
+        let mut groups = self.groups_with_ids();
         match &service.group {
-            Some(name) => self.groups.iter().position(|g| &g.get_ref().name == name),
-            None => self
-                .groups
-                .iter()
-                .position(|g| g.get_ref().holds(service.vip)),
+            Some(name) => groups.find(|(_, g)| &g.name == name),
+            None => groups.find(|(_, g)| g.holds(service.vip)),
         }
+    }
+
+    /// The groups with their data-plane ids (their positions in the list,
+    /// which holds at most `MAX_GROUPS`: checked at load).
+    pub fn groups_with_ids(&self) -> impl Iterator<Item = (GroupId, &GroupConfig)> {
+        (0..).zip(self.groups.iter().map(Spanned::get_ref))
     }
 }
 

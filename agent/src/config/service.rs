@@ -1,8 +1,10 @@
 //! `[[service]]`: a VIP:port balanced over backends.
 
-use std::{fmt, net::IpAddr, str::FromStr};
+use std::net::IpAddr;
 
 use serde::Deserialize;
+
+use crate::dataplane::{Mode, PortRange};
 
 /// Default Maglev table size (prime).
 pub const DEFAULT_MAGLEV_SIZE: u32 = 65537;
@@ -78,66 +80,6 @@ impl Protocol {
             Self::Tcp => 6,
             Self::Udp => 17,
         }
-    }
-}
-
-/// Forwarding mode of a service.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Full NAT: destination -> backend, source -> VIP:nat-port.
-    #[default]
-    Nat,
-    /// L2 direct server return: only the destination MAC changes.
-    Dsr,
-}
-
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Nat => "nat",
-            Self::Dsr => "dsr",
-        })
-    }
-}
-
-/// An inclusive port range, written "first-last".
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
-#[serde(try_from = "String")]
-pub struct PortRange {
-    pub first: u16,
-    pub last: u16,
-}
-
-impl Default for PortRange {
-    fn default() -> Self {
-        Self {
-            first: 32768,
-            last: 60999,
-        }
-    }
-}
-
-impl FromStr for PortRange {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let bad = || format!("{text:?} is not a port range \"first-last\" within 1024-65535");
-        let (first, last) = text.split_once('-').ok_or_else(bad)?;
-        let first: u16 = first.trim().parse().map_err(|_| bad())?;
-        let last: u16 = last.trim().parse().map_err(|_| bad())?;
-        if first < 1024 || last < first {
-            return Err(bad());
-        }
-        Ok(Self { first, last })
-    }
-}
-
-impl TryFrom<String> for PortRange {
-    type Error = String;
-
-    fn try_from(text: String) -> Result<Self, Self::Error> {
-        text.parse()
     }
 }
 

@@ -8,7 +8,11 @@ use aya::{
 };
 use vipx_common::{Counter, MAP_ACTIONS, MAP_PEER_EVENTS_LOST, MAP_REASONS, action, reason};
 
-use super::loader::{COUNTER_MAPS, DataplaneError};
+use super::error::DataplaneError;
+
+/// Names of the counter maps the agent reads (a missing one is reported by
+/// name).
+const COUNTER_MAPS: [&str; 3] = [MAP_ACTIONS, MAP_REASONS, MAP_PEER_EVENTS_LOST];
 
 /// Handles on the counter maps; cheap to clone, shared with `/metrics`.
 #[derive(Clone)]

@@ -1,6 +1,7 @@
 //! The flow table's upkeep: forgetting idle and closed flows (which frees
 //! their NAT ports) and counting what is in use.
 
+use crate::locks::lock;
 use std::{
     collections::{HashMap, HashSet},
     sync::Arc,
@@ -12,10 +13,7 @@ use vipx_common::{
     flow::{FLOW_F_FIN_BACKEND, FLOW_F_FIN_CLIENT, nat_key},
 };
 
-use super::{
-    groups::monotonic_ns,
-    maps::{Maps, lock},
-};
+use super::{lease::monotonic_ns, maps::Maps};
 
 /// When flows are forgotten.
 #[derive(Clone, Copy, Debug)]

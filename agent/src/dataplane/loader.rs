@@ -4,102 +4,22 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use aya::{
     Ebpf, EbpfLoader,
-    programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
+    programs::{Xdp, xdp::XdpLinkId},
 };
 use tracing::{info, warn};
-use vipx_common::{
-    MAP_ACTIONS, MAP_FLOWS, MAP_NAT, MAP_PEER_EVENTS_LOST, MAP_REASONS, PROG_MAIN, PROG_PASS,
-    flow::DEFAULT_FLOW_ENTRIES,
-};
+use vipx_common::{MAP_FLOWS, MAP_NAT, PROG_MAIN, PROG_PASS, flow::DEFAULT_FLOW_ENTRIES};
 
 use super::{
     counters::CounterMaps,
+    error::DataplaneError,
     maps::Maps,
     peers::{PeerEvents, PeerMaps},
+    settings::{AttachedMode, XdpModeConfig},
 };
-use crate::config::XdpModeConfig;
 
 /// The XDP object built by `cargo xtask build-ebpf`, embedded at build time
 /// (empty when it was not built: see `build.rs`).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vipx-ebpf.o"));
-
-/// The command that builds the XDP object.
-pub const BUILD_HINT: &str = "cargo xtask build-ebpf";
-
-/// What can go wrong in the data plane.
-#[derive(Debug, thiserror::Error)]
-pub enum DataplaneError {
-    #[error(
-        "this vipx-agent was built without its XDP object: run `{BUILD_HINT}`, then rebuild the agent"
-    )]
-    NoObject,
-    #[error("loading the XDP object: {0}")]
-    Load(#[from] Box<aya::EbpfError>),
-    #[error("XDP program {name}: {source}")]
-    Program {
-        name: &'static str,
-        #[source]
-        source: Box<ProgramError>,
-    },
-    #[error("the XDP object has no {kind} named {name}")]
-    Missing {
-        kind: &'static str,
-        name: &'static str,
-    },
-    #[error("map {name}: {source}")]
-    Map {
-        name: &'static str,
-        #[source]
-        source: aya::maps::MapError,
-    },
-    #[error("attaching XDP to {iface} in {mode} mode: {source}")]
-    Attach {
-        iface: String,
-        mode: AttachedMode,
-        #[source]
-        source: Box<ProgramError>,
-    },
-    #[error(
-        "attaching XDP to {iface}: driver mode failed ({driver}); generic mode failed too ({generic})"
-    )]
-    AttachBoth {
-        iface: String,
-        driver: Box<ProgramError>,
-        generic: Box<ProgramError>,
-    },
-    #[error("XDP is not attached to {0}")]
-    NotAttached(String),
-    #[error("the data plane has no room for more {0}")]
-    Full(&'static str),
-    #[error("Maglev table: {0}")]
-    Maglev(#[from] super::maglev::MaglevError),
-}
-
-/// The XDP mode an attachment actually uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AttachedMode {
-    Driver,
-    Generic,
-}
-
-impl AttachedMode {
-    fn aya(self) -> XdpMode {
-        match self {
-            Self::Driver => XdpMode::Driver,
-            Self::Generic => XdpMode::Skb,
-        }
-    }
-}
-
-impl std::fmt::Display for AttachedMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Driver => "driver",
-            Self::Generic => "generic",
-        })
-    }
-}
 
 /// One interface the program is attached to.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -338,7 +258,3 @@ fn raise_memlock_limit() {
         );
     }
 }
-
-/// Names of the maps the agent reads (kept here so a missing one is
-/// reported by name).
-pub(super) const COUNTER_MAPS: [&str; 3] = [MAP_ACTIONS, MAP_REASONS, MAP_PEER_EVENTS_LOST];

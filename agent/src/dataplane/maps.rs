@@ -2,7 +2,8 @@
 //! here; each map sits behind its own lock so the lease refresher, the flow
 //! collector and the service writer never wait on each other for long.
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use crate::locks::lock;
+use std::sync::Mutex;
 
 use aya::{
     Ebpf,
@@ -13,7 +14,7 @@ use vipx_common::{
     MAP_MAGLEV, MAP_NAT, MAP_SERVICE_STATS, MAP_SERVICES, NatEntry, Service, ServiceKey,
 };
 
-use super::loader::DataplaneError;
+use super::error::DataplaneError;
 
 /// The load-balancing maps.
 pub struct Maps {
@@ -25,12 +26,6 @@ pub struct Maps {
     pub(super) nat: Mutex<HashMap<MapData, FlowKey, NatEntry>>,
     pub(super) service_stats: PerCpuArray<MapData, Counter>,
     pub(super) backend_stats: PerCpuArray<MapData, Counter>,
-}
-
-/// Locks a map, also after a panic elsewhere (map handles hold no
-/// invariants of their own).
-pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 pub(super) fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataplaneError>

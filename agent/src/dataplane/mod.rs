@@ -2,18 +2,24 @@
 //! read and write of its maps. Nothing else in the agent touches a BPF map.
 
 mod counters;
+mod error;
 mod flows;
-mod groups;
+mod lease;
 mod loader;
 pub mod maglev;
 mod maps;
 mod peers;
+mod scrape;
 mod services;
+mod settings;
 
 pub use counters::{CounterMaps, CounterSnapshot};
+pub use error::{BUILD_HINT, DataplaneError};
 pub use flows::{FlowCollector, FlowStats, FlowTimeouts};
-pub use groups::{GroupStates, Refresher, monotonic_ns, realtime};
-pub use loader::{AttachedMode, Attachment, Dataplane, DataplaneError};
+pub use lease::{GroupStates, Refresher, monotonic_ns, realtime};
+pub use loader::{Attachment, Dataplane};
 pub use maps::Maps;
 pub use peers::{PeerEvents, PeerMaps, event_addr, key_addr, peer_key};
+pub use scrape::XdpCollector;
 pub use services::{BackendSpec, ServiceSpec, ServiceTable, addr_bytes};
+pub use settings::{AttachedMode, Mode, PortRange, XdpModeConfig};

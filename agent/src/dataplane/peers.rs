@@ -8,6 +8,7 @@
 //! descriptor is readable; `/metrics` and `status` list
 //! [`PeerMaps::records`].
 
+use crate::locks::lock;
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd},
@@ -24,10 +25,7 @@ use vipx_common::{
     peer::{FAMILY_V4, FAMILY_V6, FILTER_OFF, FILTER_ON, KIND_ALLOW},
 };
 
-use super::{
-    loader::DataplaneError,
-    maps::{lock, take},
-};
+use super::{error::DataplaneError, maps::take};
 
 /// The value of an allow-list entry.
 const ALLOWED: u32 = 1;

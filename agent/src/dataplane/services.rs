@@ -1,6 +1,7 @@
 //! Services and backends in the data plane: ids, backend entries, Maglev
 //! tables written to the inactive half and flipped atomically.
 
+use crate::locks::lock;
 use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
 use tracing::{info, warn};
@@ -12,12 +13,12 @@ use vipx_common::{
     },
 };
 
+use super::settings::{Mode, PortRange};
 use super::{
-    loader::DataplaneError,
+    error::DataplaneError,
     maglev::{self, BackendKey, MaglevBackend},
-    maps::{Maps, lock},
+    maps::Maps,
 };
-use crate::config::{Mode, PortRange};
 
 /// What one service should look like in the data plane.
 #[derive(Clone, Debug, PartialEq)]

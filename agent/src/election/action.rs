@@ -7,12 +7,10 @@ use std::net::IpAddr;
 
 #[cfg(doc)]
 use super::packet::PRIORITY_STOP;
-#[cfg(doc)]
-use super::state::Instance;
 
 /// The states of section 6.4 (no Fault state: interface and tracking faults
-/// are the caller's, expressed through [`Instance::set_priority`] or
-/// [`Instance::shutdown`]).
+/// are the caller's, expressed through [`Instance::set_priority`](super::Instance::set_priority) or
+/// [`Instance::shutdown`](super::Instance::shutdown)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum State {
     /// Not started, or stopped (section 6.4.1).
@@ -36,7 +34,7 @@ impl fmt::Display for State {
 /// Why a transition happened, for the event timeline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Reason {
-    /// [`Instance::startup`] (section 6.4.1).
+    /// [`Instance::startup`](super::Instance::startup) (section 6.4.1).
     Startup,
     /// No advert from a master for `Master_Down_Interval` (section 6.4.2).
     MasterDown,
@@ -68,11 +66,11 @@ pub enum Reason {
         /// The shared priority.
         priority: u8,
     },
-    /// [`Instance::shutdown`] (sections 6.4.2 and 6.4.3).
+    /// [`Instance::shutdown`](super::Instance::shutdown) (sections 6.4.2 and 6.4.3).
     Shutdown,
     /// vipx's fast heartbeat: the master's heartbeats stopped (or it said
     /// it is stopping) and no live peer outranks us
-    /// ([`Instance::master_lost`]). Not in the RFC: VRRP's own timer stays
+    /// ([`Instance::master_lost`](super::Instance::master_lost)). Not in the RFC: VRRP's own timer stays
     /// the fallback.
     HeartbeatLost {
         /// The silent (or stopping) master.
@@ -119,7 +117,7 @@ impl fmt::Display for Reason {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
     /// Send one advertisement with this priority (the VRID, interval and
-    /// addresses are the instance's: see [`Instance::advert`]).
+    /// addresses are the instance's: see [`Instance::advert`](super::Instance::advert)).
     SendAdvert {
         /// Our priority, or [`PRIORITY_STOP`] when stopping.
         priority: u8,

@@ -19,10 +19,10 @@ use super::{
 use crate::{
     config::GroupConfig,
     dataplane::{PeerMaps, monotonic_ns},
-    events::EventLog,
-    metrics::Metrics,
+    events::{EventKind, EventLog, GroupState},
+    heartbeat::{Advertised, HeartbeatLink, HeartbeatSpec, HeartbeatThread, Loss},
+    metrics::{AdvertOutcome, Metrics},
     ownership::Ownership,
-    pulse::PulseLink,
 };
 use vipx_common::peer::KIND_VRRP;
 
@@ -35,21 +35,37 @@ pub enum Command {
     Fault(bool),
     /// Stop: a MASTER sends priority 0 first; answered when done.
     Shutdown(oneshot::Sender<()>),
-    /// The fast heartbeat of this group: publish our state to it from now on.
-    Pulse(Arc<PulseLink>),
-    /// The XDP program's records: adverts are timed by their arrival there.
-    Records(Arc<PeerMaps>),
-    /// The heartbeat thread declared the master lost and us the one to take
-    /// over (see [`crate::pulse::Detector`]).
-    MasterLost {
-        src: IpAddr,
-        stopping: bool,
-        silence: Duration,
-        /// The BACKUP period it was decided in
-        /// ([`PulseLink::backup_since`]): a loss queued before a later
-        /// transition is stale.
-        backup_since: u64,
-    },
+}
+
+/// What an election works with besides its group.
+pub struct Wiring {
+    pub ownership: Arc<Ownership>,
+    pub events: Arc<EventLog>,
+    pub metrics: Arc<Metrics>,
+    /// The heartbeat thread (absent in HA debug mode); the group registers
+    /// with it once its source address is known, if it has a heartbeat.
+    pub heartbeat: Option<Arc<HeartbeatThread>>,
+    /// The heartbeat's UDP port (`[node] heartbeat_port`).
+    pub heartbeat_port: u16,
+    /// The XDP program's records: adverts are timed by their arrival there
+    /// (absent in HA debug mode).
+    pub records: Option<Arc<PeerMaps>>,
+}
+
+/// The group's registration with the heartbeat thread, ended when the
+/// election ends (also when its task is aborted).
+struct Registered {
+    thread: Arc<HeartbeatThread>,
+    link: Arc<HeartbeatLink>,
+    /// Where the thread reports a lost master (see
+    /// [`crate::heartbeat::Detector`]).
+    losses: mpsc::UnboundedReceiver<Loss>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.thread.unregister(&self.link);
+    }
 }
 
 /// A running election.
@@ -62,11 +78,6 @@ impl ElectionHandle {
     /// Sends a command (ignored if the election has ended).
     pub fn send(&self, command: Command) {
         let _ = self.commands.send(command);
-    }
-
-    /// Where commands go (for the heartbeat thread).
-    pub fn commands(&self) -> mpsc::UnboundedSender<Command> {
-        self.commands.clone()
     }
 
     /// Steps down (priority 0 first when MASTER) and ends the election.
@@ -93,7 +104,7 @@ struct Election {
     /// When the last advert from another node arrived.
     last_advert: Option<Instant>,
     /// The group's fast heartbeat, when configured.
-    pulse: Option<Arc<PulseLink>>,
+    heartbeat: Option<Registered>,
     /// The silence the heartbeat measured at its last detection.
     heartbeat_silence: Option<Duration>,
     /// The XDP program's records of adverts (absent in HA debug mode).
@@ -111,9 +122,7 @@ pub fn spawn(
     id: u32,
     group: &GroupConfig,
     priority: u8,
-    ownership: Arc<Ownership>,
-    events: Arc<EventLog>,
-    metrics: Arc<Metrics>,
+    wiring: Wiring,
 ) -> anyhow::Result<ElectionHandle> {
     let iface = group.interface.as_str();
     if let Err(err) = nix::net::if_::if_nametoindex(iface) {
@@ -122,7 +131,7 @@ pub fn spawn(
     let (commands, rx) = mpsc::unbounded_channel();
     let group = group.clone();
     let task = tokio::spawn(async move {
-        match prepare(id, group, priority, ownership, events, metrics).await {
+        match prepare(id, group, priority, wiring).await {
             Ok(election) => election.run(rx).await,
             Err(err) => error!("{err:#}"),
         }
@@ -135,9 +144,7 @@ async fn prepare(
     id: u32,
     group: GroupConfig,
     priority: u8,
-    ownership: Arc<Ownership>,
-    events: Arc<EventLog>,
-    metrics: Arc<Metrics>,
+    wiring: Wiring,
 ) -> anyhow::Result<Election> {
     use anyhow::Context as _;
     let iface = group.interface.as_str();
@@ -162,21 +169,74 @@ async fn prepare(
         accept_mode: true,
     })
     .with_context(|| format!("group {}", group.name))?;
+    let heartbeat = register_heartbeat(&group, primary, priority, &wiring);
     Ok(Election {
         id,
         group,
         instance,
         socket,
-        ownership,
-        events,
-        metrics,
+        ownership: wiring.ownership,
+        events: wiring.events,
+        metrics: wiring.metrics,
         epoch: Instant::now(),
         faulted: false,
         last_advert: None,
-        pulse: None,
+        heartbeat,
         heartbeat_silence: None,
-        records: None,
+        records: wiring.records,
     })
+}
+
+/// Starts the group's heartbeat (when configured), from the adverts'
+/// source: the address the peers list us by.
+fn register_heartbeat(
+    group: &GroupConfig,
+    source: IpAddr,
+    priority: u8,
+    wiring: &Wiring,
+) -> Option<Registered> {
+    let (Some(thread), Some(interval)) = (&wiring.heartbeat, group.heartbeat_interval) else {
+        return None;
+    };
+    let spec = HeartbeatSpec {
+        name: group.name.clone(),
+        vrid: group.vrid,
+        interval,
+        multiplier: group.heartbeat_multiplier,
+        source,
+        peers: group.unicast_peers.clone(),
+        port: wiring.heartbeat_port,
+        dampening: group.heartbeat_dampening,
+    };
+    let (tx, losses) = mpsc::unbounded_channel();
+    match thread.register(spec, priority, tx, wiring.metrics.heartbeat(&group.name)) {
+        Ok(link) => Some(Registered {
+            thread: Arc::clone(thread),
+            link,
+            losses,
+        }),
+        Err(err) => {
+            warn!(group = %group.name, "heartbeat not started, VRRP alone detects failures: {err}");
+            None
+        }
+    }
+}
+
+/// What our heartbeats say of an election's state.
+fn advertised(state: State) -> Advertised {
+    match state {
+        State::Master => Advertised::Master,
+        State::Backup => Advertised::Backup,
+        State::Initialize => Advertised::Stopping,
+    }
+}
+
+/// The next loss the heartbeat reports (never, without a heartbeat).
+async fn next_loss(heartbeat: &mut Option<Registered>) -> Option<Loss> {
+    match heartbeat {
+        Some(registered) => registered.losses.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Election {
@@ -208,7 +268,7 @@ impl Election {
                     let now = self.now();
                     // Among vipx peers the heartbeat is the judge: late
                     // adverts from a live master are no failure.
-                    if self.pulse.as_ref().is_some_and(|p| p.master_alive())
+                    if self.link().is_some_and(|p| p.master_alive())
                         && self.instance.master_alive(now)
                     {
                         debug!(group = %self.group.name, "adverts late but the master's heartbeats are current: no takeover");
@@ -226,7 +286,7 @@ impl Election {
                         self.faulted = true;
                         let actions = self.instance.shutdown(self.now());
                         self.execute(actions).await;
-                        self.events.record("group", &self.group.name, "", "FAULT", "a tracked item failed");
+                        self.events.record(EventKind::Group, &self.group.name, None, GroupState::Fault, "a tracked item failed");
                     }
                     Some(Command::Fault(false)) if self.faulted => {
                         self.faulted = false;
@@ -234,23 +294,6 @@ impl Election {
                         self.execute(actions).await;
                     }
                     Some(Command::Fault(_)) => {}
-                    Some(Command::Records(maps)) => self.records = Some(maps),
-                    Some(Command::Pulse(link)) => {
-                        link.publish(self.instance.state(), self.instance.priority());
-                        self.pulse = Some(link);
-                    }
-                    Some(Command::MasterLost { src, stopping, silence, backup_since }) => {
-                        if self.faulted {
-                            continue;
-                        }
-                        if self.pulse.as_ref().is_some_and(|p| p.backup_since() != backup_since) {
-                            debug!(group = %self.group.name, %src, "heartbeat loss decided before our last transition: ignored");
-                            continue;
-                        }
-                        self.heartbeat_silence = Some(silence);
-                        let actions = self.instance.master_lost(self.now(), src, stopping);
-                        self.execute(actions).await;
-                    }
                     Some(Command::Shutdown(done)) => {
                         let actions = self.instance.shutdown(self.now());
                         self.execute(actions).await;
@@ -259,20 +302,47 @@ impl Election {
                     }
                     None => return,
                 },
+                Some(loss) = next_loss(&mut self.heartbeat) => self.on_loss(loss).await,
             }
         }
+    }
+
+    /// The heartbeat declared the master lost and us the one to take over.
+    async fn on_loss(&mut self, loss: Loss) {
+        if self.faulted {
+            return;
+        }
+        if self
+            .link()
+            .is_some_and(|p| p.backup_since() != loss.backup_since)
+        {
+            debug!(group = %self.group.name, src = %loss.src, "heartbeat loss decided before our last transition: ignored");
+            return;
+        }
+        self.heartbeat_silence = Some(loss.silence);
+        let actions = self
+            .instance
+            .master_lost(self.now(), loss.src, loss.stopping);
+        self.execute(actions).await;
+    }
+
+    /// The group's heartbeat link, when it has one.
+    fn link(&self) -> Option<&Arc<HeartbeatLink>> {
+        self.heartbeat.as_ref().map(|r| &r.link)
     }
 
     async fn on_packet(&mut self, received: Received) {
         if !self.group.unicast_peers.is_empty() && !self.group.unicast_peers.contains(&received.src)
         {
-            self.metrics.count_advert(&self.group.name, "foreign");
+            self.metrics
+                .count_advert(&self.group.name, AdvertOutcome::Foreign);
             debug!(group = %self.group.name, src = %received.src, "advert from outside the peer list ignored");
             return;
         }
         match parse(received.src, received.dst, received.ttl, &received.payload) {
             Ok(advert) if advert.vrid == self.group.vrid => {
-                self.metrics.count_advert(&self.group.name, "received");
+                self.metrics
+                    .count_advert(&self.group.name, AdvertOutcome::Received);
                 let (arrival, age) = self.arrival(received.src);
                 self.last_advert = Some(Instant::now() - age);
                 if self.faulted {
@@ -285,7 +355,8 @@ impl Election {
             }
             Ok(_) => {}
             Err(err) => {
-                self.metrics.count_advert(&self.group.name, "invalid");
+                self.metrics
+                    .count_advert(&self.group.name, AdvertOutcome::Invalid);
                 debug!(group = %self.group.name, src = %received.src, "invalid VRRP packet: {err}");
             }
         }
@@ -296,9 +367,9 @@ impl Election {
             match action {
                 Action::SendAdvert { priority } => {
                     if priority == 0
-                        && let Some(pulse) = &self.pulse
+                        && let Some(link) = self.link()
                     {
-                        pulse.farewell();
+                        link.farewell();
                     }
                     self.send_advert(priority).await;
                 }
@@ -316,8 +387,9 @@ impl Election {
                     if let Some(silence) = silence {
                         self.metrics.set_detection(&self.group.name, silence);
                     }
-                    if let (Reason::Preempt { src, .. }, Some(pulse)) = (reason, self.pulse.clone())
-                        && !pulse.wait_released(src).await
+                    if let (Reason::Preempt { src, .. }, Some(link)) =
+                        (reason, self.link().cloned())
+                        && !link.wait_released(src).await
                     {
                         warn!(group = %self.group.name, %src, "the preempted master did not let go within twice the detection time; taking over");
                     }
@@ -330,19 +402,24 @@ impl Election {
                         }
                         None => reason.to_string(),
                     };
-                    self.events
-                        .record("group", &self.group.name, "BACKUP", "MASTER", &reason);
+                    self.events.record(
+                        EventKind::Group,
+                        &self.group.name,
+                        Some(GroupState::Backup),
+                        GroupState::Master,
+                        &reason,
+                    );
                 }
                 Action::BecomeBackup { reason } | Action::Stop { reason } => {
                     let was_master = self.ownership.is_master(self.id);
-                    match self.pulse.clone() {
-                        Some(pulse) if was_master => {
-                            // A handover (see `crate::pulse`): stop
+                    match self.link().cloned() {
+                        Some(link) if was_master => {
+                            // A handover (see `crate::heartbeat`): stop
                             // answering for the VIPs, say so, and serve
                             // until the successor has taken them.
                             self.ownership.release(self.id, &self.group).await;
                             self.publish();
-                            let successor = pulse.wait_successor().await;
+                            let successor = link.wait_successor().await;
                             self.ownership.stop_serving(self.id, &self.group);
                             debug!(group = %self.group.name, ?successor, "handed over");
                         }
@@ -354,14 +431,14 @@ impl Election {
                     self.metrics.set_group_master(&self.group.name, false);
                     if was_master {
                         let to = if self.instance.state() == State::Backup {
-                            "BACKUP"
+                            GroupState::Backup
                         } else {
-                            "STOPPED"
+                            GroupState::Stopped
                         };
                         self.events.record(
-                            "group",
+                            EventKind::Group,
                             &self.group.name,
-                            "MASTER",
+                            Some(GroupState::Master),
                             to,
                             &reason.to_string(),
                         );
@@ -389,8 +466,8 @@ impl Election {
 
     /// Tells the heartbeat (if any) our state after a transition.
     fn publish(&self) {
-        if let Some(pulse) = &self.pulse {
-            pulse.publish(self.instance.state(), self.instance.priority());
+        if let Some(link) = self.link() {
+            link.publish(advertised(self.instance.state()), self.instance.priority());
         }
     }
 
@@ -420,7 +497,9 @@ impl Election {
         for dst in destinations {
             let payload = build(src, dst, &advert);
             match self.socket.send(dst, &payload).await {
-                Ok(()) => self.metrics.count_advert(&self.group.name, "sent"),
+                Ok(()) => self
+                    .metrics
+                    .count_advert(&self.group.name, AdvertOutcome::Sent),
                 Err(err) => error!(group = %self.group.name, %dst, "sending a VRRP advert: {err}"),
             }
         }

@@ -44,6 +44,7 @@ use thiserror::Error;
 use super::action::{Action, Reason, State};
 use super::packet::{Advert, MAX_ADVER_INT_MASK, PRIORITY_OWNER, PRIORITY_STOP};
 use super::timers::{self, Centiseconds, MAX_ADVER_INT};
+use crate::rank::address_greater;
 
 /// A point in time, as the span since an arbitrary epoch the caller chooses
 /// (the agent: its start; tests: zero).
@@ -467,16 +468,6 @@ impl Instance {
         self.pending = Pending::Silence;
         self.preempt_holdoff_until = None;
         vec![Action::BecomeBackup { reason }]
-    }
-}
-
-/// Whether `a` is greater than `b` as an unsigned integer (section 6.4.3's
-/// tie-break); addresses of different families are never compared.
-pub(crate) fn address_greater(a: IpAddr, b: IpAddr) -> bool {
-    match (a, b) {
-        (IpAddr::V4(a), IpAddr::V4(b)) => a.to_bits() > b.to_bits(),
-        (IpAddr::V6(a), IpAddr::V6(b)) => a.to_bits() > b.to_bits(),
-        _ => false,
     }
 }
 

@@ -12,10 +12,11 @@ use tracing::{error, warn};
 
 use super::{monitor::Report, state::Health};
 use crate::{
+    balancer::SharedTable,
     config::{AllDown, OnDown},
     dataplane::{BackendSpec, ServiceSpec},
-    events::EventLog,
-    lb::{SharedTable, lock},
+    events::{DrainState, EventKind, EventLog, ServiceState},
+    locks::lock,
 };
 
 /// A service's policies for down backends.
@@ -99,12 +100,17 @@ impl Controller {
         };
         if changed {
             let (from, to) = if drain {
-                ("active", "drained")
+                (DrainState::Active, DrainState::Drained)
             } else {
-                ("drained", "active")
+                (DrainState::Drained, DrainState::Active)
             };
-            self.events
-                .record("drain", &backend.to_string(), from, to, "operator");
+            self.events.record(
+                EventKind::Drain,
+                &backend.to_string(),
+                Some(from),
+                to,
+                "operator",
+            );
             self.apply();
         }
         true
@@ -123,10 +129,10 @@ impl Controller {
             | super::checks::Verdict::Down { reason } => reason.clone(),
         };
         self.events.record(
-            "health",
+            EventKind::Health,
             &format!("{} {}", report.target.service, report.target.backend),
-            previous.unwrap_or(Health::Up).name(),
-            report.health.name(),
+            Some(previous.unwrap_or(Health::Up)),
+            report.health,
             &reason,
         );
         self.apply();
@@ -164,19 +170,19 @@ impl Controller {
                         }
                     );
                     self.events.record(
-                        "service",
+                        EventKind::Service,
                         &spec.name,
-                        "serving",
-                        "all backends down",
+                        Some(ServiceState::Serving),
+                        ServiceState::AllDown,
                         "health checks",
                     );
                 }
             } else if self.all_down.remove(&spec.name) {
                 self.events.record(
-                    "service",
+                    EventKind::Service,
                     &spec.name,
-                    "all backends down",
-                    "serving",
+                    Some(ServiceState::AllDown),
+                    ServiceState::Serving,
                     "a backend is up",
                 );
             }

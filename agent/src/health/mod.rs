@@ -8,10 +8,11 @@ pub mod monitor;
 pub mod state;
 pub mod track;
 
+use crate::locks::lock;
 use std::{
     collections::{HashMap, HashSet},
     net::SocketAddr,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, Mutex},
 };
 
 use tokio::{
@@ -24,7 +25,11 @@ pub use monitor::{Prober, Report, Schedule, Target};
 pub use state::{Health, Hysteresis};
 
 use crate::{
-    config::Config, dataplane::ServiceSpec, events::EventLog, lb::SharedTable, metrics::Metrics,
+    balancer::SharedTable,
+    config::Config,
+    dataplane::ServiceSpec,
+    events::EventLog,
+    metrics::{CheckResult, Metrics},
 };
 
 /// Reports in flight between the checks and the controller.
@@ -42,8 +47,17 @@ pub struct HealthRunner {
     ready_tx: watch::Sender<bool>,
 }
 
-fn lock(controller: &Mutex<Controller>) -> std::sync::MutexGuard<'_, Controller> {
-    controller.lock().unwrap_or_else(PoisonError::into_inner)
+/// Exports one check's result.
+fn observe(metrics: &Metrics, report: &Report) {
+    let backend = report.target.backend.to_string();
+    metrics.observe_check(&CheckResult {
+        service: &report.target.service,
+        backend: &backend,
+        took: report.took,
+        state: report.health.name(),
+        states: &Health::ALL.map(Health::name),
+        changed: report.changed_from.is_some(),
+    });
 }
 
 impl HealthRunner {
@@ -66,13 +80,12 @@ impl HealthRunner {
             tokio::spawn(async move {
                 while let Some(report) = rx.recv().await {
                     {
-                        let mut unchecked =
-                            unchecked.lock().unwrap_or_else(PoisonError::into_inner);
+                        let mut unchecked = lock(&unchecked);
                         if unchecked.remove(&report.target) && unchecked.is_empty() {
                             let _ = ready_tx.send(true);
                         }
                     }
-                    metrics.observe_check(&report);
+                    observe(&metrics, &report);
                     let mut controller = lock(&controller);
                     controller.on_report(&report);
                     metrics.set_all_down(controller.all_down());
@@ -118,7 +131,7 @@ impl HealthRunner {
                 rise: health.rise,
                 fall: health.fall,
             };
-            let prober: Arc<dyn Prober> = Arc::new(health.to_check());
+            let prober: Arc<dyn Prober> = Arc::new(checks::Check::from_config(health));
             for backend in &service.backends {
                 let addr = SocketAddr::new(backend.address, service.backend_port(backend));
                 let target = Target {
@@ -131,10 +144,7 @@ impl HealthRunner {
                 };
                 let initial = lock(&self.controller).health(&service.name, addr);
                 if !*self.ready.borrow() {
-                    self.unchecked
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .insert(target.clone());
+                    lock(&self.unchecked).insert(target.clone());
                 }
                 self.monitors.push(tokio::spawn(monitor::run(
                     target,
@@ -146,12 +156,7 @@ impl HealthRunner {
             }
         }
         lock(&self.controller).set_base(specs, policies);
-        if self
-            .unchecked
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_empty()
-        {
+        if lock(&self.unchecked).is_empty() {
             let _ = self.ready_tx.send(true);
         }
     }

@@ -19,6 +19,9 @@ pub enum Health {
 }
 
 impl Health {
+    /// Every state, best first.
+    pub const ALL: [Self; 3] = [Self::Up, Self::Degraded, Self::Down];
+
     /// The lowercase name (metrics, events).
     pub fn name(self) -> &'static str {
         match self {
@@ -26,6 +29,12 @@ impl Health {
             Self::Degraded => "degraded",
             Self::Down => "down",
         }
+    }
+}
+
+impl std::fmt::Display for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 

@@ -3,9 +3,10 @@
 //! this node's own checks): failing tracked items change a group's
 //! election priority, or put it in FAULT. The election reads the result.
 
+use crate::locks::lock;
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -17,7 +18,10 @@ use super::{
     monitor::{self, Prober, Report, Schedule, Target},
     state::Health,
 };
-use crate::{config::Config, events::EventLog};
+use crate::{
+    config::Config,
+    events::{EventKind, EventLog},
+};
 
 /// How often tracked interfaces and services are looked at.
 const INTERFACE_POLL: Duration = Duration::from_millis(100);
@@ -78,14 +82,14 @@ pub struct Tracking {
 impl Tracking {
     /// A group's effective priority (its base when it tracks nothing).
     pub fn effective(&self, group: &str) -> Option<Effective> {
-        let groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        let groups = lock(&self.groups);
         groups
             .get(group)
             .map(|(base, items)| effective(*base, items))
     }
 
     fn set(&self, group: &str, item: &str, failing: bool) -> Option<(Effective, Effective)> {
-        let mut groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut groups = lock(&self.groups);
         let (base, items) = groups.get_mut(group)?;
         let before = effective(*base, items);
         let entry = items.iter_mut().find(|i| i.name == item)?;
@@ -174,21 +178,17 @@ impl Tracker {
                     tx.clone(),
                 )));
             }
-            tracking
-                .groups
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(group.name.clone(), (group.priority, items));
+            lock(&tracking.groups).insert(group.name.clone(), (group.priority, items));
         }
         let shared = Arc::clone(&tracking);
         tasks.push(tokio::spawn(async move {
             while let Some((group, item, failing, reason)) = rx.recv().await {
                 if let Some((before, after)) = shared.set(&group, &item, failing) {
                     events.record(
-                        "track",
+                        EventKind::Track,
                         &format!("{group} {item}"),
-                        &describe(before),
-                        &describe(after),
+                        Some(before),
+                        after,
                         &reason,
                     );
                     on_change(&group, after);
@@ -207,11 +207,13 @@ impl Drop for Tracker {
     }
 }
 
-fn describe(e: Effective) -> String {
-    if e.fault {
-        format!("FAULT (priority {})", e.priority)
-    } else {
-        format!("priority {}", e.priority)
+impl std::fmt::Display for Effective {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.fault {
+            write!(f, "FAULT (priority {})", self.priority)
+        } else {
+            write!(f, "priority {}", self.priority)
+        }
     }
 }
 

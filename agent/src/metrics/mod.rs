@@ -1,175 +1,251 @@
-//! Prometheus metrics: the agent's own registry, plus a collector that reads
-//! the XDP counter maps at scrape time (so a scrape always sees the kernel's
-//! current figures, summed over CPUs).
+//! Prometheus metrics: the agent's registry and the families the domains
+//! move. A leaf: the domains call it with plain values (names, numbers,
+//! the words of a label), or take the handles of their own families
+//! ([`HeartbeatMetrics`]); the collectors that read the data plane at
+//! scrape time live beside what they read and are registered here
+//! ([`Metrics::register`]), built with [`family`].
+
+pub mod family;
+
+use std::{collections::HashSet, time::Duration};
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
-    core::{Collector, Desc},
-    proto::{self, LabelPair, MetricFamily, MetricType},
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder, core::Collector,
 };
 use tracing::warn;
 
-mod lb;
+/// Buckets of the health checks' duration, in seconds.
+const CHECK_BUCKETS: [f64; 13] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
 
-pub use lb::LbCollector;
+/// What became of a VRRP advert (`vipx_vrrp_adverts_total{what}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdvertOutcome {
+    Sent,
+    Received,
+    /// Not a valid VRRPv3 advert.
+    Invalid,
+    /// From outside the group's `unicast_peers`.
+    Foreign,
+}
 
-use vipx_common::Counter;
+impl AdvertOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Sent => "sent",
+            Self::Received => "received",
+            Self::Invalid => "invalid",
+            Self::Foreign => "foreign",
+        }
+    }
+}
 
-use crate::{
-    dataplane::{Attachment, CounterMaps, FlowStats},
-    health::Health,
-    lb::SharedTable,
-};
+/// One health check's result, as the metrics see it.
+#[derive(Clone, Copy, Debug)]
+pub struct CheckResult<'a> {
+    pub service: &'a str,
+    pub backend: &'a str,
+    pub took: Duration,
+    /// The backend's health after the check, among `states`.
+    pub state: &'a str,
+    /// Every health state: one series each, 1 for the current one.
+    pub states: &'a [&'a str],
+    /// The check changed the backend's health.
+    pub changed: bool,
+}
+
+/// The heartbeat's families of one group, for the heartbeat thread.
+#[derive(Clone, Debug)]
+pub struct HeartbeatMetrics {
+    pub sent: IntCounter,
+    pub received: IntCounter,
+    pub send_failed: IntCounter,
+    /// The detection time in force (the configured one, or more after a
+    /// false takeover).
+    pub detection: Gauge,
+}
 
 /// Everything `/metrics` shows.
 pub struct Metrics {
     registry: Registry,
     attached: IntGaugeVec,
+    services: ServiceFamilies,
+    health: HealthFamilies,
+    groups: GroupFamilies,
+}
+
+/// Per-service families the agent moves.
+struct ServiceFamilies {
     flows: IntGaugeVec,
     nat_ports: IntGaugeVec,
-    group_master: IntGaugeVec,
     flows_expired: IntCounter,
+    all_down: IntGaugeVec,
+}
+
+/// Health check families.
+struct HealthFamilies {
     backend_state: IntGaugeVec,
     check_seconds: HistogramVec,
     transitions: IntCounterVec,
-    all_down: IntGaugeVec,
-    group_priority: IntGaugeVec,
-    group_fault: IntGaugeVec,
+}
+
+/// Per-group families: election, tracking, heartbeat.
+struct GroupFamilies {
+    master: IntGaugeVec,
+    priority: IntGaugeVec,
+    fault: IntGaugeVec,
     adverts: IntCounterVec,
     heartbeats: IntCounterVec,
-    heartbeat_detection: prometheus::GaugeVec,
-    detection: prometheus::GaugeVec,
+    heartbeat_detection: GaugeVec,
+    detection: GaugeVec,
+}
+
+/// Registers families in one registry.
+struct Registrar<'a>(&'a Registry);
+
+impl Registrar<'_> {
+    fn add<C: Collector + Clone + 'static>(&self, collector: C) -> prometheus::Result<C> {
+        self.0.register(Box::new(collector.clone()))?;
+        Ok(collector)
+    }
+
+    fn int_gauges(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> prometheus::Result<IntGaugeVec> {
+        self.add(IntGaugeVec::new(Opts::new(name, help), labels)?)
+    }
+
+    fn gauges(&self, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<GaugeVec> {
+        self.add(GaugeVec::new(Opts::new(name, help), labels)?)
+    }
+
+    fn counters(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> prometheus::Result<IntCounterVec> {
+        self.add(IntCounterVec::new(Opts::new(name, help), labels)?)
+    }
+}
+
+impl ServiceFamilies {
+    fn new(r: &Registrar<'_>) -> prometheus::Result<Self> {
+        Ok(Self {
+            flows: r.int_gauges(
+                "vipx_service_flows",
+                "Flows in the flow table, by service.",
+                &["service"],
+            )?,
+            nat_ports: r.int_gauges(
+                "vipx_service_nat_ports",
+                "NAT ports in use, by service (nat mode).",
+                &["service"],
+            )?,
+            flows_expired: r.add(IntCounter::new(
+                "vipx_flows_expired_total",
+                "Flows forgotten after their idle or FIN timeout.",
+            )?)?,
+            all_down: r.int_gauges(
+                "vipx_service_all_backends_down",
+                "1 while every backend of the service is down.",
+                &["service"],
+            )?,
+        })
+    }
+}
+
+impl HealthFamilies {
+    fn new(r: &Registrar<'_>) -> prometheus::Result<Self> {
+        Ok(Self {
+            backend_state: r.int_gauges(
+                "vipx_backend_health",
+                "1 for the backend's current health (up, degraded, down), by service.",
+                &["service", "backend", "state"],
+            )?,
+            check_seconds: r.add(HistogramVec::new(
+                HistogramOpts::new(
+                    "vipx_health_check_duration_seconds",
+                    "Duration of health checks.",
+                )
+                .buckets(CHECK_BUCKETS.to_vec()),
+                &["service", "backend"],
+            )?)?,
+            transitions: r.counters(
+                "vipx_health_transitions_total",
+                "Health transitions of backends, by new state.",
+                &["service", "backend", "to"],
+            )?,
+        })
+    }
+}
+
+impl GroupFamilies {
+    fn new(r: &Registrar<'_>) -> prometheus::Result<Self> {
+        Ok(Self {
+            master: r.int_gauges(
+                "vipx_group_master",
+                "1 while this node is MASTER of the group (serves its VIPs).",
+                &["group"],
+            )?,
+            adverts: r.counters(
+                "vipx_vrrp_adverts_total",
+                "VRRP adverts by group: sent, received, invalid, foreign (not a peer).",
+                &["group", "what"],
+            )?,
+            heartbeats: r.counters(
+                "vipx_heartbeats_total",
+                "Fast heartbeats by group: sent, send_failed, received (recorded by XDP from the group's peers). Heartbeats and adverts from outside the peer list are dropped by XDP: vipx_xdp_reason_packets_total{reason=\"peer_unknown\"}.",
+                &["group", "what"],
+            )?,
+            heartbeat_detection: r.gauges(
+                "vipx_heartbeat_detection_seconds",
+                "The fast heartbeat's detection time in force, by group: heartbeat_interval x heartbeat_multiplier, doubled after each false takeover (heartbeat_dampening).",
+                &["group"],
+            )?,
+            detection: r.gauges(
+                "vipx_group_last_detection_seconds",
+                "At this node's last takeover: the time since the previous master's last advert.",
+                &["group"],
+            )?,
+            priority: r.int_gauges(
+                "vipx_group_priority",
+                "The group's election priority after its tracked items.",
+                &["group"],
+            )?,
+            fault: r.int_gauges(
+                "vipx_group_fault",
+                "1 while a tracked weight-0 item of the group fails (FAULT).",
+                &["group"],
+            )?,
+        })
+    }
 }
 
 impl Metrics {
-    /// Registers the agent's metrics; `counters` are read at each scrape.
-    pub fn new(
-        node: &str,
-        counters: Option<CounterMaps>,
-        lb: Option<SharedTable>,
-    ) -> prometheus::Result<Self> {
+    /// Registers the agent's own families; `node` labels the build info.
+    pub fn new(node: &str) -> prometheus::Result<Self> {
         let registry = Registry::new();
-        let build = IntGauge::with_opts(
+        let r = Registrar(&registry);
+        let build = r.add(IntGauge::with_opts(
             Opts::new("vipx_build_info", "vipx-agent build and node; always 1.")
                 .const_label("version", env!("CARGO_PKG_VERSION"))
                 .const_label("node", node),
-        )?;
+        )?)?;
         build.set(1);
-        registry.register(Box::new(build))?;
-        let attached = IntGaugeVec::new(
-            Opts::new(
-                "vipx_xdp_attached",
-                "1 for each interface the XDP program is attached to, by mode.",
-            ),
+        let attached = r.int_gauges(
+            "vipx_xdp_attached",
+            "1 for each interface the XDP program is attached to, by mode.",
             &["interface", "mode"],
         )?;
-        registry.register(Box::new(attached.clone()))?;
-        if let Some(counters) = counters {
-            registry.register(Box::new(XdpCollector::new(counters)?))?;
-        }
-        if let Some(table) = lb {
-            registry.register(Box::new(LbCollector::new(table)?))?;
-        }
-        let gauge = |name: &str, help: &str, label: &str| -> prometheus::Result<IntGaugeVec> {
-            let vec = IntGaugeVec::new(Opts::new(name, help), &[label])?;
-            registry.register(Box::new(vec.clone()))?;
-            Ok(vec)
-        };
-        let flows = gauge(
-            "vipx_service_flows",
-            "Flows in the flow table, by service.",
-            "service",
-        )?;
-        let nat_ports = gauge(
-            "vipx_service_nat_ports",
-            "NAT ports in use, by service (nat mode).",
-            "service",
-        )?;
-        let group_master = gauge(
-            "vipx_group_master",
-            "1 while this node is MASTER of the group (serves its VIPs).",
-            "group",
-        )?;
-        let flows_expired = IntCounter::new(
-            "vipx_flows_expired_total",
-            "Flows forgotten after their idle or FIN timeout.",
-        )?;
-        registry.register(Box::new(flows_expired.clone()))?;
-        let backend_state = IntGaugeVec::new(
-            Opts::new(
-                "vipx_backend_health",
-                "1 for the backend's current health (up, degraded, down), by service.",
-            ),
-            &["service", "backend", "state"],
-        )?;
-        registry.register(Box::new(backend_state.clone()))?;
-        let check_seconds = HistogramVec::new(
-            HistogramOpts::new(
-                "vipx_health_check_duration_seconds",
-                "Duration of health checks.",
-            )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-            ]),
-            &["service", "backend"],
-        )?;
-        registry.register(Box::new(check_seconds.clone()))?;
-        let transitions = IntCounterVec::new(
-            Opts::new(
-                "vipx_health_transitions_total",
-                "Health transitions of backends, by new state.",
-            ),
-            &["service", "backend", "to"],
-        )?;
-        registry.register(Box::new(transitions.clone()))?;
-        let adverts = IntCounterVec::new(
-            Opts::new(
-                "vipx_vrrp_adverts_total",
-                "VRRP adverts by group: sent, received, invalid, foreign (not a peer).",
-            ),
-            &["group", "what"],
-        )?;
-        registry.register(Box::new(adverts.clone()))?;
-        let heartbeats = IntCounterVec::new(
-            Opts::new(
-                "vipx_heartbeats_total",
-                "Fast heartbeats by group: sent, send_failed, received (recorded by XDP from the group's peers). Heartbeats and adverts from outside the peer list are dropped by XDP: vipx_xdp_reason_packets_total{reason=\"peer_unknown\"}.",
-            ),
-            &["group", "what"],
-        )?;
-        registry.register(Box::new(heartbeats.clone()))?;
-        let heartbeat_detection = prometheus::GaugeVec::new(
-            Opts::new(
-                "vipx_heartbeat_detection_seconds",
-                "The fast heartbeat's detection time in force, by group: heartbeat_interval x heartbeat_multiplier, doubled after each false takeover (heartbeat_dampening).",
-            ),
-            &["group"],
-        )?;
-        registry.register(Box::new(heartbeat_detection.clone()))?;
-        let detection = prometheus::GaugeVec::new(
-            Opts::new(
-                "vipx_group_last_detection_seconds",
-                "At this node's last takeover: the time since the previous master's last advert.",
-            ),
-            &["group"],
-        )?;
-        registry.register(Box::new(detection.clone()))?;
-        let group_priority = gauge(
-            "vipx_group_priority",
-            "The group's election priority after its tracked items.",
-            "group",
-        )?;
-        let group_fault = gauge(
-            "vipx_group_fault",
-            "1 while a tracked weight-0 item of the group fails (FAULT).",
-            "group",
-        )?;
-        let all_down = gauge(
-            "vipx_service_all_backends_down",
-            "1 while every backend of the service is down.",
-            "service",
-        )?;
+        let services = ServiceFamilies::new(&r)?;
+        let health = HealthFamilies::new(&r)?;
+        let groups = GroupFamilies::new(&r)?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -177,117 +253,119 @@ impl Metrics {
         Ok(Self {
             registry,
             attached,
-            flows,
-            nat_ports,
-            group_master,
-            flows_expired,
-            backend_state,
-            check_seconds,
-            transitions,
-            all_down,
-            group_priority,
-            group_fault,
-            adverts,
-            heartbeats,
-            heartbeat_detection,
-            detection,
+            services,
+            health,
+            groups,
         })
     }
 
+    /// Adds a collector read at each scrape (the data plane's figures).
+    pub fn register(&self, collector: Box<dyn Collector>) -> prometheus::Result<()> {
+        self.registry.register(collector)
+    }
+
     /// Records one health check.
-    pub fn observe_check(&self, report: &crate::health::Report) {
-        let service = report.target.service.as_str();
-        let backend = report.target.backend.to_string();
-        self.check_seconds
-            .with_label_values(&[service, &backend])
-            .observe(report.took.as_secs_f64());
-        for state in [Health::Up, Health::Degraded, Health::Down] {
-            self.backend_state
-                .with_label_values(&[service, &backend, state.name()])
-                .set(i64::from(state == report.health));
+    pub fn observe_check(&self, check: &CheckResult<'_>) {
+        let h = &self.health;
+        h.check_seconds
+            .with_label_values(&[check.service, check.backend])
+            .observe(check.took.as_secs_f64());
+        for state in check.states {
+            h.backend_state
+                .with_label_values(&[check.service, check.backend, state])
+                .set(i64::from(*state == check.state));
         }
-        if report.changed_from.is_some() {
-            self.transitions
-                .with_label_values(&[service, &backend, report.health.name()])
+        if check.changed {
+            h.transitions
+                .with_label_values(&[check.service, check.backend, check.state])
                 .inc();
         }
     }
 
     /// Records which services have every backend down.
-    pub fn set_all_down(&self, services: &std::collections::HashSet<String>) {
-        for metric in self.all_down.collect().iter().flat_map(|f| f.get_metric()) {
+    pub fn set_all_down(&self, services: &HashSet<String>) {
+        let all_down = &self.services.all_down;
+        for metric in all_down.collect().iter().flat_map(|f| f.get_metric()) {
             if let Some(label) = metric.get_label().first() {
-                self.all_down.with_label_values(&[label.value()]).set(0);
+                all_down.with_label_values(&[label.value()]).set(0);
             }
         }
         for service in services {
-            self.all_down.with_label_values(&[service.as_str()]).set(1);
+            all_down.with_label_values(&[service.as_str()]).set(1);
         }
     }
 
-    /// Records what a flow collection found (`names`: service id -> name).
-    pub fn set_flow_stats(&self, stats: &FlowStats, names: &[(u32, String)]) {
-        for (id, name) in names {
-            let count = |m: &std::collections::HashMap<u32, u64>| {
-                i64::try_from(m.get(id).copied().unwrap_or(0)).unwrap_or(i64::MAX)
-            };
-            self.flows
-                .with_label_values(&[name.as_str()])
-                .set(count(&stats.flows));
-            self.nat_ports
-                .with_label_values(&[name.as_str()])
-                .set(count(&stats.nat_ports));
-        }
-        self.flows_expired.inc_by(stats.expired);
+    /// Records a service's flows and the NAT ports they hold.
+    pub fn set_flows(&self, service: &str, flows: u64, nat_ports: u64) {
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.services
+            .flows
+            .with_label_values(&[service])
+            .set(count(flows));
+        self.services
+            .nat_ports
+            .with_label_values(&[service])
+            .set(count(nat_ports));
+    }
+
+    /// Counts flows forgotten after their timeout.
+    pub fn count_expired(&self, flows: u64) {
+        self.services.flows_expired.inc_by(flows);
     }
 
     /// Records a group's priority after its tracked items, and FAULT.
     pub fn set_group_priority(&self, group: &str, priority: u8, fault: bool) {
-        self.group_priority
+        self.groups
+            .priority
             .with_label_values(&[group])
             .set(i64::from(priority));
-        self.group_fault
+        self.groups
+            .fault
             .with_label_values(&[group])
             .set(i64::from(fault));
     }
 
     /// Records the detection time of this node's last takeover.
-    pub fn set_detection(&self, group: &str, silence: std::time::Duration) {
-        self.detection
+    pub fn set_detection(&self, group: &str, silence: Duration) {
+        self.groups
+            .detection
             .with_label_values(&[group])
             .set(silence.as_secs_f64());
     }
 
     /// Counts a VRRP advert.
-    pub fn count_advert(&self, group: &str, what: &str) {
-        self.adverts.with_label_values(&[group, what]).inc();
+    pub fn count_advert(&self, group: &str, outcome: AdvertOutcome) {
+        self.groups
+            .adverts
+            .with_label_values(&[group, outcome.label()])
+            .inc();
     }
 
-    /// The heartbeat counters of a group, for the heartbeat thread.
-    pub fn heartbeat_counters(&self, group: &str) -> crate::pulse::PulseCounters {
-        let counter = |what: &str| self.heartbeats.with_label_values(&[group, what]);
-        crate::pulse::PulseCounters {
+    /// The heartbeat families of a group, for the heartbeat thread.
+    pub fn heartbeat(&self, group: &str) -> HeartbeatMetrics {
+        let counter = |what: &str| self.groups.heartbeats.with_label_values(&[group, what]);
+        HeartbeatMetrics {
             sent: counter("sent"),
             received: counter("received"),
             send_failed: counter("send_failed"),
-            detection: self.heartbeat_detection.with_label_values(&[group]),
+            detection: self.groups.heartbeat_detection.with_label_values(&[group]),
         }
     }
 
     /// Records whether this node is MASTER of a group.
     pub fn set_group_master(&self, group: &str, master: bool) {
-        self.group_master
+        self.groups
+            .master
             .with_label_values(&[group])
             .set(i64::from(master));
     }
 
-    /// Records where XDP is attached now (replaces the previous view).
-    pub fn set_attachments(&self, attachments: &[Attachment]) {
+    /// Records where XDP is attached now, `(interface, mode)` (replaces the
+    /// previous view).
+    pub fn set_attachments(&self, attachments: &[(&str, &str)]) {
         self.attached.reset();
-        for attachment in attachments {
-            self.attached
-                .with_label_values(&[attachment.iface.as_str(), &attachment.mode.to_string()])
-                .set(1);
+        for (iface, mode) in attachments {
+            self.attached.with_label_values(&[iface, mode]).set(1);
         }
     }
 
@@ -301,197 +379,14 @@ impl Metrics {
     }
 }
 
-/// Reads the XDP counter maps at scrape time.
-struct XdpCollector {
-    counters: CounterMaps,
-    descs: Vec<Desc>,
-}
-
-/// `(name, help, label)` of the four counter families, in `descs` order.
-const FAMILIES: [(&str, &str, &str); 4] = [
-    (
-        "vipx_xdp_packets_total",
-        "Packets seen by the XDP program, by the action it returned.",
-        "action",
-    ),
-    (
-        "vipx_xdp_bytes_total",
-        "Bytes seen by the XDP program, by the action it returned.",
-        "action",
-    ),
-    (
-        "vipx_xdp_reason_packets_total",
-        "Packets seen by the XDP program, by the reason of its decision.",
-        "reason",
-    ),
-    (
-        "vipx_xdp_reason_bytes_total",
-        "Bytes seen by the XDP program, by the reason of its decision.",
-        "reason",
-    ),
-];
-
-/// `(name, help)` of the count of peer events lost.
-const EVENTS_LOST: (&str, &str) = (
-    "vipx_xdp_peer_events_lost_total",
-    "Peer events (new source, priority or state change) the XDP program's ring buffer had no room for; the records still hold them, the heartbeat thread only woke later.",
-);
-
-impl XdpCollector {
-    fn new(counters: CounterMaps) -> prometheus::Result<Self> {
-        let mut descs = FAMILIES
-            .iter()
-            .map(|(name, help, label)| {
-                Desc::new(
-                    (*name).to_owned(),
-                    (*help).to_owned(),
-                    vec![(*label).to_owned()],
-                    Default::default(),
-                )
-            })
-            .collect::<prometheus::Result<Vec<_>>>()?;
-        descs.push(Desc::new(
-            EVENTS_LOST.0.to_owned(),
-            EVENTS_LOST.1.to_owned(),
-            Vec::new(),
-            Default::default(),
-        )?);
-        Ok(Self { counters, descs })
-    }
-}
-
-impl Collector for XdpCollector {
-    fn desc(&self) -> Vec<&Desc> {
-        self.descs.iter().collect()
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        let snapshot = match self.counters.snapshot() {
-            Ok(snapshot) => snapshot,
-            Err(err) => {
-                warn!("reading XDP counters: {err}");
-                return Vec::new();
-            }
-        };
-        let actions: Vec<_> = snapshot.named_actions().collect();
-        let reasons: Vec<_> = snapshot.named_reasons().collect();
-        let values = [
-            field(&actions, |c| c.packets),
-            field(&actions, |c| c.bytes),
-            field(&reasons, |c| c.packets),
-            field(&reasons, |c| c.bytes),
-        ];
-        let mut families: Vec<MetricFamily> = FAMILIES
-            .iter()
-            .zip(values)
-            .map(|((name, help, label), values)| counter_family(name, help, label, &values))
-            .collect();
-        families.push(family(
-            EVENTS_LOST.0,
-            EVENTS_LOST.1,
-            &[],
-            &[(Vec::new(), snapshot.events_lost.packets as f64)],
-            true,
-        ));
-        families
-    }
-}
-
-fn field(named: &[(&'static str, Counter)], get: fn(&Counter) -> u64) -> Vec<(&'static str, u64)> {
-    named.iter().map(|(name, c)| (*name, get(c))).collect()
-}
-
-fn counter_family(name: &str, help: &str, label: &str, values: &[(&str, u64)]) -> MetricFamily {
-    let rows: Vec<(Vec<String>, f64)> = values
-        .iter()
-        .map(|(value_label, value)| (vec![(*value_label).to_owned()], *value as f64))
-        .collect();
-    family(name, help, &[label], &rows, true)
-}
-
-/// A metric family of counters (or gauges) with the given label names, one
-/// sample per row.
-pub(crate) fn family(
-    name: &str,
-    help: &str,
-    labels: &[&str],
-    rows: &[(Vec<String>, f64)],
-    counter: bool,
-) -> MetricFamily {
-    let mut family = MetricFamily::default();
-    family.set_name(name.to_owned());
-    family.set_help(help.to_owned());
-    family.set_field_type(if counter {
-        MetricType::COUNTER
-    } else {
-        MetricType::GAUGE
-    });
-    for (values, value) in rows {
-        let mut pairs: Vec<LabelPair> = labels
-            .iter()
-            .zip(values)
-            .map(|(label, value)| {
-                let mut pair = LabelPair::default();
-                pair.set_name((*label).to_owned());
-                pair.set_value(value.clone());
-                pair
-            })
-            .collect();
-        // Sorted by name, as the prometheus crate's own vectors are.
-        pairs.sort_by(|a, b| a.name().cmp(b.name()));
-        let mut metric = proto::Metric::from_label(pairs);
-        if counter {
-            let mut c = proto::Counter::default();
-            c.set_value(*value);
-            metric.set_counter(c);
-        } else {
-            let mut g = proto::Gauge::default();
-            g.set_value(*value);
-            metric.set_gauge(g);
-        }
-        family.mut_metric().push(metric);
-    }
-    family
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn counter_family_renders_in_text_format() {
-        let family = counter_family(
-            "vipx_xdp_packets_total",
-            "help",
-            "action",
-            &[("pass", 7), ("drop", 0)],
-        );
-        let mut out = Vec::new();
-        TextEncoder::new()
-            .encode(&[family], &mut out)
-            .expect("encode");
-        let text = String::from_utf8(out).expect("utf8");
-        assert!(
-            text.contains("# TYPE vipx_xdp_packets_total counter"),
-            "{text}"
-        );
-        assert!(
-            text.contains("vipx_xdp_packets_total{action=\"pass\"} 7"),
-            "{text}"
-        );
-        assert!(
-            text.contains("vipx_xdp_packets_total{action=\"drop\"} 0"),
-            "{text}"
-        );
-    }
-
-    #[test]
     fn agent_metrics_render_without_a_dataplane() {
-        let metrics = Metrics::new("node-a", None, None).expect("metrics");
-        metrics.set_attachments(&[Attachment {
-            iface: "eth0".into(),
-            mode: crate::dataplane::AttachedMode::Generic,
-        }]);
+        let metrics = Metrics::new("node-a").expect("metrics");
+        metrics.set_attachments(&[("eth0", "generic")]);
         let text = metrics.render();
         assert!(
             text.contains("vipx_build_info{node=\"node-a\""),
@@ -499,6 +394,37 @@ mod tests {
         );
         assert!(
             text.contains("vipx_xdp_attached{interface=\"eth0\",mode=\"generic\"} 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_check_sets_one_health_series_and_counts_the_change() {
+        let metrics = Metrics::new("node-a").expect("metrics");
+        metrics.observe_check(&CheckResult {
+            service: "pg",
+            backend: "10.0.0.1:6432",
+            took: Duration::from_millis(3),
+            state: "down",
+            states: &["up", "degraded", "down"],
+            changed: true,
+        });
+        metrics.count_advert("db", AdvertOutcome::Foreign);
+        let text = metrics.render();
+        for (state, value) in [("up", 0), ("degraded", 0), ("down", 1)] {
+            let line = format!(
+                "vipx_backend_health{{backend=\"10.0.0.1:6432\",service=\"pg\",state=\"{state}\"}} {value}"
+            );
+            assert!(text.contains(&line), "{line} missing: {text}");
+        }
+        assert!(
+            text.contains(
+                "vipx_health_transitions_total{backend=\"10.0.0.1:6432\",service=\"pg\",to=\"down\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("vipx_vrrp_adverts_total{group=\"db\",what=\"foreign\"} 1"),
             "{text}"
         );
     }

@@ -16,12 +16,13 @@ mod packet;
 #[cfg(test)]
 pub(crate) mod netns_tests;
 
+use crate::locks::lock;
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::net::IpAddr;
 use std::pin::pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::TryStreamExt;
@@ -375,9 +376,7 @@ impl VipManager {
     }
 
     fn announcing(&self) -> MutexGuard<'_, HashMap<(IpAddr, String), JoinHandle<()>>> {
-        self.announcing
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        lock(&self.announcing)
     }
 }
 

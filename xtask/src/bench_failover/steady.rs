@@ -5,7 +5,7 @@
 use std::{fmt::Write as _, path::Path, time::Duration};
 
 use anyhow::Context as _;
-use vipx_agent::events::Event;
+use vipx_agent::events::{Event, EventKind};
 use vipx_lab::{
     Cluster, ClusterOptions, PG_PORT, PG_USER, ProcSpec, VIP_PORT, http, pg_bin_dir, pgbench_init,
 };
@@ -69,7 +69,7 @@ fn measure(cluster: &Cluster, secs: u64) -> anyhow::Result<Steady> {
         .map(|(i, after)| {
             Ok(events(cluster, i, *after)?
                 .into_iter()
-                .filter(|e| e.kind == "group")
+                .filter(|e| e.kind == EventKind::Group)
                 .collect())
         })
         .collect::<anyhow::Result<Vec<Vec<Event>>>>()?;

@@ -10,6 +10,8 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::config::{CheckKind, HealthConfig};
+
 mod exec;
 mod http;
 mod pgbouncer;
@@ -36,6 +38,41 @@ pub enum Check {
 }
 
 impl Check {
+    /// The checker a `[service.health]` section describes.
+    pub fn from_config(config: &HealthConfig) -> Self {
+        match config.check {
+            CheckKind::Tcp => Check::Tcp,
+            CheckKind::Http => Check::Http(HttpCheck {
+                path: config.path.clone().unwrap_or_else(|| "/".to_owned()),
+                expect_status: config.expect_status.unwrap_or(200),
+                body_contains: config.body.clone(),
+                host: None,
+            }),
+            CheckKind::Postgres => Check::Postgres(PostgresCheck {
+                user: config.user.clone().unwrap_or_else(|| "postgres".to_owned()),
+                database: config
+                    .database
+                    .clone()
+                    .unwrap_or_else(|| "postgres".to_owned()),
+                password: config.password.clone(),
+                query: config.query.clone(),
+            }),
+            CheckKind::Pgbouncer => Check::Pgbouncer(PgbouncerCheck {
+                user: config
+                    .user
+                    .clone()
+                    .unwrap_or_else(|| "pgbouncer".to_owned()),
+                password: config.password.clone(),
+                database: config.database.clone(),
+                max_waiting_clients: config.max_waiting_clients.unwrap_or(0),
+                max_wait: config.max_wait.unwrap_or(Duration::from_secs(1)),
+            }),
+            CheckKind::Exec => Check::Exec(ExecCheck {
+                command: config.command.clone().unwrap_or_default(),
+            }),
+        }
+    }
+
     /// The checker's name: `tcp`, `http`, `postgres`, `pgbouncer`, `exec`.
     pub fn name(&self) -> &'static str {
         match self {

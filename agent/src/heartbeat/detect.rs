@@ -31,7 +31,7 @@ use vipx_common::{
     peer::{STATE_MASTER, STATE_STOPPING},
 };
 
-use crate::election::state::address_greater;
+use crate::rank::address_greater;
 
 /// How long a backup waits, past the detection time, for a live peer that
 /// outranks it to take over before it does so itself: that peer must

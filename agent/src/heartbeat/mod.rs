@@ -13,8 +13,8 @@
 //! VRRP process), so neither a busy tokio scheduler nor a loaded machine
 //! delays a heartbeat or a detection: it sends the heartbeats that are due,
 //! reads the records of each group's peers, applies the [`Detector`], and
-//! tells the group's election ([`Command::MasterLost`]) when it should take
-//! over. It sleeps until the next heartbeat is due, or until the XDP
+//! tells the group's election (a [`Loss`] on the channel it registered
+//! with) when it should take over. It sleeps until the next heartbeat is due, or until the XDP
 //! program signals a change (a new master, priority 0, a state change)
 //! through its ring buffer.
 //!
@@ -25,17 +25,17 @@ mod detect;
 mod handover;
 mod thread;
 
+use crate::locks::lock;
 use std::{
     net::{IpAddr, SocketAddr, UdpSocket},
     sync::{
-        Arc, Mutex, PoisonError,
+        Arc, Mutex,
         atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering},
     },
     time::Duration,
 };
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
-use prometheus::{Gauge, IntCounter};
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::warn;
 use vipx_common::{
@@ -47,12 +47,37 @@ pub use detect::{Detector, PeerView, Verdict};
 
 use crate::{
     dataplane::{PeerEvents, PeerMaps, monotonic_ns},
-    election::{State, runner::Command},
+    metrics::HeartbeatMetrics,
 };
+
+/// What the heartbeat tells a group's election: the master is lost and
+/// this node is the one to take over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Loss {
+    /// The master declared lost.
+    pub src: IpAddr,
+    /// It said it was stopping (priority 0): no detection time was waited.
+    pub stopping: bool,
+    /// How long it had been silent.
+    pub silence: Duration,
+    /// The BACKUP period it was decided in
+    /// ([`HeartbeatLink::backup_since`]): a loss queued before a later
+    /// transition is stale.
+    pub backup_since: u64,
+}
+
+/// The state a node advertises in its heartbeats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Advertised {
+    Master,
+    Backup,
+    /// Not (or no longer) taking part: initialising, stopped, FAULT.
+    Stopping,
+}
 
 /// One group's heartbeat settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PulseSpec {
+pub struct HeartbeatSpec {
     /// The group's name (logs, metrics).
     pub name: String,
     pub vrid: u8,
@@ -68,20 +93,9 @@ pub struct PulseSpec {
     pub dampening: Duration,
 }
 
-/// Counters the heartbeat thread moves.
-#[derive(Clone, Debug)]
-pub struct PulseCounters {
-    pub sent: IntCounter,
-    pub received: IntCounter,
-    pub send_failed: IntCounter,
-    /// The detection time in force (the configured one, or more after a
-    /// false takeover).
-    pub detection: Gauge,
-}
-
 /// What one group's election and the heartbeat thread share.
-pub struct PulseLink {
-    spec: PulseSpec,
+pub struct HeartbeatLink {
+    spec: HeartbeatSpec,
     detector: Detector,
     socket: UdpSocket,
     targets: Vec<SocketAddr>,
@@ -95,21 +109,21 @@ pub struct PulseLink {
     /// A stopping master said farewell: keep saying it until unregistered.
     farewell: AtomicBool,
     seq: AtomicU32,
-    commands: UnboundedSender<Command>,
-    counters: PulseCounters,
+    losses: UnboundedSender<Loss>,
+    counters: HeartbeatMetrics,
     peers: Arc<PeerMaps>,
 }
 
-impl PulseLink {
+impl HeartbeatLink {
     /// The election's state and priority, advertised from the next
     /// heartbeat on (at once when the state changed). A master's
     /// priority 0 tells the backups it is stopping.
-    pub fn publish(&self, state: State, priority: u8) {
+    pub fn publish(&self, state: Advertised, priority: u8) {
         let wire = match state {
-            State::Master => STATE_MASTER,
-            State::Backup => STATE_BACKUP,
-            State::Initialize if self.farewell.load(Ordering::Acquire) => return,
-            State::Initialize => STATE_STOPPING,
+            Advertised::Master => STATE_MASTER,
+            Advertised::Backup => STATE_BACKUP,
+            Advertised::Stopping if self.farewell.load(Ordering::Acquire) => return,
+            Advertised::Stopping => STATE_STOPPING,
         };
         self.farewell.store(false, Ordering::Release);
         self.priority.store(priority, Ordering::Relaxed);
@@ -123,8 +137,7 @@ impl PulseLink {
         }
     }
 
-    /// When this node last became BACKUP ([`Command::MasterLost`] carries
-    /// it: a loss decided in an earlier BACKUP period is stale).
+    /// When this node last became BACKUP ([`Loss`] carries it: a loss decided in an earlier BACKUP period is stale).
     pub fn backup_since(&self) -> u64 {
         self.backup_since.load(Ordering::Acquire)
     }
@@ -158,9 +171,9 @@ impl PulseLink {
     }
 }
 
-impl std::fmt::Debug for PulseLink {
+impl std::fmt::Debug for HeartbeatLink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PulseLink")
+        f.debug_struct("HeartbeatLink")
             .field("spec", &self.spec)
             .field("state", &self.state)
             .field("priority", &self.priority)
@@ -169,13 +182,13 @@ impl std::fmt::Debug for PulseLink {
 }
 
 /// The heartbeat thread and the groups it serves.
-pub struct Pulse {
+pub struct HeartbeatThread {
     inner: Arc<Inner>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 struct Inner {
-    groups: Mutex<Vec<Arc<PulseLink>>>,
+    groups: Mutex<Vec<Arc<HeartbeatLink>>>,
     /// Bumped on every registration change: the thread re-reads `groups`.
     generation: AtomicU64,
     stop: AtomicBool,
@@ -194,7 +207,7 @@ impl Inner {
     }
 }
 
-impl Pulse {
+impl HeartbeatThread {
     /// Starts the thread (idle until a group registers). `events`: the XDP
     /// program's ring buffer, which wakes the thread on a change.
     pub fn start(peers: Arc<PeerMaps>, events: Option<PeerEvents>) -> std::io::Result<Self> {
@@ -221,14 +234,15 @@ impl Pulse {
         &self.inner.peers
     }
 
-    /// Adds a group: heartbeats start at once, as BACKUP with `priority`.
+    /// Adds a group: heartbeats start at once, as BACKUP with `priority`;
+    /// a lost master is reported on `losses`.
     pub fn register(
         &self,
-        spec: PulseSpec,
+        spec: HeartbeatSpec,
         priority: u8,
-        commands: UnboundedSender<Command>,
-        counters: PulseCounters,
-    ) -> std::io::Result<Arc<PulseLink>> {
+        losses: UnboundedSender<Loss>,
+        counters: HeartbeatMetrics,
+    ) -> std::io::Result<Arc<HeartbeatLink>> {
         let socket = UdpSocket::bind(SocketAddr::new(spec.source, 0))?;
         socket.set_nonblocking(true)?;
         let targets = spec
@@ -237,7 +251,7 @@ impl Pulse {
             .filter(|p| p.is_ipv4() == spec.source.is_ipv4())
             .map(|p| SocketAddr::new(*p, spec.port))
             .collect();
-        let link = Arc::new(PulseLink {
+        let link = Arc::new(HeartbeatLink {
             detector: Detector::new(spec.interval, spec.multiplier),
             spec,
             socket,
@@ -247,7 +261,7 @@ impl Pulse {
             backup_since: AtomicU64::new(0),
             farewell: AtomicBool::new(false),
             seq: AtomicU32::new(0),
-            commands,
+            losses,
             counters,
             peers: Arc::clone(&self.inner.peers),
         });
@@ -258,21 +272,18 @@ impl Pulse {
     }
 
     /// Removes a group (its election ended).
-    pub fn unregister(&self, link: &Arc<PulseLink>) {
+    pub fn unregister(&self, link: &Arc<HeartbeatLink>) {
         self.groups().retain(|g| !Arc::ptr_eq(g, link));
         self.inner.generation.fetch_add(1, Ordering::AcqRel);
         self.inner.wake();
     }
 
-    fn groups(&self) -> std::sync::MutexGuard<'_, Vec<Arc<PulseLink>>> {
-        self.inner
-            .groups
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    fn groups(&self) -> std::sync::MutexGuard<'_, Vec<Arc<HeartbeatLink>>> {
+        lock(&self.inner.groups)
     }
 }
 
-impl Drop for Pulse {
+impl Drop for HeartbeatThread {
     fn drop(&mut self) {
         self.inner.stop.store(true, Ordering::Release);
         self.inner.wake();

@@ -2,6 +2,7 @@
 //! lease. XDP serves a group's services only while both hold, so a hung or
 //! dead agent stops serving within one lease timeout.
 
+use crate::locks::lock;
 use std::{
     sync::{Arc, Mutex},
     time::Duration,
@@ -10,10 +11,7 @@ use std::{
 use tracing::info;
 use vipx_common::{Group, MAP_GROUPS, service::MAX_GROUPS};
 
-use super::{
-    loader::DataplaneError,
-    maps::{Maps, lock},
-};
+use super::{error::DataplaneError, maps::Maps};
 
 /// `CLOCK_MONOTONIC` now, in nanoseconds: the clock of `bpf_ktime_get_ns`.
 pub fn monotonic_ns() -> u64 {

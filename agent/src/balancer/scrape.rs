@@ -8,16 +8,13 @@ use prometheus::{
 };
 use tracing::warn;
 
-use super::family;
-use crate::lb::{SharedTable, lock};
+use super::SharedTable;
+use crate::{
+    locks::lock,
+    metrics::family::{Kind, descs, family},
+};
 
-/// Reads the service and backend counters at scrape time.
-pub struct LbCollector {
-    table: SharedTable,
-    descs: Vec<Desc>,
-}
-
-/// `(name, help, labels)` of the families, in `descs` order.
+/// `(name, help, labels)` of the families, in `collect` order.
 const FAMILIES: [(&str, &str, &[&str]); 5] = [
     (
         "vipx_service_packets_total",
@@ -46,24 +43,25 @@ const FAMILIES: [(&str, &str, &[&str]); 5] = [
     ),
 ];
 
-impl LbCollector {
+/// The last family is a gauge, the others counters.
+const GAUGES_FROM: usize = 4;
+
+/// Reads the service and backend counters at scrape time.
+pub struct ServiceCollector {
+    table: SharedTable,
+    descs: Vec<Desc>,
+}
+
+impl ServiceCollector {
     pub fn new(table: SharedTable) -> prometheus::Result<Self> {
-        let descs = FAMILIES
-            .iter()
-            .map(|(name, help, labels)| {
-                Desc::new(
-                    (*name).to_owned(),
-                    (*help).to_owned(),
-                    labels.iter().map(|l| (*l).to_owned()).collect(),
-                    Default::default(),
-                )
-            })
-            .collect::<prometheus::Result<_>>()?;
-        Ok(Self { table, descs })
+        Ok(Self {
+            table,
+            descs: descs(&FAMILIES)?,
+        })
     }
 }
 
-impl Collector for LbCollector {
+impl Collector for ServiceCollector {
     fn desc(&self) -> Vec<&Desc> {
         self.descs.iter().collect()
     }
@@ -99,7 +97,14 @@ impl Collector for LbCollector {
             .iter()
             .zip(rows)
             .enumerate()
-            .map(|(i, ((name, help, labels), rows))| family(name, help, labels, &rows, i < 4))
+            .map(|(i, ((name, help, labels), rows))| {
+                let kind = if i < GAUGES_FROM {
+                    Kind::Counter
+                } else {
+                    Kind::Gauge
+                };
+                family(name, help, kind, labels, &rows)
+            })
             .collect()
     }
 }

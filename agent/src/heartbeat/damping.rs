@@ -83,7 +83,7 @@ impl Damper {
 
 /// What the backup knew of the master when it declared it lost.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Loss {
+pub struct Declared {
     /// When the loss was signalled (`CLOCK_MONOTONIC` ns).
     pub at_ns: u64,
     /// The sequence number of the master's last heartbeat then.
@@ -94,7 +94,7 @@ pub struct Loss {
 /// are BACKUP again: soon enough, and the master (its latest heartbeat
 /// `seen`) has said MASTER since, with a later sequence number (RFC 1982
 /// serial arithmetic: the count wraps).
-pub fn false_takeover(loss: Loss, now_ns: u64, seen: Option<&PeerSeen>) -> bool {
+pub fn false_takeover(loss: Declared, now_ns: u64, seen: Option<&PeerSeen>) -> bool {
     let window = u64::try_from(FLAP_WINDOW.as_nanos()).unwrap_or(u64::MAX);
     let later = |seq: u32| seq.wrapping_sub(loss.seq).cast_signed() > 0;
     now_ns.saturating_sub(loss.at_ns) <= window
@@ -157,7 +157,7 @@ mod tests {
 
     #[test]
     fn a_takeover_is_false_when_the_same_master_said_master_again_soon_after() {
-        let loss = Loss {
+        let loss = Declared {
             at_ns: 100 * S,
             seq: 5000,
         };
@@ -202,7 +202,7 @@ mod tests {
             "a farewell is no sign of life"
         );
         assert!(!false_takeover(loss, soon, None));
-        let wrapped = Loss {
+        let wrapped = Declared {
             seq: u32::MAX - 1,
             ..loss
         };

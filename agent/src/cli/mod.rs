@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+pub mod status;
+
 use crate::config::DEFAULT_CONFIG_PATH;
 
 /// vipx-agent: a floating VIP (VRRPv3) and an XDP L4 load balancer in front

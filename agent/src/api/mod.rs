@@ -1,4 +1,12 @@
 //! The agent's HTTP endpoint: Prometheus `/metrics` and the JSON API.
+//!
+//! - [`wire`]: what the API sends and receives;
+//! - [`report`]: the status report, read off the running agent;
+//! - [`client`]: the API as the command line uses it.
+
+pub mod client;
+mod report;
+pub mod wire;
 
 use std::sync::Arc;
 
@@ -9,9 +17,10 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use crate::daemon::AgentState;
+use crate::state::AgentState;
+use wire::DrainRequest;
 
 /// Prometheus text exposition format.
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -34,7 +43,7 @@ async fn metrics(State(state): State<Arc<AgentState>>) -> Response {
 }
 
 async fn status(State(state): State<Arc<AgentState>>) -> Response {
-    Json(state.status()).into_response()
+    Json(report::status(&state)).into_response()
 }
 
 /// `GET /api/v1/events?after=N`
@@ -49,18 +58,6 @@ async fn events(
     Query(query): Query<EventsQuery>,
 ) -> Response {
     Json(state.events.since(query.after)).into_response()
-}
-
-/// `POST /api/v1/drain`: `{"backend": "10.0.0.31:6432", "drain": true}`.
-#[derive(Debug, Deserialize, Serialize)]
-pub struct DrainRequest {
-    pub backend: std::net::SocketAddr,
-    #[serde(default = "yes")]
-    pub drain: bool,
-}
-
-fn yes() -> bool {
-    true
 }
 
 async fn drain(

@@ -1,11 +1,12 @@
 //! The heartbeat thread's loop: send what is due, read the records,
 //! detect, sleep until the next heartbeat or an XDP signal.
 
+use crate::locks::lock;
 use std::{
     collections::HashMap,
     net::IpAddr,
     os::fd::{AsFd as _, AsRawFd as _},
-    sync::{Arc, PoisonError, atomic::Ordering},
+    sync::{Arc, atomic::Ordering},
     time::Duration,
 };
 
@@ -20,13 +21,10 @@ use vipx_common::{
 };
 
 use super::{
-    Detector, Inner, PeerView, PulseLink, Verdict,
-    damping::{self, Damper, Loss},
+    Detector, HeartbeatLink, Inner, PeerView, Verdict,
+    damping::{self, Damper, Declared},
 };
-use crate::{
-    dataplane::{PeerEvents, monotonic_ns, realtime},
-    election::runner::Command,
-};
+use crate::dataplane::{PeerEvents, monotonic_ns, realtime};
 
 /// The longest sleep: the stop flag and new registrations are seen within
 /// this.
@@ -53,13 +51,13 @@ struct Book {
 pub(super) fn run(inner: &Arc<Inner>, mut events: Option<PeerEvents>) {
     realtime::raise("heartbeat");
     let mut generation = u64::MAX;
-    let mut groups: Vec<Arc<PulseLink>> = Vec::new();
+    let mut groups: Vec<Arc<HeartbeatLink>> = Vec::new();
     let mut books: HashMap<usize, Book> = HashMap::new();
     while !inner.stop.load(Ordering::Acquire) {
         let current = inner.generation.load(Ordering::Acquire);
         if current != generation {
             generation = current;
-            groups.clone_from(&inner.groups.lock().unwrap_or_else(PoisonError::into_inner));
+            groups.clone_from(&lock(&inner.groups));
             let live: Vec<usize> = groups.iter().map(key).collect();
             books.retain(|k, _| live.contains(k));
         }
@@ -95,7 +93,7 @@ pub(super) fn run(inner: &Arc<Inner>, mut events: Option<PeerEvents>) {
 }
 
 /// A stable identity for a registered link.
-fn key(link: &Arc<PulseLink>) -> usize {
+fn key(link: &Arc<HeartbeatLink>) -> usize {
     Arc::as_ptr(link) as usize
 }
 
@@ -105,7 +103,7 @@ fn nanos(d: Duration) -> u64 {
 
 /// Reads the group's peer records, counts what arrived, and signals the
 /// election when the master is lost.
-fn watch(inner: &Inner, link: &PulseLink, book: &mut Book, now: u64) {
+fn watch(inner: &Inner, link: &HeartbeatLink, book: &mut Book, now: u64) {
     book.views.clear();
     for &addr in &link.spec.peers {
         let seen = match inner.peers.seen(link.spec.vrid, KIND_HEARTBEAT, addr) {
@@ -189,7 +187,7 @@ fn watch(inner: &Inner, link: &PulseLink, book: &mut Book, now: u64) {
             book.signalled = Some(Signalled {
                 master,
                 last_ns,
-                loss: Loss {
+                loss: Declared {
                     at_ns: now,
                     seq: seen_of(&book.views, master).map_or(0, |s| s.seq),
                 },
@@ -201,7 +199,7 @@ fn watch(inner: &Inner, link: &PulseLink, book: &mut Book, now: u64) {
                 silence_us = silence.as_micros(),
                 "heartbeat: master lost"
             );
-            let _ = link.commands.send(Command::MasterLost {
+            let _ = link.losses.send(super::Loss {
                 src: master,
                 stopping,
                 silence,
@@ -217,7 +215,7 @@ fn watch(inner: &Inner, link: &PulseLink, book: &mut Book, now: u64) {
 struct Signalled {
     master: IpAddr,
     last_ns: u64,
-    loss: Loss,
+    loss: Declared,
 }
 
 /// The latest heartbeat of `addr` among `views`.

@@ -3,19 +3,17 @@
 
 use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
-use tracing::{error, warn};
+use tracing::error;
 
 use crate::{
-    config::{Config, Election, GroupConfig, InitialState},
-    election::{
-        runner::{self, Command, ElectionHandle},
-        socket::advert_source,
-    },
-    events::EventLog,
+    config::{Config, Election, GroupConfig, GroupId, InitialState},
+    dataplane::PeerMaps,
+    election::runner::{self, Command, ElectionHandle, Wiring},
+    events::{EventKind, EventLog, GroupState},
     health::track::{Effective, Tracking},
+    heartbeat::HeartbeatThread,
     metrics::Metrics,
     ownership::Ownership,
-    pulse::{Pulse, PulseLink, PulseSpec},
 };
 
 /// Runs the groups of a configuration.
@@ -24,98 +22,71 @@ pub struct GroupRunner {
     events: Arc<EventLog>,
     metrics: Arc<Metrics>,
     elections: HashMap<String, ElectionHandle>,
-    /// The heartbeat thread and the XDP peer filter (absent in HA debug
-    /// mode without a data plane).
-    pulse: Option<Arc<Pulse>>,
-    links: HashMap<String, Arc<PulseLink>>,
+    /// The heartbeat thread (absent in HA debug mode).
+    heartbeat: Option<Arc<HeartbeatThread>>,
     heartbeat_port: u16,
+    /// The XDP program's records of adverts and heartbeats, and its peer
+    /// filter (absent in HA debug mode).
+    records: Option<Arc<PeerMaps>>,
 }
 
-fn ids(config: &Config) -> impl Iterator<Item = (u32, &GroupConfig)> {
-    config
-        .groups
-        .iter()
-        .enumerate()
-        .map(|(id, g)| (u32::try_from(id).unwrap_or(u32::MAX), g.get_ref()))
+/// What a group runner works with.
+pub struct GroupRunnerParts {
+    pub ownership: Arc<Ownership>,
+    pub events: Arc<EventLog>,
+    pub metrics: Arc<Metrics>,
+    pub heartbeat: Option<Arc<HeartbeatThread>>,
+    pub heartbeat_port: u16,
+    pub records: Option<Arc<PeerMaps>>,
+}
+
+fn state(master: bool) -> GroupState {
+    if master {
+        GroupState::Master
+    } else {
+        GroupState::Backup
+    }
 }
 
 impl GroupRunner {
-    pub fn new(
-        ownership: Arc<Ownership>,
-        events: Arc<EventLog>,
-        metrics: Arc<Metrics>,
-        pulse: Option<Arc<Pulse>>,
-        heartbeat_port: u16,
-    ) -> Self {
+    pub fn new(parts: GroupRunnerParts) -> Self {
         Self {
-            ownership,
-            events,
-            metrics,
+            ownership: parts.ownership,
+            events: parts.events,
+            metrics: parts.metrics,
             elections: HashMap::new(),
-            pulse,
-            links: HashMap::new(),
-            heartbeat_port,
+            heartbeat: parts.heartbeat,
+            heartbeat_port: parts.heartbeat_port,
+            records: parts.records,
         }
     }
 
     /// The XDP peer filter of a VRRP group: its `unicast_peers`, or
     /// everyone when it has none (multicast).
     fn set_filter(&self, group: &GroupConfig, peers: &[IpAddr]) {
-        if let Some(pulse) = &self.pulse
-            && let Err(err) = pulse.peer_maps().set_peers(group.vrid, peers)
+        if let Some(records) = &self.records
+            && let Err(err) = records.set_peers(group.vrid, peers)
         {
             error!(group = %group.name, "setting the XDP peer filter: {err}");
         }
     }
 
-    /// Starts the group's heartbeat, when configured.
-    fn start_pulse(&mut self, group: &GroupConfig, priority: u8, election: &ElectionHandle) {
-        let (Some(pulse), Some(interval)) = (&self.pulse, group.heartbeat_interval) else {
-            return;
-        };
-        // The adverts' source: the address the peers list us by.
-        let source = match advert_source(
-            group.interface.as_str(),
-            group.ipv6(),
-            &group.vip_addrs(),
-            &group.unicast_peers,
-        ) {
-            Ok(source) => source,
-            Err(err) => {
-                error!(group = %group.name, "no address to send heartbeats from: {err}");
-                return;
-            }
-        };
-        let spec = PulseSpec {
-            name: group.name.clone(),
-            vrid: group.vrid,
-            interval,
-            multiplier: group.heartbeat_multiplier,
-            source,
-            peers: group.unicast_peers.clone(),
-            port: self.heartbeat_port,
-            dampening: group.heartbeat_dampening,
-        };
-        match pulse.register(
-            spec,
-            priority,
-            election.commands(),
-            self.metrics.heartbeat_counters(&group.name),
-        ) {
-            Ok(link) => {
-                election.send(Command::Pulse(Arc::clone(&link)));
-                self.links.insert(group.name.clone(), link);
-            }
-            Err(err) => {
-                warn!(group = %group.name, "heartbeat not started, VRRP alone detects failures: {err}");
-            }
+    /// What an election of this runner works with.
+    fn wiring(&self) -> Wiring {
+        Wiring {
+            ownership: Arc::clone(&self.ownership),
+            events: Arc::clone(&self.events),
+            metrics: Arc::clone(&self.metrics),
+            heartbeat: self.heartbeat.clone(),
+            heartbeat_port: self.heartbeat_port,
+            records: self.records.clone(),
         }
     }
 
     /// Starts every group of `config`: elections for `vrrp` groups, the
     /// configured state for `static` ones.
     pub async fn start(&mut self, config: &Config, tracking: &Tracking) {
-        for (id, group) in ids(config) {
+        for (id, group) in config.groups_with_ids() {
             let effective = tracking.effective(&group.name).unwrap_or(Effective {
                 priority: group.priority,
                 fault: false,
@@ -126,19 +97,8 @@ impl GroupRunner {
                 Election::Vrrp => {
                     self.metrics.set_group_master(&group.name, false);
                     self.set_filter(group, &group.unicast_peers);
-                    match runner::spawn(
-                        id,
-                        group,
-                        effective.priority,
-                        Arc::clone(&self.ownership),
-                        Arc::clone(&self.events),
-                        Arc::clone(&self.metrics),
-                    ) {
+                    match runner::spawn(id, group, effective.priority, self.wiring()) {
                         Ok(handle) => {
-                            if let Some(pulse) = &self.pulse {
-                                handle.send(Command::Records(Arc::clone(pulse.peer_maps())));
-                            }
-                            self.start_pulse(group, effective.priority, &handle);
                             if effective.fault {
                                 handle.send(Command::Fault(true));
                             }
@@ -155,7 +115,7 @@ impl GroupRunner {
         }
     }
 
-    async fn set_static(&self, id: u32, group: &GroupConfig, master: bool, reason: &str) {
+    async fn set_static(&self, id: GroupId, group: &GroupConfig, master: bool, reason: &str) {
         let was = self.ownership.is_master(id);
         if master {
             self.ownership.become_master(id, group).await;
@@ -164,9 +124,13 @@ impl GroupRunner {
         }
         self.metrics.set_group_master(&group.name, master);
         if was != master || !was {
-            let name = |m: bool| if m { "MASTER" } else { "BACKUP" };
-            self.events
-                .record("group", &group.name, name(was), name(master), reason);
+            self.events.record(
+                EventKind::Group,
+                &group.name,
+                Some(state(was)),
+                state(master),
+                reason,
+            );
         }
     }
 
@@ -174,7 +138,7 @@ impl GroupRunner {
     pub async fn on_tracking(&mut self, config: &Config, name: &str, effective: Effective) {
         self.metrics
             .set_group_priority(name, effective.priority, effective.fault);
-        let Some((id, group)) = ids(config).find(|(_, g)| g.name == name) else {
+        let Some((id, group)) = config.groups_with_ids().find(|(_, g)| g.name == name) else {
             return;
         };
         if let Some(election) = self.elections.get(name) {
@@ -195,27 +159,27 @@ impl GroupRunner {
     }
 
     /// Steps down everywhere: elections send priority 0 and release their
-    /// VIPs, static masters release theirs.
+    /// VIPs (and leave the heartbeat), static masters release theirs.
     pub async fn stop(&mut self, config: &Config) {
         for (_, election) in self.elections.drain() {
             election.shutdown().await;
         }
-        for (_, link) in self.links.drain() {
-            if let Some(pulse) = &self.pulse {
-                pulse.unregister(&link);
-            }
-        }
-        for (_, group) in ids(config) {
+        for (_, group) in config.groups_with_ids() {
             if group.election == Election::Vrrp {
                 self.set_filter(group, &[]);
             }
         }
-        for (id, group) in ids(config) {
+        for (id, group) in config.groups_with_ids() {
             if self.ownership.is_master(id) {
                 self.ownership.become_backup(id, group).await;
                 self.metrics.set_group_master(&group.name, false);
-                self.events
-                    .record("group", &group.name, "MASTER", "BACKUP", "stopping");
+                self.events.record(
+                    EventKind::Group,
+                    &group.name,
+                    Some(GroupState::Master),
+                    GroupState::Backup,
+                    "stopping",
+                );
             }
         }
     }

@@ -3,11 +3,11 @@
 //! between them:
 //!
 //! 1. the node taking over (preemption) sends its advert, then waits until
-//!    the old master's heartbeat says it let go ([`PulseLink::wait_released`]);
+//!    the old master's heartbeat says it let go ([`HeartbeatLink::wait_released`]);
 //! 2. the old master, on that advert (or on its own stop), removes the VIPs
 //!    first (it stops answering ARP/ND), says BACKUP (or farewell), and keeps
 //!    its data plane serving until the successor's heartbeat says MASTER
-//!    ([`PulseLink::wait_successor`]), so packets of clients whose ARP
+//!    ([`HeartbeatLink::wait_successor`]), so packets of clients whose ARP
 //!    cache still points at it are still forwarded;
 //! 3. the successor adds the VIPs and announces them.
 //!
@@ -22,13 +22,13 @@ use vipx_common::{
     peer::{KIND_HEARTBEAT, STATE_MASTER},
 };
 
-use super::PulseLink;
+use super::HeartbeatLink;
 use crate::dataplane::monotonic_ns;
 
 /// How often a handover re-reads the records.
 const POLL: Duration = Duration::from_millis(1);
 
-impl PulseLink {
+impl HeartbeatLink {
     /// The latest heartbeat recorded from `addr`.
     pub fn record(&self, addr: IpAddr) -> Option<PeerSeen> {
         self.peers

@@ -1,19 +1,25 @@
 //! The load balancer's running parts around the data plane: the services
-//! the configuration asks for, backend MACs kept current, and the flow
-//! collector.
+//! the configuration asks for, backend MACs kept current, the flow
+//! collector, and the services' figures at scrape time.
 
+mod scrape;
+
+use crate::locks::lock;
 use std::{
     collections::HashMap,
     net::IpAddr,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
 use tracing::{debug, info, warn};
 
+pub use scrape::ServiceCollector;
+
 use crate::{
     config::Config,
     dataplane::{BackendSpec, FlowCollector, FlowStats, ServiceSpec, ServiceTable},
+    metrics::Metrics,
     neigh::{self, Neighbours},
 };
 
@@ -25,13 +31,8 @@ pub const GC_INTERVAL: Duration = Duration::from_secs(1);
 /// The service table, shared by the daemon, the resolver and `/metrics`.
 pub type SharedTable = Arc<Mutex<ServiceTable>>;
 
-/// Locks the shared service table.
-pub fn lock(table: &SharedTable) -> std::sync::MutexGuard<'_, ServiceTable> {
-    table.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// The data-plane services the configuration asks for. Group ids are the
-/// `[[group]]` indices.
+/// The data-plane services the configuration asks for, with their groups'
+/// ids ([`Config::groups_with_ids`]).
 pub fn specs(config: &Config) -> Vec<ServiceSpec> {
     config
         .services
@@ -40,7 +41,6 @@ pub fn specs(config: &Config) -> Vec<ServiceSpec> {
             let service = service.get_ref();
             let group = config
                 .service_group(service)
-                .and_then(|g| u32::try_from(g).ok())
                 .expect("checked when the configuration was loaded");
             ServiceSpec {
                 name: service.name.clone(),
@@ -144,15 +144,16 @@ pub async fn run_resolver(
     let mut tick = tokio::time::interval(NEIGH_REFRESH);
     loop {
         tick.tick().await;
-        let specs = specs.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let specs = lock(&specs).clone();
         resolve_macs(&table, &neighbours, &specs).await;
     }
 }
 
-/// Runs the flow collector; hands each run's figures to `report`.
+/// Runs the flow collector; its figures go to `metrics`.
 pub async fn run_collector(
     mut collector: FlowCollector,
-    report: impl Fn(&FlowStats) + Send + 'static,
+    table: SharedTable,
+    metrics: Arc<Metrics>,
 ) {
     let mut tick = tokio::time::interval(GC_INTERVAL);
     loop {
@@ -171,6 +172,19 @@ pub async fn run_collector(
                 "flows collected"
             );
         }
-        report(&stats);
+        report(&stats, &table, &metrics);
     }
+}
+
+/// Exports a flow collection's figures per installed service.
+fn report(stats: &FlowStats, table: &SharedTable, metrics: &Metrics) {
+    let count = |m: &HashMap<u32, u64>, id: u32| m.get(&id).copied().unwrap_or(0);
+    for (id, spec, _) in lock(table).installed() {
+        metrics.set_flows(
+            &spec.name,
+            count(&stats.flows, id),
+            count(&stats.nat_ports, id),
+        );
+    }
+    metrics.count_expired(stats.expired);
 }

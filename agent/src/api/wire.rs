@@ -1,0 +1,142 @@
+//! What the API sends and receives, as JSON: the status report
+//! (`GET /api/v1/status`) and the drain request (`POST /api/v1/drain`).
+//! The events (`GET /api/v1/events`) are [`crate::events::Event`]s.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::dataplane::{AttachedMode, Mode};
+
+/// The agent's view of itself.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    pub node: String,
+    pub version: String,
+    pub ha_debug: bool,
+    pub uptime_seconds: u64,
+    pub config_path: String,
+    pub xdp: Vec<XdpAttachment>,
+    #[serde(default)]
+    pub groups: Vec<GroupStatus>,
+    #[serde(default)]
+    pub services: Vec<ServiceStatus>,
+    pub counters: Vec<NamedCounter>,
+}
+
+/// One VIP group.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct GroupStatus {
+    pub name: String,
+    pub vrid: u8,
+    pub master: bool,
+    pub vips: Vec<String>,
+    /// Election priority after tracked items.
+    #[serde(default)]
+    pub priority: u8,
+    /// A tracked weight-0 item failed.
+    #[serde(default)]
+    pub fault: bool,
+}
+
+/// One service and its backends.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub vip: SocketAddr,
+    pub mode: Mode,
+    pub packets: u64,
+    /// `ADDR:PORT weight N`, one per backend.
+    pub backends: Vec<String>,
+}
+
+/// One interface with the XDP program.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct XdpAttachment {
+    pub interface: String,
+    pub mode: AttachedMode,
+}
+
+/// Which counter map a [`NamedCounter`] comes from.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CounterKind {
+    /// By the XDP action returned.
+    Action,
+    /// By the reason of the decision.
+    Reason,
+}
+
+impl std::fmt::Display for CounterKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Action => "action",
+            Self::Reason => "reason",
+        })
+    }
+}
+
+/// One XDP counter slot, summed over CPUs.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct NamedCounter {
+    pub kind: CounterKind,
+    pub name: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// `POST /api/v1/drain`: `{"backend": "10.0.0.31:6432", "drain": true}`.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct DrainRequest {
+    pub backend: SocketAddr,
+    #[serde(default = "yes")]
+    pub drain: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_fields_keep_the_json_the_api_has_always_served() {
+        let service = ServiceStatus {
+            name: "pg".into(),
+            vip: "10.0.0.100:5432".parse().expect("addr"),
+            mode: Mode::Nat,
+            packets: 3,
+            backends: vec!["10.0.0.31:6432 weight 100".into()],
+        };
+        let json = serde_json::to_value(&service).expect("serialise");
+        assert_eq!(json["vip"], "10.0.0.100:5432", "{json}");
+        assert_eq!(json["mode"], "nat", "{json}");
+        let xdp = XdpAttachment {
+            interface: "eth0".into(),
+            mode: AttachedMode::Generic,
+        };
+        assert_eq!(
+            serde_json::to_value(&xdp).expect("serialise")["mode"],
+            "generic"
+        );
+        let counter = NamedCounter {
+            kind: CounterKind::Reason,
+            name: "no_neigh".into(),
+            packets: 1,
+            bytes: 60,
+        };
+        let json = serde_json::to_value(&counter).expect("serialise");
+        assert_eq!(json["kind"], "reason", "{json}");
+        let back: NamedCounter = serde_json::from_value(json).expect("decode");
+        assert_eq!(back, counter);
+    }
+
+    #[test]
+    fn a_drain_request_drains_unless_told_otherwise() {
+        let request: DrainRequest =
+            serde_json::from_str(r#"{"backend":"10.0.0.31:6432"}"#).expect("decode");
+        assert!(request.drain, "drain defaults to true");
+    }
+}

@@ -1,0 +1,336 @@
+//! The daemon: load the config, load and attach XDP, install the services,
+//! take the configured group states, serve the API, follow signals (SIGHUP
+//! reloads, SIGTERM/SIGINT step down, detach and stop). [`run`] reads as
+//! those steps; each is a function of this module or of [`reload`].
+
+mod reload;
+
+use std::{
+    path::Path,
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::{mpsc, oneshot},
+    task::JoinHandle,
+};
+use tracing::{error, info, warn};
+
+use crate::{
+    api::{self, client::api_url},
+    balancer::{self, ServiceCollector, SharedTable},
+    config::Config,
+    dataplane::{Dataplane, FlowCollector, FlowTimeouts, GroupStates, ServiceTable, XdpCollector},
+    events::EventLog,
+    group_runner::{GroupRunner, GroupRunnerParts},
+    health::{
+        HealthRunner,
+        track::{Effective, Tracker},
+    },
+    heartbeat::HeartbeatThread,
+    locks::{lock, read, write},
+    metrics::Metrics,
+    neigh::Neighbours,
+    ownership::Ownership,
+    state::AgentState,
+    vip::VipManager,
+};
+
+/// How long start-up waits for backend MACs before serving anyway.
+const MAC_WAIT: Duration = Duration::from_secs(3);
+
+/// A tracked item's change: the group and its new priority / FAULT.
+type TrackChange = (String, Effective);
+
+/// Runs the agent until SIGTERM or SIGINT.
+pub async fn run(config_path: &Path, ha_debug: bool) -> anyhow::Result<()> {
+    let config = Config::load(config_path)?;
+    let node = config.node.name();
+    info!(node, config = %config_path.display(), "vipx-agent {} starting", env!("CARGO_PKG_VERSION"));
+    if ha_debug {
+        warn!("HA debug mode: VIP, map, fence and reboot actions are logged, not carried out");
+    }
+    let vips = clear_stale_vips(&config, ha_debug).await?;
+    let mut dataplane = load_dataplane(&config)?;
+    let (state, ownership, neighbours) =
+        start_services(config_path, &config, &dataplane, vips, ha_debug).await?;
+    let (track_tx, mut track_rx) = mpsc::unbounded_channel();
+    let mut tracker = start_tracker(&config, &state, track_tx.clone());
+    wait_ready(&config, &state).await;
+    let mut group_runner = start_groups(&config, &mut dataplane, &state, ownership, ha_debug)?;
+    group_runner.start(&config, &tracker.tracking).await;
+    let refresher = Arc::clone(&state.groups)
+        .spawn_refresher(config.dataplane.lease_refresh)
+        .context("starting the lease refresher")?;
+    let shared_specs = Arc::new(Mutex::new(balancer::specs(&config)));
+    let mut tasks = spawn_background(&config, &dataplane, &state, neighbours, &shared_specs);
+    let (server, stop_server) = serve_api(&config, &state).await?;
+
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
+            _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
+            _ = sighup.recv() => {
+                let running = read(&state.config).clone();
+                if reload::reload(config_path, &state, &mut dataplane, &shared_specs) {
+                    let new = read(&state.config).clone();
+                    tracker = start_tracker(&new, &state, track_tx.clone());
+                    if new.groups != running.groups {
+                        group_runner.stop(&running).await;
+                        group_runner.start(&new, &tracker.tracking).await;
+                    }
+                }
+            }
+            Some((group, effective)) = track_rx.recv() => {
+                let config = read(&state.config).clone();
+                group_runner.on_tracking(&config, &group, effective).await;
+            }
+        }
+    }
+
+    // Step down first (priority 0 from a MASTER, so a backup takes over at
+    // once): the VIPs leave this node before XDP does.
+    let config = read(&state.config).clone();
+    group_runner.stop(&config).await;
+    for task in tasks.drain(..) {
+        task.abort();
+    }
+    drop(tracker);
+    drop(refresher);
+    dataplane.detach_all();
+    let _ = stop_server.send(());
+    if let Err(err) = server.await.context("API server task")? {
+        error!("API server: {err}");
+    }
+    info!("vipx-agent stopped");
+    Ok(())
+}
+
+/// Starts clean, before anything else: a VIP left on the interface by a
+/// killed agent would keep this node answering ARP for it while the data
+/// plane, the health checks and the election get ready.
+async fn clear_stale_vips(config: &Config, ha_debug: bool) -> anyhow::Result<VipManager> {
+    let vips = VipManager::new(ha_debug)?;
+    for (_, group) in config.groups_with_ids() {
+        Ownership::remove_vips(&vips, group).await;
+    }
+    Ok(vips)
+}
+
+/// Loads the XDP program and attaches it to the configured interfaces.
+fn load_dataplane(config: &Config) -> anyhow::Result<Dataplane> {
+    let mut dataplane = Dataplane::load_with(config.dataplane.flow_table_size)?;
+    for iface in &config.dataplane.interfaces {
+        dataplane.attach(iface.as_str(), config.dataplane.xdp_mode)?;
+    }
+    Ok(dataplane)
+}
+
+/// Installs the services and starts their health checks, resolves the
+/// backends' MACs, and builds what the API and the groups share.
+async fn start_services(
+    config_path: &Path,
+    config: &Config,
+    dataplane: &Dataplane,
+    vips: VipManager,
+    ha_debug: bool,
+) -> anyhow::Result<(Arc<AgentState>, Arc<Ownership>, Neighbours)> {
+    let maps = dataplane.maps();
+    let table: SharedTable = Arc::new(Mutex::new(ServiceTable::new(Arc::clone(&maps), ha_debug)));
+    let specs = balancer::specs(config);
+    let events = Arc::new(EventLog::default());
+    let metrics = Arc::new(start_metrics(config, dataplane, &table)?);
+    // Installs the services, then keeps their backend sets in line with
+    // the health checks.
+    let health = HealthRunner::start(
+        config,
+        specs.clone(),
+        Arc::clone(&table),
+        Arc::clone(&events),
+        Arc::clone(&metrics),
+    );
+    let neighbours = Neighbours::new()?;
+    balancer::resolve_all(&table, &neighbours, &specs, MAC_WAIT).await;
+    let groups = Arc::new(GroupStates::new(
+        maps,
+        config.dataplane.lease_timeout,
+        ha_debug,
+    ));
+    let ownership = Arc::new(Ownership::new(Arc::clone(&groups), vips));
+    let state = Arc::new(AgentState {
+        node: config.node.name(),
+        ha_debug,
+        config_path: config_path.to_owned(),
+        started: Instant::now(),
+        metrics,
+        events,
+        health: Mutex::new(health),
+        counters: dataplane.counters(),
+        table,
+        groups,
+        config: RwLock::new(config.clone()),
+        attachments: RwLock::new(Vec::new()),
+        tracking: RwLock::new(Arc::default()),
+    });
+    state.set_attachments(dataplane.attachments());
+    Ok((state, ownership, neighbours))
+}
+
+/// The agent's metrics, with the data plane's figures read at each scrape.
+fn start_metrics(
+    config: &Config,
+    dataplane: &Dataplane,
+    table: &SharedTable,
+) -> anyhow::Result<Metrics> {
+    let metrics = Metrics::new(&config.node.name()).context("registering metrics")?;
+    metrics
+        .register(Box::new(XdpCollector::new(dataplane.counters())?))
+        .context("registering the XDP counters")?;
+    metrics
+        .register(Box::new(ServiceCollector::new(Arc::clone(table))?))
+        .context("registering the service counters")?;
+    Ok(metrics)
+}
+
+/// Ready before claiming: backend MACs resolved (at start) and every
+/// backend checked once, so a node taking the VIP (back) serves a current
+/// view.
+async fn wait_ready(config: &Config, state: &AgentState) {
+    let limit = first_round_limit(config);
+    let ready = lock(&state.health).ready_waiter();
+    if tokio::time::timeout(limit, ready).await.is_ok() {
+        info!("every backend checked once: taking part in the groups");
+    } else {
+        warn!("backends not all checked within {limit:?}: taking part in the groups anyway");
+    }
+}
+
+/// The groups' runner, with the heartbeat thread and the XDP records (none
+/// in HA debug mode: nothing is written to the maps there).
+fn start_groups(
+    config: &Config,
+    dataplane: &mut Dataplane,
+    state: &AgentState,
+    ownership: Arc<Ownership>,
+    ha_debug: bool,
+) -> anyhow::Result<GroupRunner> {
+    let (heartbeat, records) = if ha_debug {
+        (None, None)
+    } else {
+        let peers = dataplane.peer_maps();
+        peers
+            .set_heartbeat_port(config.node.heartbeat_port)
+            .context("telling XDP the heartbeat port")?;
+        let thread = HeartbeatThread::start(Arc::clone(&peers), dataplane.take_peer_events())
+            .context("starting the heartbeat thread")?;
+        (Some(Arc::new(thread)), Some(peers))
+    };
+    Ok(GroupRunner::new(GroupRunnerParts {
+        ownership,
+        events: Arc::clone(&state.events),
+        metrics: Arc::clone(&state.metrics),
+        heartbeat,
+        heartbeat_port: config.node.heartbeat_port,
+        records,
+    }))
+}
+
+/// The tasks that keep the data plane current: backend MACs and the flow
+/// collector.
+fn spawn_background(
+    config: &Config,
+    dataplane: &Dataplane,
+    state: &AgentState,
+    neighbours: Neighbours,
+    specs: &Arc<Mutex<Vec<crate::dataplane::ServiceSpec>>>,
+) -> Vec<JoinHandle<()>> {
+    vec![
+        tokio::spawn(balancer::run_resolver(
+            Arc::clone(&state.table),
+            neighbours,
+            Arc::clone(specs),
+        )),
+        tokio::spawn(balancer::run_collector(
+            FlowCollector::new(dataplane.maps(), timeouts(config)),
+            Arc::clone(&state.table),
+            Arc::clone(&state.metrics),
+        )),
+    ]
+}
+
+/// The API server task, and the sender that stops it gracefully.
+async fn serve_api(
+    config: &Config,
+    state: &Arc<AgentState>,
+) -> anyhow::Result<(JoinHandle<std::io::Result<()>>, oneshot::Sender<()>)> {
+    let listener = tokio::net::TcpListener::bind(config.api.listen)
+        .await
+        .with_context(|| format!("binding the API to {}", config.api.listen))?;
+    info!(
+        "API on {0}/api/v1/status, metrics on {0}/metrics",
+        api_url(listener.local_addr()?)
+    );
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(
+        axum::serve(listener, api::router(Arc::clone(state)))
+            .with_graceful_shutdown(async {
+                let _ = stop_rx.await;
+            })
+            .into_future(),
+    );
+    Ok((server, stop_tx))
+}
+
+/// How long start-up waits for the first round of health checks: the first
+/// check of a backend starts within its jitter and ends within its timeout.
+fn first_round_limit(config: &Config) -> Duration {
+    config
+        .services
+        .iter()
+        .filter_map(|s| s.get_ref().health.as_ref())
+        .map(|h| h.jitter + h.timeout)
+        .max()
+        .unwrap_or_default()
+        + Duration::from_millis(500)
+}
+
+fn timeouts(config: &Config) -> FlowTimeouts {
+    FlowTimeouts {
+        tcp_idle: config.dataplane.tcp_idle_timeout,
+        udp_idle: config.dataplane.udp_idle_timeout,
+        fin: config.dataplane.fin_timeout,
+    }
+}
+
+/// Starts the tracked items of every group; their changes come back on
+/// `changes`.
+fn start_tracker(
+    config: &Config,
+    state: &AgentState,
+    changes: mpsc::UnboundedSender<TrackChange>,
+) -> Tracker {
+    let service_down = lock(&state.health).service_down();
+    let tracker = Tracker::start(
+        config,
+        Arc::clone(&state.events),
+        service_down,
+        move |group, effective| {
+            let _ = changes.send((group.to_owned(), effective));
+        },
+    );
+    for (_, group) in config.groups_with_ids() {
+        if let Some(effective) = tracker.tracking.effective(&group.name) {
+            state
+                .metrics
+                .set_group_priority(&group.name, effective.priority, effective.fault);
+        }
+    }
+    *write(&state.tracking) = Arc::clone(&tracker.tracking);
+    tracker
+}

@@ -1,0 +1,53 @@
+//! What the running agent shares with its API: the handles the daemon
+//! built at start-up, and the configuration in force.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex, RwLock},
+    time::Instant,
+};
+
+use crate::{
+    balancer::SharedTable,
+    config::Config,
+    dataplane::{Attachment, CounterMaps, GroupStates},
+    events::EventLog,
+    health::{HealthRunner, track::Tracking},
+    locks::{lock, write},
+    metrics::Metrics,
+};
+
+/// The running agent, as the API handlers see it.
+pub struct AgentState {
+    pub node: String,
+    pub ha_debug: bool,
+    pub config_path: PathBuf,
+    pub started: Instant,
+    pub metrics: Arc<Metrics>,
+    pub events: Arc<EventLog>,
+    pub health: Mutex<HealthRunner>,
+    pub counters: CounterMaps,
+    pub table: SharedTable,
+    pub groups: Arc<GroupStates>,
+    pub config: RwLock<Config>,
+    pub attachments: RwLock<Vec<Attachment>>,
+    pub tracking: RwLock<Arc<Tracking>>,
+}
+
+impl AgentState {
+    /// Drains (or undrains) a backend; false if no service has it.
+    pub fn drain(&self, backend: SocketAddr, drain: bool) -> bool {
+        lock(&self.health).drain(backend, drain)
+    }
+
+    /// Records where XDP is attached now.
+    pub fn set_attachments(&self, attachments: Vec<Attachment>) {
+        let labels: Vec<(&str, &str)> = attachments
+            .iter()
+            .map(|a| (a.iface.as_str(), a.mode.name()))
+            .collect();
+        self.metrics.set_attachments(&labels);
+        *write(&self.attachments) = attachments;
+    }
+}
