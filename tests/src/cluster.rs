@@ -336,12 +336,14 @@ impl Cluster {
         Ok(pid)
     }
 
-    /// Node `index`'s event timeline (`/api/v1/events`, JSON), empty when
-    /// it does not answer.
-    pub fn events(&self, index: usize) -> String {
-        crate::http::get_from(&self.client, self.nodes[index].api, "/api/v1/events")
-            .map(|(_, body)| body)
-            .unwrap_or_default()
+    /// Node `index`'s event timeline (`/api/v1/events`), empty when it
+    /// does not answer.
+    pub fn events(&self, index: usize) -> crate::timeline::Timeline {
+        crate::timeline::Timeline::decode(
+            &crate::http::get_from(&self.client, self.nodes[index].api, "/api/v1/events")
+                .map(|(_, body)| body)
+                .unwrap_or_default(),
+        )
     }
 
     /// Whether node `index` reports itself MASTER of the VIP group.

@@ -36,6 +36,7 @@ mod procs;
 pub mod rig;
 mod stats;
 mod sweep;
+pub mod timeline;
 pub mod walltime;
 pub mod xdp;
 

@@ -10,7 +10,10 @@ mod support;
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
 
-use vipx_agent::election::{VRRP_MULTICAST_V6, VRRP_PROTOCOL, parse};
+use vipx_agent::{
+    election::{VRRP_MULTICAST_V6, VRRP_PROTOCOL, parse},
+    events::GroupState,
+};
 use vipx_lab::{Cluster, ClusterOptions, Host, ProcSpec, Signal, agent_bin, keepalived};
 
 const TAKEOVER: Duration = Duration::from_secs(10);
@@ -180,7 +183,10 @@ fn the_heartbeat_over_ipv6_detects_a_killed_master() {
     wait_master6(&cluster, 1);
     let timeline = cluster.events(1);
     assert!(
-        timeline.contains(&format!("heartbeats from master {master6} stopped")),
+        timeline.became(
+            GroupState::Master,
+            &format!("heartbeats from master {master6} stopped")
+        ),
         "the IPv6 group taken over on the heartbeat from {master6}, not on VRRP's timer: {timeline}"
     );
     let detection = cluster

@@ -10,6 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use vipx_agent::{events::EventKind, health::Health};
 use vipx_lab::{
     Cluster, ClusterOptions, PGBOUNCER_FIRST_PORT, PgBouncer, PgBouncerOptions, ProcSpec, Signal,
     VIP_PORT, agent_bin,
@@ -212,14 +213,15 @@ fn a_killed_pgbouncer_leaves_the_data_plane_and_returns() {
         "back in the Maglev table"
     );
     assert_eq!(sessions(&cluster, 30), 30);
-    let events = vipx_lab::http::get_from(&cluster.client, cluster.nodes[0].api, "/api/v1/events")
-        .expect("events")
-        .1;
+    let events = cluster.events(0);
     assert!(
-        events.contains("\"to\":\"down\""),
+        events.any(|e| e.is(EventKind::Health, Health::Down)),
         "the timeline shows the fall: {events}"
     );
-    assert!(events.contains("\"to\":\"up\""), "and the return: {events}");
+    assert!(
+        events.any(|e| e.is(EventKind::Health, Health::Up)),
+        "and the return: {events}"
+    );
 }
 
 #[test]

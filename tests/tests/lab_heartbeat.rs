@@ -10,6 +10,7 @@ mod support;
 
 use std::{net::UdpSocket, time::Duration};
 
+use vipx_agent::events::{EventKind, GroupState};
 use vipx_common::{Heartbeat, peer::STATE_MASTER};
 use vipx_lab::{Cluster, ClusterOptions, Signal, agent_bin};
 
@@ -56,7 +57,10 @@ fn the_heartbeat_detects_a_killed_master_long_before_vrrp() {
         .expect("the backup takes over");
     let timeline = cluster.events(1);
     assert!(
-        timeline.contains("heartbeats from master 10.77.0.11 stopped"),
+        timeline.became(
+            GroupState::Master,
+            "heartbeats from master 10.77.0.11 stopped"
+        ),
         "taken over on the heartbeat, not on VRRP's timer: {timeline}"
     );
     let detection = metric(
@@ -86,8 +90,10 @@ fn a_stopping_master_says_farewell_and_the_backup_takes_over_at_once() {
         .expect("the backup takes over");
     let timeline = cluster.events(1);
     assert!(
-        timeline.contains("master 10.77.0.11 is stopping (heartbeat)")
-            || timeline.contains("stopped (priority 0)"),
+        timeline.became(
+            GroupState::Master,
+            "master 10.77.0.11 is stopping (heartbeat)"
+        ) || timeline.became(GroupState::Master, "stopped (priority 0)"),
         "handover on the farewell: {timeline}"
     );
     // VRRP's Skew_Time at 1 s adverts and priority 100 is 609 ms; the
@@ -129,7 +135,7 @@ fn with_three_nodes_the_highest_backup_takes_over_and_the_other_stays() {
     );
     let timeline = cluster.events(2);
     assert!(
-        !timeline.contains("\"to\":\"MASTER\""),
+        !timeline.any(|e| e.is(EventKind::Group, GroupState::Master)),
         "node 2 never became master: {timeline}"
     );
 }
