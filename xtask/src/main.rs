@@ -4,6 +4,7 @@ mod bench;
 mod bench_failover;
 mod bench_health;
 mod build;
+mod deps;
 mod lab;
 mod setup;
 mod test;
@@ -36,6 +37,9 @@ enum Task {
     /// A local cluster in network namespaces: vipx-agent nodes, a client,
     /// PostgreSQL behind three PgBouncers. Stays up until Ctrl-C.
     Lab(lab::LabArgs),
+    /// Check that the agent's modules depend on each other one way: no
+    /// import cycle.
+    Deps,
     /// Benchmarks, printed as tables with ratios measured in one run.
     Bench(bench::BenchArgs),
     /// Remove what killed labs and tests left: namespaces and temp dirs of
@@ -49,6 +53,7 @@ fn main() -> anyhow::Result<()> {
         Task::BuildEbpf { release } => build::ebpf(release),
         Task::Test(args) => test::run(&args),
         Task::Lab(args) => lab::run(&args),
+        Task::Deps => deps::run(),
         Task::Bench(args) => bench::run(&args),
         Task::Sweep => {
             let namespaces = vipx_lab::sweep_stale()?;

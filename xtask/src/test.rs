@@ -3,7 +3,7 @@
 use anyhow::bail;
 
 use crate::{
-    build, setup,
+    build, deps, setup,
     util::{cmd, exec},
 };
 
@@ -12,7 +12,7 @@ pub struct TestArgs {
     /// Skip `setup` (packages, rust-src, bpf-linker).
     #[arg(long)]
     no_setup: bool,
-    /// Skip rustfmt and clippy.
+    /// Skip rustfmt, clippy and the import-cycle check (`cargo xtask deps`).
     #[arg(long)]
     no_lint: bool,
     /// Only run tests whose name contains this (passed to the test binaries).
@@ -28,6 +28,7 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     if !args.no_lint {
         exec(cmd("cargo").args(["fmt", "--all", "--", "--check"]))?;
         exec(cmd("cargo").args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+        deps::run()?;
     }
     // Unit tests and the privileged integration tests (namespaces, XDP,
     // PostgreSQL, PgBouncer): they need root, and CI runs as root.
