@@ -6,13 +6,13 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use vipx_common::{
-    Backend, Flow, FlowKey, NatEntry, Service, ServiceKey,
+    Backend, FAMILY_V4, FAMILY_V6, Flow, FlowKey, NatEntry, Service, ServiceKey,
     flow::{
         FLOW_F_FIN_BACKEND, FLOW_F_FIN_CLIENT, NAT_PORT_TRIES, SEED_MAGLEV, SEED_NAT_PORT,
         flow_hash, nat_key,
     },
     reason,
-    service::{FAMILY_V4, FAMILY_V6, MODE_NAT, maglev_index},
+    service::{MODE_NAT, maglev_index},
 };
 
 use crate::{

@@ -7,10 +7,10 @@
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, programs::XdpContext};
 use vipx_common::{
-    Heartbeat, PeerEvent, PeerKey, PeerSeen,
+    FAMILY_V4, FAMILY_V6, Heartbeat, PeerEvent, PeerKey, PeerSeen,
     peer::{
-        EVENT_NEW_SOURCE, EVENT_PRIORITY, EVENT_PRIORITY_ZERO, EVENT_STATE, FAMILY_V4, FAMILY_V6,
-        FILTER_ON, HEARTBEAT_LEN, KIND_ALLOW, KIND_HEARTBEAT, KIND_VRRP, STATE_UNKNOWN,
+        EVENT_NEW_SOURCE, EVENT_PRIORITY, EVENT_PRIORITY_ZERO, EVENT_STATE, FILTER_ON,
+        HEARTBEAT_LEN, KIND_ALLOW, KIND_HEARTBEAT, KIND_VRRP, STATE_UNKNOWN,
     },
     reason,
 };

@@ -19,9 +19,9 @@ use aya::{
     maps::{Array, HashMap, MapData, MapError, RingBuf},
 };
 use vipx_common::{
-    MAP_PEER_ALLOW, MAP_PEER_EVENTS, MAP_PEER_FILTER, MAP_PEER_SEEN, MAP_PEER_SETTINGS, PeerEvent,
-    PeerKey, PeerSeen, PeerSettings,
-    peer::{FAMILY_V4, FAMILY_V6, FILTER_OFF, FILTER_ON, KIND_ALLOW},
+    FAMILY_V4, FAMILY_V6, MAP_PEER_ALLOW, MAP_PEER_EVENTS, MAP_PEER_FILTER, MAP_PEER_SEEN,
+    MAP_PEER_SETTINGS, PeerEvent, PeerKey, PeerSeen, PeerSettings,
+    peer::{FILTER_OFF, FILTER_ON, KIND_ALLOW},
 };
 
 use super::{

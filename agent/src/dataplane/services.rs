@@ -5,11 +5,8 @@ use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
 use tracing::{info, warn};
 use vipx_common::{
-    Backend, Service, ServiceKey,
-    service::{
-        BACKEND_F_ACTIVE, FAMILY_V4, FAMILY_V6, MAX_BACKENDS, MAX_SERVICES, MODE_DSR, MODE_NAT,
-        maglev_index,
-    },
+    Backend, FAMILY_V4, FAMILY_V6, Service, ServiceKey,
+    service::{BACKEND_F_ACTIVE, MAX_BACKENDS, MAX_SERVICES, MODE_DSR, MODE_NAT, maglev_index},
 };
 
 use super::{
