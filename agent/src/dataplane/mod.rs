@@ -16,4 +16,4 @@ pub use groups::{GroupStates, Refresher, monotonic_ns, realtime};
 pub use loader::{AttachedMode, Attachment, Dataplane, DataplaneError};
 pub use maps::Maps;
 pub use peers::{PeerEvents, PeerMaps, event_addr, key_addr, peer_key};
-pub use services::{BackendSpec, ServiceSpec, ServiceTable, addr_bytes};
+pub use services::{BackendSpec, ServiceSpec, ServiceTable};

@@ -5,7 +5,7 @@ use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
 use tracing::{info, warn};
 use vipx_common::{
-    Backend, FAMILY_V4, FAMILY_V6, Service, ServiceKey,
+    Backend, Service, ServiceKey, addr,
     service::{BACKEND_F_ACTIVE, MAX_BACKENDS, MAX_SERVICES, MODE_DSR, MODE_NAT, maglev_index},
 };
 
@@ -60,18 +60,6 @@ pub struct ServiceTable {
     installed: HashMap<u32, Installed>,
 }
 
-/// Map address bytes and family of an address.
-pub fn addr_bytes(addr: IpAddr) -> ([u8; 16], u8) {
-    let mut bytes = [0u8; 16];
-    match addr {
-        IpAddr::V4(v4) => {
-            bytes[..4].copy_from_slice(&v4.octets());
-            (bytes, FAMILY_V4)
-        }
-        IpAddr::V6(v6) => (v6.octets(), FAMILY_V6),
-    }
-}
-
 impl ServiceSpec {
     /// The backends as Maglev sees them (key and weight), in order.
     pub fn maglev_backends(&self) -> Vec<MaglevBackend> {
@@ -89,7 +77,7 @@ impl ServiceSpec {
 
     /// The key of this service in the services map.
     pub fn key(&self) -> ServiceKey {
-        let (addr, family) = addr_bytes(self.vip);
+        let (addr, family) = addr::to_map(self.vip);
         ServiceKey {
             addr,
             port: self.port,
@@ -303,7 +291,7 @@ impl ServiceTable {
         port: u16,
         active: bool,
     ) -> Result<(), DataplaneError> {
-        let (bytes, family) = addr_bytes(addr);
+        let (bytes, family) = addr::to_map(addr);
         let entry = Backend {
             addr: bytes,
             port,
