@@ -16,8 +16,8 @@ use vipx_common::{
 };
 
 use crate::{
-    VIPX_BACKENDS, VIPX_FLOWS, VIPX_GROUPS, VIPX_MAGLEV, VIPX_NAT, VIPX_SERVICES, bump_backend,
-    bump_service,
+    BPF_ANY, BPF_NOEXIST, VIPX_BACKENDS, VIPX_FLOWS, VIPX_GROUPS, VIPX_MAGLEV, VIPX_NAT,
+    VIPX_SERVICES, bump_backend, bump_service,
     parse::{L3, L4, Packet, bytes, u8_at},
     rewrite::{Translation, set_macs, translate},
 };
@@ -34,8 +34,6 @@ struct Scratch {
 #[map(name = "VIPX_SCRATCH")]
 static VIPX_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
-const BPF_ANY: u64 = 0;
-const BPF_NOEXIST: u64 = 1;
 /// TCP header flag bits (RFC 9293 section 3.1), in the byte at offset 13.
 const TCP_FLAGS_OFF: usize = 13;
 const TCP_FIN: u8 = 0x01;

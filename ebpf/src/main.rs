@@ -29,6 +29,11 @@ use vipx_common::{
 
 use crate::parse::{L4, parse};
 
+/// Map update flag: create or replace (`include/uapi/linux/bpf.h`).
+const BPF_ANY: u64 = 0;
+/// Map update flag: create only, fail if the key exists.
+const BPF_NOEXIST: u64 = 1;
+
 /// Services by VIP:port/protocol.
 #[map(name = "VIPX_SERVICES")]
 static VIPX_SERVICES: HashMap<ServiceKey, Service> = HashMap::with_max_entries(MAX_SERVICES, 0);

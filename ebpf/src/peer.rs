@@ -16,10 +16,10 @@ use vipx_common::{
 };
 
 use crate::{
-    VIPX_PEER_ALLOW, VIPX_PEER_EVENTS, VIPX_PEER_EVENTS_LOST, VIPX_PEER_FILTER, VIPX_PEER_SEEN,
-    VIPX_PEER_SETTINGS,
+    BPF_ANY, VIPX_PEER_ALLOW, VIPX_PEER_EVENTS, VIPX_PEER_EVENTS_LOST, VIPX_PEER_FILTER,
+    VIPX_PEER_SEEN, VIPX_PEER_SETTINGS,
     lb::Decision,
-    parse::{L3, bytes},
+    parse::{L3, UDP_HLEN, bytes},
 };
 
 /// Version 3, type 1 (advertisement): the first byte of a VRRPv3 advert
@@ -27,8 +27,6 @@ use crate::{
 const VRRP_V3_ADVERT: u8 = 0x31;
 /// The fixed VRRP header before the addresses (RFC 5798 section 5.1).
 const VRRP_HLEN: usize = 8;
-const UDP_HLEN: usize = 8;
-const BPF_ANY: u64 = 0;
 
 /// What one packet says, to be recorded.
 struct Said {
