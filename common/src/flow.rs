@@ -32,7 +32,7 @@ pub struct FlowKey {
     pub dport: u16,
     /// IP protocol.
     pub proto: u8,
-    /// `FAMILY_V4` or `FAMILY_V6`.
+    /// [`FAMILY_V4`](crate::FAMILY_V4) or [`FAMILY_V6`](crate::FAMILY_V6).
     pub family: u8,
     pub _pad: [u8; 2],
 }

@@ -7,12 +7,14 @@
 //! [`aya::Pod`] impls the agent needs to read and write the maps.
 #![no_std]
 
+pub mod addr;
 pub mod counters;
 pub mod csum;
 pub mod flow;
 pub mod peer;
 pub mod service;
 
+pub use addr::{FAMILY_V4, FAMILY_V6};
 pub use counters::{Counter, action, reason};
 pub use flow::{Flow, FlowKey, NatEntry};
 pub use peer::{Heartbeat, PeerEvent, PeerKey, PeerSeen, PeerSettings};

@@ -15,11 +15,6 @@ pub const KIND_VRRP: u8 = 1;
 /// `PeerKey::kind` of a recorded heartbeat.
 pub const KIND_HEARTBEAT: u8 = 2;
 
-/// `PeerKey::family`: IPv4 (the address is in the first 4 bytes).
-pub const FAMILY_V4: u8 = 4;
-/// `PeerKey::family`: IPv6.
-pub const FAMILY_V6: u8 = 6;
-
 /// `PeerSeen::state` / `Heartbeat::state`: not known (VRRP adverts carry no
 /// state; a VRRP advert is a master's by RFC 5798 section 6.4.3).
 pub const STATE_UNKNOWN: u8 = 0;
@@ -67,10 +62,10 @@ pub const FILTER_ON: u32 = 1;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct PeerKey {
     /// The source address: IPv4 in the first 4 bytes (network order), the
-    /// rest zero; IPv6 all 16.
+    /// rest zero; IPv6 all 16 (see [`crate::addr`]).
     pub addr: [u8; 16],
     pub vrid: u8,
-    /// [`FAMILY_V4`] or [`FAMILY_V6`].
+    /// [`FAMILY_V4`](crate::FAMILY_V4) or [`FAMILY_V6`](crate::FAMILY_V6).
     pub family: u8,
     /// [`KIND_ALLOW`], [`KIND_VRRP`] or [`KIND_HEARTBEAT`].
     pub kind: u8,

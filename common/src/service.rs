@@ -1,11 +1,6 @@
 //! Services (VIP:port), backends, Maglev tables and VIP groups: the maps the
 //! agent writes and the XDP program reads.
 
-/// `family` value of an IPv4 address (stored in the first 4 bytes).
-pub const FAMILY_V4: u8 = 4;
-/// `family` value of an IPv6 address.
-pub const FAMILY_V6: u8 = 6;
-
 /// Services the data plane can hold.
 pub const MAX_SERVICES: u32 = 16;
 /// Backends the data plane can hold (ids are global, shared by services).
@@ -36,7 +31,7 @@ pub struct ServiceKey {
     pub port: u16,
     /// IP protocol (6 TCP, 17 UDP).
     pub proto: u8,
-    /// [`FAMILY_V4`] or [`FAMILY_V6`].
+    /// [`FAMILY_V4`](crate::FAMILY_V4) or [`FAMILY_V6`](crate::FAMILY_V6).
     pub family: u8,
 }
 
@@ -71,7 +66,7 @@ pub struct Backend {
     pub addr: [u8; 16],
     /// Port, host byte order (nat mode rewrites the destination port).
     pub port: u16,
-    /// [`FAMILY_V4`] or [`FAMILY_V6`].
+    /// [`FAMILY_V4`](crate::FAMILY_V4) or [`FAMILY_V6`](crate::FAMILY_V6).
     pub family: u8,
     /// `BACKEND_F_*`.
     pub flags: u8,

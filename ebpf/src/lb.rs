@@ -1,23 +1,21 @@
 //! Load balancing: service match, flow table, Maglev, NAT ports, and the
 //! translation of both directions of a flow.
 
-use aya_ebpf::{
-    bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::map, maps::PerCpuArray,
-    programs::XdpContext,
-};
+use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::map, maps::PerCpuArray, programs::XdpContext};
 use vipx_common::{
-    Backend, Flow, FlowKey, NatEntry, Service, ServiceKey,
+    Backend, FAMILY_V4, FAMILY_V6, Flow, FlowKey, NatEntry, Service, ServiceKey,
     flow::{
         FLOW_F_FIN_BACKEND, FLOW_F_FIN_CLIENT, NAT_PORT_TRIES, SEED_MAGLEV, SEED_NAT_PORT,
         flow_hash, nat_key,
     },
     reason,
-    service::{FAMILY_V4, FAMILY_V6, MODE_NAT, maglev_index},
+    service::{MODE_NAT, maglev_index},
 };
 
 use crate::{
-    VIPX_BACKENDS, VIPX_FLOWS, VIPX_GROUPS, VIPX_MAGLEV, VIPX_NAT, VIPX_SERVICES, bump_backend,
-    bump_service,
+    BPF_ANY, BPF_NOEXIST, VIPX_BACKENDS, VIPX_FLOWS, VIPX_GROUPS, VIPX_MAGLEV, VIPX_NAT,
+    VIPX_SERVICES, bump_backend, bump_service,
+    decision::Decision,
     parse::{L3, L4, Packet, bytes, u8_at},
     rewrite::{Translation, set_macs, translate},
 };
@@ -34,15 +32,10 @@ struct Scratch {
 #[map(name = "VIPX_SCRATCH")]
 static VIPX_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
-const BPF_ANY: u64 = 0;
-const BPF_NOEXIST: u64 = 1;
 /// TCP header flag bits (RFC 9293 section 3.1), in the byte at offset 13.
 const TCP_FLAGS_OFF: usize = 13;
 const TCP_FIN: u8 = 0x01;
 const TCP_RST: u8 = 0x04;
-
-/// What the program does with a frame, and why.
-pub type Decision = (u32, u32);
 
 /// The L3/L4 facts of a TCP or UDP frame.
 struct Tuple {
@@ -56,7 +49,7 @@ struct Tuple {
 #[inline(always)]
 pub fn handle(ctx: &XdpContext, pkt: &Packet, len: u64) -> Decision {
     let Some(tuple) = tuple(ctx, pkt) else {
-        return (xdp_action::XDP_PASS, reason::MALFORMED);
+        return Decision::pass(reason::MALFORMED);
     };
     let service_key = ServiceKey {
         addr: tuple.key.dst,
@@ -74,7 +67,7 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet, len: u64) -> Decision {
     if let Some(entry) = unsafe { VIPX_NAT.get(&tuple.key) } {
         return to_client(ctx, pkt, &tuple, entry, len);
     }
-    (xdp_action::XDP_PASS, reason::NO_SERVICE)
+    Decision::pass(reason::NO_SERVICE)
 }
 
 #[inline(always)]
@@ -141,7 +134,7 @@ fn to_backend(ctx: &XdpContext, pkt: &Packet, t: &Tuple, service: &Service, len:
     // SAFETY: reading the monotonic clock has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     if let Err(why) = serving(service.group, now) {
-        return (xdp_action::XDP_PASS, why);
+        return Decision::pass(why);
     }
     let fin = if t.tcp_flags & TCP_FIN != 0 {
         FLOW_F_FIN_CLIENT
@@ -159,17 +152,17 @@ fn to_backend(ctx: &XdpContext, pkt: &Packet, t: &Tuple, service: &Service, len:
         }
         None => match new_flow(ctx, t, service, now, fin) {
             Ok((backend, nat_port)) => (backend, nat_port, reason::FLOW_NEW),
-            Err(why) => return (xdp_action::XDP_DROP, why),
+            Err(why) => return Decision::drop(why),
         },
     };
     let Some(backend) = VIPX_BACKENDS.get(backend_id) else {
-        return (xdp_action::XDP_DROP, reason::MAP_ERROR);
+        return Decision::drop(reason::MAP_ERROR);
     };
     if backend.mac == [0; 6] {
-        return (xdp_action::XDP_DROP, reason::NO_NEIGH);
+        return Decision::drop(reason::NO_NEIGH);
     }
     if set_macs(ctx, backend.mac).is_none() {
-        return (xdp_action::XDP_PASS, reason::MALFORMED);
+        return Decision::pass(reason::MALFORMED);
     }
     if service.mode == MODE_NAT {
         let to = Translation {
@@ -179,7 +172,7 @@ fn to_backend(ctx: &XdpContext, pkt: &Packet, t: &Tuple, service: &Service, len:
             dport: backend.port,
         };
         if translate(ctx, pkt.l3, t.l4_off, t.key.proto, &to).is_none() {
-            return (xdp_action::XDP_DROP, reason::MALFORMED);
+            return Decision::drop(reason::MALFORMED);
         }
     }
     if t.tcp_flags & TCP_RST != 0 {
@@ -187,7 +180,7 @@ fn to_backend(ctx: &XdpContext, pkt: &Packet, t: &Tuple, service: &Service, len:
     }
     bump_service(service.id, len);
     bump_backend(backend_id, len);
-    (xdp_action::XDP_TX, why)
+    Decision::tx(why)
 }
 
 /// A flow's first packet: Maglev picks the backend; nat mode also takes a
@@ -272,7 +265,7 @@ fn to_client(ctx: &XdpContext, pkt: &Packet, t: &Tuple, entry: &NatEntry, len: u
     // SAFETY: reading the monotonic clock has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     if let Err(why) = serving(entry.group, now) {
-        return (xdp_action::XDP_PASS, why);
+        return Decision::pass(why);
     }
     let mut backend_id = None;
     if let Some(flow) = VIPX_FLOWS.get_ptr_mut(&entry.client) {
@@ -285,7 +278,7 @@ fn to_client(ctx: &XdpContext, pkt: &Packet, t: &Tuple, entry: &NatEntry, len: u
         backend_id = Some(flow.backend);
     }
     if set_macs(ctx, entry.client_mac).is_none() {
-        return (xdp_action::XDP_PASS, reason::MALFORMED);
+        return Decision::pass(reason::MALFORMED);
     }
     let to = Translation {
         src: &entry.client.dst,
@@ -294,7 +287,7 @@ fn to_client(ctx: &XdpContext, pkt: &Packet, t: &Tuple, entry: &NatEntry, len: u
         dport: entry.client.sport,
     };
     if translate(ctx, pkt.l3, t.l4_off, t.key.proto, &to).is_none() {
-        return (xdp_action::XDP_DROP, reason::MALFORMED);
+        return Decision::drop(reason::MALFORMED);
     }
     if t.tcp_flags & TCP_RST != 0 {
         let _ = VIPX_FLOWS.remove(&entry.client);
@@ -304,7 +297,7 @@ fn to_client(ctx: &XdpContext, pkt: &Packet, t: &Tuple, entry: &NatEntry, len: u
     if let Some(id) = backend_id {
         bump_backend(id, len);
     }
-    (xdp_action::XDP_TX, reason::NAT_REPLY)
+    Decision::tx(reason::NAT_REPLY)
 }
 
 /// Drops a flow (and its NAT entry) at once, on RST.

@@ -7,6 +7,7 @@
 #![no_std]
 #![no_main]
 
+mod decision;
 mod lb;
 mod parse;
 mod peer;
@@ -27,7 +28,15 @@ use vipx_common::{
     service::{MAGLEV_ENTRIES, MAX_BACKENDS, MAX_GROUPS, MAX_SERVICES},
 };
 
-use crate::parse::{L4, parse};
+use crate::{
+    decision::Decision,
+    parse::{L4, parse},
+};
+
+/// Map update flag: create or replace (`include/uapi/linux/bpf.h`).
+const BPF_ANY: u64 = 0;
+/// Map update flag: create only, fail if the key exists.
+const BPF_NOEXIST: u64 = 1;
 
 /// Services by VIP:port/protocol.
 #[map(name = "VIPX_SERVICES")]
@@ -103,10 +112,10 @@ static VIPX_REASONS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(reason
 #[xdp]
 pub fn vipx_xdp(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u64;
-    let (verdict, why) = decide(&ctx, len);
-    bump(&VIPX_REASONS, why, len);
-    bump(&VIPX_ACTIONS, verdict, len);
-    verdict
+    let decision = decide(&ctx, len);
+    bump(&VIPX_REASONS, decision.reason, len);
+    bump(&VIPX_ACTIONS, decision.action, len);
+    decision.action
 }
 
 /// A program that passes everything: attached to the far end of a veth so
@@ -118,10 +127,10 @@ pub fn vipx_pass(_ctx: XdpContext) -> u32 {
 }
 
 #[inline(always)]
-fn decide(ctx: &XdpContext, len: u64) -> (u32, u32) {
+fn decide(ctx: &XdpContext, len: u64) -> Decision {
     let pkt = match parse(ctx) {
         Ok(pkt) => pkt,
-        Err(why) => return (xdp_action::XDP_PASS, why),
+        Err(why) => return Decision::pass(why),
     };
     match pkt.l4 {
         L4::Vrrp { off } => peer::vrrp(ctx, pkt.l3, off),

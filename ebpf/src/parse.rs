@@ -30,7 +30,8 @@ const IPPROTO_DSTOPTS: u8 = 60;
 const IPPROTO_AH: u8 = 51;
 const IPPROTO_ESP: u8 = 50;
 const TCP_MIN_HLEN: usize = 20;
-const UDP_HLEN: usize = 8;
+/// UDP header length (RFC 768).
+pub const UDP_HLEN: usize = 8;
 
 /// The L3 header found.
 #[derive(Clone, Copy)]

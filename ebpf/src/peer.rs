@@ -5,21 +5,21 @@
 //! through the `VIPX_PEER_EVENTS` ring buffer. The record is the truth, the
 //! signal a hint: a full ring buffer loses the signal, never the record.
 
-use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, programs::XdpContext};
+use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::XdpContext};
 use vipx_common::{
-    Heartbeat, PeerEvent, PeerKey, PeerSeen,
+    FAMILY_V4, FAMILY_V6, Heartbeat, PeerEvent, PeerKey, PeerSeen,
     peer::{
-        EVENT_NEW_SOURCE, EVENT_PRIORITY, EVENT_PRIORITY_ZERO, EVENT_STATE, FAMILY_V4, FAMILY_V6,
-        FILTER_ON, HEARTBEAT_LEN, KIND_ALLOW, KIND_HEARTBEAT, KIND_VRRP, STATE_UNKNOWN,
+        EVENT_NEW_SOURCE, EVENT_PRIORITY, EVENT_PRIORITY_ZERO, EVENT_STATE, FILTER_ON,
+        HEARTBEAT_LEN, KIND_ALLOW, KIND_HEARTBEAT, KIND_VRRP, STATE_UNKNOWN,
     },
     reason,
 };
 
 use crate::{
-    VIPX_PEER_ALLOW, VIPX_PEER_EVENTS, VIPX_PEER_EVENTS_LOST, VIPX_PEER_FILTER, VIPX_PEER_SEEN,
-    VIPX_PEER_SETTINGS,
-    lb::Decision,
-    parse::{L3, bytes},
+    BPF_ANY, VIPX_PEER_ALLOW, VIPX_PEER_EVENTS, VIPX_PEER_EVENTS_LOST, VIPX_PEER_FILTER,
+    VIPX_PEER_SEEN, VIPX_PEER_SETTINGS,
+    decision::Decision,
+    parse::{L3, UDP_HLEN, bytes},
 };
 
 /// Version 3, type 1 (advertisement): the first byte of a VRRPv3 advert
@@ -27,8 +27,6 @@ use crate::{
 const VRRP_V3_ADVERT: u8 = 0x31;
 /// The fixed VRRP header before the addresses (RFC 5798 section 5.1).
 const VRRP_HLEN: usize = 8;
-const UDP_HLEN: usize = 8;
-const BPF_ANY: u64 = 0;
 
 /// What one packet says, to be recorded.
 struct Said {
@@ -53,14 +51,14 @@ pub fn is_heartbeat(dport: u16) -> bool {
 #[inline(always)]
 pub fn vrrp(ctx: &XdpContext, l3: L3, off: usize) -> Decision {
     let Some(hdr) = bytes::<VRRP_HLEN>(ctx, off) else {
-        return (xdp_action::XDP_PASS, reason::MALFORMED);
+        return Decision::pass(reason::MALFORMED);
     };
     // SAFETY: `bytes` checked the fixed header lies inside the frame.
     let hdr = unsafe { &*hdr };
     let (version_type, vrid, priority) = (hdr[0], hdr[1], hdr[2]);
     // VRID 0 is not a VRID (RFC 5798 section 5.2.3): userspace rejects it.
     if version_type != VRRP_V3_ADVERT || vrid == 0 {
-        return (xdp_action::XDP_PASS, reason::VRRP);
+        return Decision::pass(reason::VRRP);
     }
     let said = Said {
         priority,
@@ -69,10 +67,10 @@ pub fn vrrp(ctx: &XdpContext, l3: L3, off: usize) -> Decision {
         detect_mult: 0,
     };
     match admit_and_record(ctx, l3, vrid, KIND_VRRP, &said) {
-        Ok(()) => (xdp_action::XDP_PASS, reason::VRRP),
-        Err(why) if why == reason::PEER_UNKNOWN => (xdp_action::XDP_DROP, why),
+        Ok(()) => Decision::pass(reason::VRRP),
+        Err(why) if why == reason::PEER_UNKNOWN => Decision::drop(why),
         // Not recorded, but userspace can still judge the advert itself.
-        Err(why) => (xdp_action::XDP_PASS, why),
+        Err(why) => Decision::pass(why),
     }
 }
 
@@ -82,21 +80,21 @@ pub fn vrrp(ctx: &XdpContext, l3: L3, off: usize) -> Decision {
 #[inline(always)]
 pub fn heartbeat(ctx: &XdpContext, l3: L3, off: usize) -> Decision {
     let Some(udp) = bytes::<UDP_HLEN>(ctx, off) else {
-        return (xdp_action::XDP_PASS, reason::MALFORMED);
+        return Decision::pass(reason::MALFORMED);
     };
     // SAFETY: `bytes` checked the UDP header lies inside the frame.
     let udp = unsafe { &*udp };
     // The frame may be padded (Ethernet minimum): the UDP length tells
     // what the payload is.
     if usize::from(u16::from_be_bytes([udp[4], udp[5]])) < UDP_HLEN + HEARTBEAT_LEN {
-        return (xdp_action::XDP_PASS, reason::MALFORMED);
+        return Decision::pass(reason::MALFORMED);
     }
     let Some(payload) = bytes::<HEARTBEAT_LEN>(ctx, off + UDP_HLEN) else {
-        return (xdp_action::XDP_PASS, reason::MALFORMED);
+        return Decision::pass(reason::MALFORMED);
     };
     // SAFETY: `bytes` checked the payload lies inside the frame.
     let Some(hb) = Heartbeat::decode(unsafe { &*payload }) else {
-        return (xdp_action::XDP_PASS, reason::MALFORMED);
+        return Decision::pass(reason::MALFORMED);
     };
     let said = Said {
         priority: hb.priority,
@@ -105,12 +103,10 @@ pub fn heartbeat(ctx: &XdpContext, l3: L3, off: usize) -> Decision {
         detect_mult: hb.detect_mult,
     };
     match admit_and_record(ctx, l3, hb.vrid, KIND_HEARTBEAT, &said) {
-        Ok(()) => (xdp_action::XDP_DROP, reason::HEARTBEAT),
+        Ok(()) => Decision::drop(reason::HEARTBEAT),
         // No socket would read it anyway.
-        Err(why) if why == reason::PEER_UNKNOWN || why == reason::MAP_ERROR => {
-            (xdp_action::XDP_DROP, why)
-        }
-        Err(why) => (xdp_action::XDP_PASS, why),
+        Err(why) if why == reason::PEER_UNKNOWN || why == reason::MAP_ERROR => Decision::drop(why),
+        Err(why) => Decision::pass(why),
     }
 }
 

@@ -9,12 +9,11 @@ use aya::programs::{TestRun as _, TestRunOptions};
 use vipx_agent::{
     config::{Mode, PortRange},
     dataplane::{
-        BackendSpec, CounterSnapshot, Dataplane, GroupStates, ServiceSpec, ServiceTable,
-        addr_bytes, maglev,
+        BackendSpec, CounterSnapshot, Dataplane, GroupStates, ServiceSpec, ServiceTable, maglev,
     },
 };
 use vipx_common::{
-    Flow, FlowKey,
+    Flow, FlowKey, addr,
     flow::{SEED_MAGLEV, flow_hash},
 };
 
@@ -27,7 +26,7 @@ pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x21];
 
 /// The MAC the rig gives a backend (derived from its address).
 pub fn backend_mac(addr: IpAddr) -> [u8; 6] {
-    let (bytes, _) = addr_bytes(addr);
+    let (bytes, _) = addr::to_map(addr);
     let last = if addr.is_ipv4() { bytes[3] } else { bytes[15] };
     [0x02, 0xbe, 0, 0, 0, last]
 }
@@ -59,8 +58,8 @@ pub fn nat_spec(vip: IpAddr, backend: IpAddr, m: u32) -> ServiceSpec {
 
 /// The flow-table key of a frame (client -> VIP direction).
 pub fn key_of(frame: &FrameSpec) -> FlowKey {
-    let (src, family) = addr_bytes(frame.src);
-    let (dst, _) = addr_bytes(frame.dst);
+    let (src, family) = addr::to_map(frame.src);
+    let (dst, _) = addr::to_map(frame.dst);
     FlowKey {
         src,
         dst,

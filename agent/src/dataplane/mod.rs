@@ -21,5 +21,5 @@ pub use loader::{Attachment, Dataplane};
 pub use maps::Maps;
 pub use peers::{PeerEvents, PeerMaps, event_addr, key_addr, peer_key};
 pub use scrape::XdpCollector;
-pub use services::{BackendSpec, ServiceSpec, ServiceTable, addr_bytes};
+pub use services::{BackendSpec, ServiceSpec, ServiceTable};
 pub use settings::{AttachedMode, Mode, PortRange, XdpModeConfig};

@@ -10,7 +10,7 @@
 
 use crate::locks::lock;
 use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::IpAddr,
     os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd},
     sync::Mutex,
 };
@@ -21,8 +21,8 @@ use aya::{
 };
 use vipx_common::{
     MAP_PEER_ALLOW, MAP_PEER_EVENTS, MAP_PEER_FILTER, MAP_PEER_SEEN, MAP_PEER_SETTINGS, PeerEvent,
-    PeerKey, PeerSeen, PeerSettings,
-    peer::{FAMILY_V4, FAMILY_V6, FILTER_OFF, FILTER_ON, KIND_ALLOW},
+    PeerKey, PeerSeen, PeerSettings, addr,
+    peer::{FILTER_OFF, FILTER_ON, KIND_ALLOW},
 };
 
 use super::{error::DataplaneError, maps::take};
@@ -41,45 +41,27 @@ pub struct PeerMaps {
     seen: HashMap<MapData, PeerKey, PeerSeen>,
 }
 
-/// The key of `addr`'s entry of `kind` (`peer::KIND_*`) for VRID `vrid`,
+/// The key of `source`'s entry of `kind` (`peer::KIND_*`) for VRID `vrid`,
 /// as the XDP program builds it from a packet.
-pub fn peer_key(vrid: u8, kind: u8, addr: IpAddr) -> PeerKey {
-    let mut key = PeerKey {
-        addr: [0; 16],
+pub fn peer_key(vrid: u8, kind: u8, source: IpAddr) -> PeerKey {
+    let (addr, family) = addr::to_map(source);
+    PeerKey {
+        addr,
         vrid,
-        family: FAMILY_V4,
+        family,
         kind,
         _pad: 0,
-    };
-    match addr {
-        IpAddr::V4(v4) => key.addr[..4].copy_from_slice(&v4.octets()),
-        IpAddr::V6(v6) => {
-            key.addr = v6.octets();
-            key.family = FAMILY_V6;
-        }
     }
-    key
 }
 
-/// The source address of a key (or of a [`PeerEvent`]'s `family`/`addr`);
-/// `None` for an unknown family.
+/// The source address of a key; `None` for an unknown family.
 pub fn key_addr(key: &PeerKey) -> Option<IpAddr> {
-    addr_of(key.family, &key.addr)
-}
-
-fn addr_of(family: u8, addr: &[u8; 16]) -> Option<IpAddr> {
-    match family {
-        FAMILY_V4 => Some(IpAddr::V4(Ipv4Addr::new(
-            addr[0], addr[1], addr[2], addr[3],
-        ))),
-        FAMILY_V6 => Some(IpAddr::V6(Ipv6Addr::from(*addr))),
-        _ => None,
-    }
+    addr::from_map(key.family, &key.addr)
 }
 
 /// The source address of an event; `None` for an unknown family.
 pub fn event_addr(event: &PeerEvent) -> Option<IpAddr> {
-    addr_of(event.family, &event.addr)
+    addr::from_map(event.family, &event.addr)
 }
 
 fn map_error(name: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
@@ -272,7 +254,10 @@ impl AsRawFd for PeerEvents {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vipx_common::peer::{KIND_HEARTBEAT, KIND_VRRP};
+    use vipx_common::{
+        FAMILY_V4, FAMILY_V6,
+        peer::{KIND_HEARTBEAT, KIND_VRRP},
+    };
 
     fn assert_send_sync<T: Send + Sync>() {}
     fn assert_send<T: Send>() {}

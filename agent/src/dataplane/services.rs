@@ -6,11 +6,8 @@ use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
 use tracing::{info, warn};
 use vipx_common::{
-    Backend, Service, ServiceKey,
-    service::{
-        BACKEND_F_ACTIVE, FAMILY_V4, FAMILY_V6, MAX_BACKENDS, MAX_SERVICES, MODE_DSR, MODE_NAT,
-        maglev_index,
-    },
+    Backend, Service, ServiceKey, addr,
+    service::{BACKEND_F_ACTIVE, MAX_BACKENDS, MAX_SERVICES, MODE_DSR, MODE_NAT, maglev_index},
 };
 
 use super::settings::{Mode, PortRange};
@@ -64,18 +61,6 @@ pub struct ServiceTable {
     installed: HashMap<u32, Installed>,
 }
 
-/// Map address bytes and family of an address.
-pub fn addr_bytes(addr: IpAddr) -> ([u8; 16], u8) {
-    let mut bytes = [0u8; 16];
-    match addr {
-        IpAddr::V4(v4) => {
-            bytes[..4].copy_from_slice(&v4.octets());
-            (bytes, FAMILY_V4)
-        }
-        IpAddr::V6(v6) => (v6.octets(), FAMILY_V6),
-    }
-}
-
 impl ServiceSpec {
     /// The backends as Maglev sees them (key and weight), in order.
     pub fn maglev_backends(&self) -> Vec<MaglevBackend> {
@@ -93,7 +78,7 @@ impl ServiceSpec {
 
     /// The key of this service in the services map.
     pub fn key(&self) -> ServiceKey {
-        let (addr, family) = addr_bytes(self.vip);
+        let (addr, family) = addr::to_map(self.vip);
         ServiceKey {
             addr,
             port: self.port,
@@ -307,7 +292,7 @@ impl ServiceTable {
         port: u16,
         active: bool,
     ) -> Result<(), DataplaneError> {
-        let (bytes, family) = addr_bytes(addr);
+        let (bytes, family) = addr::to_map(addr);
         let entry = Backend {
             addr: bytes,
             port,

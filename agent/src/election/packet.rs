@@ -23,6 +23,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use thiserror::Error;
+use vipx_common::csum;
 
 /// IP protocol number of VRRP (RFC 5798 section 5.1.1.4).
 pub const VRRP_PROTOCOL: u8 = 112;
@@ -284,43 +285,21 @@ fn checksum(src: IpAddr, dst: IpAddr, vrrp: &[u8]) -> u16 {
 /// a correct checksum it is `0xFFFF`.
 fn ones_complement_sum(src: IpAddr, dst: IpAddr, vrrp: &[u8]) -> u16 {
     // The message is at most 8 + 255 * 16 bytes, so its length fits both
-    // pseudo-header length fields; the u64 accumulator cannot overflow.
-    let len = vrrp.len() as u64;
-    let mut sum = match (src, dst) {
+    // pseudo-header length fields.
+    let len = vrrp.len();
+    let pseudo = match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
-            // RFC 768 pseudo-header: src, dst, zero, protocol, 16-bit length.
-            words(&s.octets()) + words(&d.octets()) + u64::from(VRRP_PROTOCOL) + len
+            csum::pseudo_v4(s.octets(), d.octets(), VRRP_PROTOCOL, len as u16)
         }
-        _ => {
-            // RFC 8200 section 8.1: src, dst, 32-bit length, 3 zero bytes,
-            // next header. A mixed pair never reaches here from parse/build.
-            words(&to_v6(src).octets())
-                + words(&to_v6(dst).octets())
-                + (len >> 16)
-                + (len & 0xFFFF)
-                + u64::from(VRRP_PROTOCOL)
-        }
+        // A mixed pair never reaches here from parse/build.
+        _ => csum::pseudo_v6(
+            &to_v6(src).octets(),
+            &to_v6(dst).octets(),
+            VRRP_PROTOCOL,
+            len as u32,
+        ),
     };
-    sum += words(vrrp);
-    while sum > 0xFFFF {
-        sum = (sum & 0xFFFF) + (sum >> 16);
-    }
-    // The loop leaves at most 16 bits.
-    sum as u16
-}
-
-/// Sum of `bytes` as big-endian 16-bit words, an odd last byte padded with
-/// zero (RFC 1071).
-fn words(bytes: &[u8]) -> u64 {
-    bytes
-        .chunks(2)
-        .map(|pair| {
-            u64::from(u16::from_be_bytes([
-                pair[0],
-                pair.get(1).copied().unwrap_or(0),
-            ]))
-        })
-        .sum()
+    csum::add(pseudo, vrrp)
 }
 
 fn to_v6(addr: IpAddr) -> Ipv6Addr {

@@ -4,6 +4,8 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use vipx_common::csum;
+
 /// Length of an Ethernet II header: destination, source, EtherType.
 pub const ETH_HLEN: usize = 14;
 /// The Ethernet broadcast address.
@@ -124,28 +126,8 @@ pub fn ipv6_multicast_mac(group: Ipv6Addr) -> [u8; 6] {
 /// message.
 pub fn icmpv6_checksum(src: Ipv6Addr, dst: Ipv6Addr, message: &[u8]) -> u16 {
     let len = u32::try_from(message.len()).expect("an ICMPv6 message fits in 4 GiB");
-    let mut pseudo = [0u8; 40];
-    pseudo[0..16].copy_from_slice(&src.octets());
-    pseudo[16..32].copy_from_slice(&dst.octets());
-    pseudo[32..36].copy_from_slice(&len.to_be_bytes());
-    pseudo[39] = IPPROTO_ICMPV6;
-    let sum = ones_complement_sum(ones_complement_sum(0, &pseudo), message);
-    !(sum as u16)
-}
-
-/// Adds `data` as big-endian 16-bit words (an odd last byte padded with zero)
-/// to `sum` and folds the carries back in (RFC 1071).
-fn ones_complement_sum(sum: u32, data: &[u8]) -> u32 {
-    let mut sum = data.chunks(2).fold(u64::from(sum), |acc, pair| {
-        acc + u64::from(u16::from_be_bytes([
-            pair[0],
-            pair.get(1).copied().unwrap_or(0),
-        ]))
-    });
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u32
+    let pseudo = csum::pseudo_v6(&src.octets(), &dst.octets(), IPPROTO_ICMPV6, len);
+    !csum::add(pseudo, message)
 }
 
 #[cfg(test)]
