@@ -2,13 +2,13 @@
 //!
 //! Per packet: parse (Ethernet, one VLAN tag, IPv4/IPv6, TCP/UDP/VRRP),
 //! decide, count the decision in per-CPU maps. VRRP adverts and vipx
-//! heartbeats are recorded (`peer`), TCP and UDP load-balanced (`lb`).
+//! heartbeats are recorded (`peer`), TCP and UDP load-balanced (`balance`).
 //! Anything the program does not own is passed to the stack untouched.
 #![no_std]
 #![no_main]
 
+mod balance;
 mod decision;
-mod lb;
 mod parse;
 mod peer;
 mod rewrite;
@@ -137,7 +137,7 @@ fn decide(ctx: &XdpContext, len: u64) -> Decision {
         L4::Udp { off, dport, .. } if peer::is_heartbeat(dport) => {
             peer::heartbeat(ctx, pkt.l3, off)
         }
-        L4::Tcp { .. } | L4::Udp { .. } => lb::handle(ctx, &pkt, len),
+        L4::Tcp { .. } | L4::Udp { .. } => balance::handle(ctx, &pkt, len),
     }
 }
 
