@@ -23,7 +23,10 @@ use crate::{
     api::{self, client::api_url},
     balancer::{self, ServiceCollector, SharedTable},
     config::Config,
-    dataplane::{Dataplane, FlowCollector, FlowTimeouts, GroupStates, ServiceTable, XdpCollector},
+    dataplane::{
+        Dataplane, FlowCollector, FlowTimeouts, GroupStates, Refresher, ServiceSpec, ServiceTable,
+        XdpCollector,
+    },
     events::EventLog,
     group_runner::{GroupRunner, GroupRunnerParts},
     health::{
@@ -47,69 +50,123 @@ type TrackChange = (String, Effective);
 
 /// Runs the agent until SIGTERM or SIGINT.
 pub async fn run(config_path: &Path, ha_debug: bool) -> anyhow::Result<()> {
-    let config = Config::load(config_path)?;
-    let node = config.node.name();
-    info!(node, config = %config_path.display(), "vipx-agent {} starting", env!("CARGO_PKG_VERSION"));
-    if ha_debug {
-        warn!("HA debug mode: VIP, map, fence and reboot actions are logged, not carried out");
-    }
+    let config = load_config(config_path, ha_debug)?;
     let vips = clear_stale_vips(&config, ha_debug).await?;
     let mut dataplane = load_dataplane(&config)?;
     let (state, ownership, neighbours) =
         start_services(config_path, &config, &dataplane, vips, ha_debug).await?;
-    let (track_tx, mut track_rx) = mpsc::unbounded_channel();
-    let mut tracker = start_tracker(&config, &state, track_tx.clone());
+    let (track_tx, track_rx) = mpsc::unbounded_channel();
+    let tracker = start_tracker(&config, &state, track_tx.clone());
     wait_ready(&config, &state).await;
-    let mut group_runner = start_groups(&config, &mut dataplane, &state, ownership, ha_debug)?;
-    group_runner.start(&config, &tracker.tracking).await;
+    let mut groups = start_groups(&config, &mut dataplane, &state, ownership, ha_debug)?;
+    groups.start(&config, &tracker.tracking).await;
     let refresher = Arc::clone(&state.groups)
         .spawn_refresher(config.dataplane.lease_refresh)
         .context("starting the lease refresher")?;
-    let shared_specs = Arc::new(Mutex::new(balancer::specs(&config)));
-    let mut tasks = spawn_background(&config, &dataplane, &state, neighbours, &shared_specs);
+    let specs = Arc::new(Mutex::new(balancer::specs(&config)));
+    let tasks = spawn_background(&config, &dataplane, &state, neighbours, &specs);
     let (server, stop_server) = serve_api(&config, &state).await?;
+    let mut running = Running {
+        config_path,
+        state,
+        dataplane,
+        groups,
+        tracker,
+        track_tx,
+        track_rx,
+        specs,
+    };
+    running.follow_signals().await?;
+    running.stop(tasks, refresher, server, stop_server).await
+}
 
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sighup = signal(SignalKind::hangup())?;
-    loop {
-        tokio::select! {
-            _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
-            _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
-            _ = sighup.recv() => {
-                let running = read(&state.config).clone();
-                if reload::reload(config_path, &state, &mut dataplane, &shared_specs) {
-                    let new = read(&state.config).clone();
-                    tracker = start_tracker(&new, &state, track_tx.clone());
-                    if new.groups != running.groups {
-                        group_runner.stop(&running).await;
-                        group_runner.start(&new, &tracker.tracking).await;
-                    }
+/// What the daemon holds while it runs.
+struct Running<'a> {
+    config_path: &'a Path,
+    state: Arc<AgentState>,
+    dataplane: Dataplane,
+    groups: GroupRunner,
+    tracker: Tracker,
+    track_tx: mpsc::UnboundedSender<TrackChange>,
+    track_rx: mpsc::UnboundedReceiver<TrackChange>,
+    /// The services' specs, as the MAC resolver reads them.
+    specs: Arc<Mutex<Vec<ServiceSpec>>>,
+}
+
+impl Running<'_> {
+    /// Until SIGTERM or SIGINT: SIGHUP reloads, tracked items move the
+    /// groups' priorities.
+    async fn follow_signals(&mut self) -> anyhow::Result<()> {
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut sighup = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                _ = sigterm.recv() => { info!("SIGTERM: stopping"); return Ok(()); }
+                _ = sigint.recv() => { info!("SIGINT: stopping"); return Ok(()); }
+                _ = sighup.recv() => self.reload().await,
+                Some((group, effective)) = self.track_rx.recv() => {
+                    let config = read(&self.state.config).clone();
+                    self.groups.on_tracking(&config, &group, effective).await;
                 }
-            }
-            Some((group, effective)) = track_rx.recv() => {
-                let config = read(&state.config).clone();
-                group_runner.on_tracking(&config, &group, effective).await;
             }
         }
     }
 
-    // Step down first (priority 0 from a MASTER, so a backup takes over at
-    // once): the VIPs leave this node before XDP does.
-    let config = read(&state.config).clone();
-    group_runner.stop(&config).await;
-    for task in tasks.drain(..) {
-        task.abort();
+    /// SIGHUP: a valid new configuration restarts the tracked items, and
+    /// the groups if they changed.
+    async fn reload(&mut self) {
+        let running = read(&self.state.config).clone();
+        if reload::reload(
+            self.config_path,
+            &self.state,
+            &mut self.dataplane,
+            &self.specs,
+        ) {
+            let new = read(&self.state.config).clone();
+            self.tracker = start_tracker(&new, &self.state, self.track_tx.clone());
+            if new.groups != running.groups {
+                self.groups.stop(&running).await;
+                self.groups.start(&new, &self.tracker.tracking).await;
+            }
+        }
     }
-    drop(tracker);
-    drop(refresher);
-    dataplane.detach_all();
-    let _ = stop_server.send(());
-    if let Err(err) = server.await.context("API server task")? {
-        error!("API server: {err}");
+
+    /// Steps down first (priority 0 from a MASTER, so a backup takes over
+    /// at once): the VIPs leave this node before XDP does. Then the rest
+    /// stops.
+    async fn stop(
+        mut self,
+        tasks: Vec<JoinHandle<()>>,
+        refresher: Refresher,
+        server: JoinHandle<std::io::Result<()>>,
+        stop_server: oneshot::Sender<()>,
+    ) -> anyhow::Result<()> {
+        let config = read(&self.state.config).clone();
+        self.groups.stop(&config).await;
+        for task in tasks {
+            task.abort();
+        }
+        drop(self.tracker);
+        drop(refresher);
+        self.dataplane.detach_all();
+        let _ = stop_server.send(());
+        if let Err(err) = server.await.context("API server task")? {
+            error!("API server: {err}");
+        }
+        info!("vipx-agent stopped");
+        Ok(())
     }
-    info!("vipx-agent stopped");
-    Ok(())
+}
+
+/// Reads the configuration and says what is starting.
+fn load_config(config_path: &Path, ha_debug: bool) -> anyhow::Result<Config> {
+    let config = Config::load(config_path)?;
+    info!(node = config.node.name(), config = %config_path.display(), "vipx-agent {} starting", env!("CARGO_PKG_VERSION"));
+    if ha_debug {
+        warn!("HA debug mode: VIP, map, fence and reboot actions are logged, not carried out");
+    }
+    Ok(config)
 }
 
 /// Starts clean, before anything else: a VIP left on the interface by a
@@ -248,7 +305,7 @@ fn spawn_background(
     dataplane: &Dataplane,
     state: &AgentState,
     neighbours: Neighbours,
-    specs: &Arc<Mutex<Vec<crate::dataplane::ServiceSpec>>>,
+    specs: &Arc<Mutex<Vec<ServiceSpec>>>,
 ) -> Vec<JoinHandle<()>> {
     vec![
         tokio::spawn(balancer::run_resolver(
