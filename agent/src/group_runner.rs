@@ -1,43 +1,23 @@
 //! The VIP groups of this node: each either elected with VRRP or held in
 //! its configured static state, tracked items applied, stepped down on stop.
 
-use std::{collections::HashMap, net::IpAddr, sync::Arc};
+use std::{collections::HashMap, net::IpAddr};
 
 use tracing::error;
 
 use crate::{
     config::{Config, Election, GroupConfig, GroupId, InitialState},
-    dataplane::PeerMaps,
     election::runner::{self, Command, ElectionHandle, Wiring},
-    events::{EventKind, EventLog, GroupState},
+    events::{EventKind, GroupState},
     health::track::{Effective, Tracking},
-    heartbeat::HeartbeatThread,
-    metrics::Metrics,
-    ownership::Ownership,
 };
 
 /// Runs the groups of a configuration.
 pub struct GroupRunner {
-    ownership: Arc<Ownership>,
-    events: Arc<EventLog>,
-    metrics: Arc<Metrics>,
+    /// What every election works with (the heartbeat thread and the XDP
+    /// records are absent in HA debug mode).
+    wiring: Wiring,
     elections: HashMap<String, ElectionHandle>,
-    /// The heartbeat thread (absent in HA debug mode).
-    heartbeat: Option<Arc<HeartbeatThread>>,
-    heartbeat_port: u16,
-    /// The XDP program's records of adverts and heartbeats, and its peer
-    /// filter (absent in HA debug mode).
-    records: Option<Arc<PeerMaps>>,
-}
-
-/// What a group runner works with.
-pub struct GroupRunnerParts {
-    pub ownership: Arc<Ownership>,
-    pub events: Arc<EventLog>,
-    pub metrics: Arc<Metrics>,
-    pub heartbeat: Option<Arc<HeartbeatThread>>,
-    pub heartbeat_port: u16,
-    pub records: Option<Arc<PeerMaps>>,
 }
 
 fn state(master: bool) -> GroupState {
@@ -49,37 +29,20 @@ fn state(master: bool) -> GroupState {
 }
 
 impl GroupRunner {
-    pub fn new(parts: GroupRunnerParts) -> Self {
+    pub fn new(wiring: Wiring) -> Self {
         Self {
-            ownership: parts.ownership,
-            events: parts.events,
-            metrics: parts.metrics,
+            wiring,
             elections: HashMap::new(),
-            heartbeat: parts.heartbeat,
-            heartbeat_port: parts.heartbeat_port,
-            records: parts.records,
         }
     }
 
     /// The XDP peer filter of a VRRP group: its `unicast_peers`, or
     /// everyone when it has none (multicast).
     fn set_filter(&self, group: &GroupConfig, peers: &[IpAddr]) {
-        if let Some(records) = &self.records
+        if let Some(records) = &self.wiring.records
             && let Err(err) = records.set_peers(group.vrid, peers)
         {
             error!(group = %group.name, "setting the XDP peer filter: {err}");
-        }
-    }
-
-    /// What an election of this runner works with.
-    fn wiring(&self) -> Wiring {
-        Wiring {
-            ownership: Arc::clone(&self.ownership),
-            events: Arc::clone(&self.events),
-            metrics: Arc::clone(&self.metrics),
-            heartbeat: self.heartbeat.clone(),
-            heartbeat_port: self.heartbeat_port,
-            records: self.records.clone(),
         }
     }
 
@@ -91,13 +54,16 @@ impl GroupRunner {
                 priority: group.priority,
                 fault: false,
             });
-            self.metrics
-                .set_group_priority(&group.name, effective.priority, effective.fault);
+            self.wiring.metrics.set_group_priority(
+                &group.name,
+                effective.priority,
+                effective.fault,
+            );
             match group.election {
                 Election::Vrrp => {
-                    self.metrics.set_group_master(&group.name, false);
+                    self.wiring.metrics.set_group_master(&group.name, false);
                     self.set_filter(group, &group.unicast_peers);
-                    match runner::spawn(id, group, effective.priority, self.wiring()) {
+                    match runner::spawn(id, group, effective.priority, self.wiring.clone()) {
                         Ok(handle) => {
                             if effective.fault {
                                 handle.send(Command::Fault(true));
@@ -116,15 +82,15 @@ impl GroupRunner {
     }
 
     async fn set_static(&self, id: GroupId, group: &GroupConfig, master: bool, reason: &str) {
-        let was = self.ownership.is_master(id);
+        let was = self.wiring.ownership.is_master(id);
         if master {
-            self.ownership.become_master(id, group).await;
+            self.wiring.ownership.become_master(id, group).await;
         } else {
-            self.ownership.become_backup(id, group).await;
+            self.wiring.ownership.become_backup(id, group).await;
         }
-        self.metrics.set_group_master(&group.name, master);
+        self.wiring.metrics.set_group_master(&group.name, master);
         if was != master || !was {
-            self.events.record(
+            self.wiring.events.record(
                 EventKind::Group,
                 &group.name,
                 Some(state(was)),
@@ -136,7 +102,8 @@ impl GroupRunner {
 
     /// A group's tracked priority changed.
     pub async fn on_tracking(&mut self, config: &Config, name: &str, effective: Effective) {
-        self.metrics
+        self.wiring
+            .metrics
             .set_group_priority(name, effective.priority, effective.fault);
         let Some((id, group)) = config.groups_with_ids().find(|(_, g)| g.name == name) else {
             return;
@@ -148,7 +115,7 @@ impl GroupRunner {
         }
         // Static groups: a FAULT gives up MASTER, its end restores the state.
         let master = group.state == InitialState::Master && !effective.fault;
-        if master != self.ownership.is_master(id) {
+        if master != self.wiring.ownership.is_master(id) {
             let reason = if effective.fault {
                 "a tracked item failed (FAULT)"
             } else {
@@ -170,10 +137,10 @@ impl GroupRunner {
             }
         }
         for (id, group) in config.groups_with_ids() {
-            if self.ownership.is_master(id) {
-                self.ownership.become_backup(id, group).await;
-                self.metrics.set_group_master(&group.name, false);
-                self.events.record(
+            if self.wiring.ownership.is_master(id) {
+                self.wiring.ownership.become_backup(id, group).await;
+                self.wiring.metrics.set_group_master(&group.name, false);
+                self.wiring.events.record(
                     EventKind::Group,
                     &group.name,
                     Some(GroupState::Master),

@@ -27,8 +27,9 @@ use crate::{
         Dataplane, FlowCollector, FlowTimeouts, GroupStates, Refresher, ServiceSpec, ServiceTable,
         XdpCollector,
     },
+    election::runner::Wiring,
     events::EventLog,
-    group_runner::{GroupRunner, GroupRunnerParts},
+    group_runner::GroupRunner,
     health::{
         HealthRunner,
         track::{Effective, Tracker},
@@ -288,7 +289,7 @@ fn start_groups(
             .context("starting the heartbeat thread")?;
         (Some(Arc::new(thread)), Some(peers))
     };
-    Ok(GroupRunner::new(GroupRunnerParts {
+    Ok(GroupRunner::new(Wiring {
         ownership,
         events: Arc::clone(&state.events),
         metrics: Arc::clone(&state.metrics),

@@ -38,6 +38,7 @@ pub enum Command {
 }
 
 /// What an election works with besides its group.
+#[derive(Clone)]
 pub struct Wiring {
     pub ownership: Arc<Ownership>,
     pub events: Arc<EventLog>,
