@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -49,7 +49,7 @@ impl Lab {
             b: format!("vipx-viptest-{pid}-{tag}-b"),
         };
         {
-            let _turn = NETNS_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+            let _turn = crate::locks::lock(&NETNS_LOCK);
             ip(&["netns", "add", &lab.a]);
             ip(&["netns", "add", &lab.b]);
         }
@@ -96,7 +96,7 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        let _turn = NETNS_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+        let _turn = crate::locks::lock(&NETNS_LOCK);
         for ns in [&self.a, &self.b] {
             if std::path::Path::new("/run/netns").join(ns).exists() {
                 let _ = Command::new("ip").args(["netns", "del", ns]).status();
