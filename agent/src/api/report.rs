@@ -2,7 +2,9 @@
 
 use tracing::warn;
 
-use super::wire::{CounterKind, GroupStatus, NamedCounter, ServiceStatus, Status, XdpAttachment};
+use super::wire::{
+    BackendStatus, CounterKind, GroupStatus, NamedCounter, ServiceStatus, Status, XdpAttachment,
+};
 use crate::{
     dataplane::{CounterSnapshot, ServiceSpec},
     locks::{lock, read},
@@ -69,12 +71,9 @@ fn service_status(spec: &ServiceSpec, counter: Option<vipx_common::Counter>) -> 
         backends: spec
             .backends
             .iter()
-            .map(|b| {
-                format!(
-                    "{} weight {}",
-                    std::net::SocketAddr::new(b.addr, b.port),
-                    b.weight
-                )
+            .map(|b| BackendStatus {
+                address: std::net::SocketAddr::new(b.addr, b.port),
+                weight: b.weight,
             })
             .collect(),
     }

@@ -46,8 +46,21 @@ pub struct ServiceStatus {
     pub vip: SocketAddr,
     pub mode: Mode,
     pub packets: u64,
-    /// `ADDR:PORT weight N`, one per backend.
-    pub backends: Vec<String>,
+    pub backends: Vec<BackendStatus>,
+}
+
+/// One backend of a service, as the data plane has it now.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BackendStatus {
+    pub address: SocketAddr,
+    /// Its weight in the Maglev table (0: no new flows).
+    pub weight: u32,
+}
+
+impl std::fmt::Display for BackendStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} weight {}", self.address, self.weight)
+    }
 }
 
 /// One interface with the XDP program.
@@ -108,11 +121,17 @@ mod tests {
             vip: "10.0.0.100:5432".parse().expect("addr"),
             mode: Mode::Nat,
             packets: 3,
-            backends: vec!["10.0.0.31:6432 weight 100".into()],
+            backends: vec![BackendStatus {
+                address: "10.0.0.31:6432".parse().expect("addr"),
+                weight: 100,
+            }],
         };
         let json = serde_json::to_value(&service).expect("serialise");
         assert_eq!(json["vip"], "10.0.0.100:5432", "{json}");
         assert_eq!(json["mode"], "nat", "{json}");
+        assert_eq!(json["backends"][0]["address"], "10.0.0.31:6432", "{json}");
+        assert_eq!(json["backends"][0]["weight"], 100, "{json}");
+        assert_eq!(service.backends[0].to_string(), "10.0.0.31:6432 weight 100");
         let xdp = XdpAttachment {
             interface: "eth0".into(),
             mode: AttachedMode::Generic,

@@ -63,7 +63,12 @@ pub fn render(status: &Status) -> String {
             service.vip,
             service.mode,
             service.packets,
-            service.backends.join(", ")
+            service
+                .backends
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     for counter in status.counters.iter().filter(|c| c.packets > 0) {
