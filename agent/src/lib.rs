@@ -29,4 +29,5 @@ pub mod neigh;
 pub mod ownership;
 pub mod rank;
 pub mod state;
+pub mod sync;
 pub mod vip;

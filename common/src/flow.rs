@@ -21,6 +21,7 @@ pub const SEED_NAT_PORT: u32 = 0x6e61_7470; // "natp"
 /// dport = NAT port).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
 pub struct FlowKey {
     /// Source address (IPv4 in the first 4 bytes, the rest zero).
     pub src: [u8; 16],
@@ -40,6 +41,7 @@ pub struct FlowKey {
 /// A flow: value of the `VIPX_FLOWS` LRU hash.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
 pub struct Flow {
     /// Backend id the flow is pinned to.
     pub backend: u32,
@@ -61,6 +63,7 @@ pub struct Flow {
 /// Value of the `VIPX_NAT` LRU hash: how to send a backend's reply back.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
 pub struct NatEntry {
     /// The flow's key as the client sent it (client -> VIP:port).
     pub client: FlowKey,

@@ -2,6 +2,7 @@
 //! the configuration asks for, backend MACs kept current, the flow
 //! collector, and the services' figures at scrape time.
 
+pub mod replica;
 mod scrape;
 
 use crate::locks::lock;

@@ -7,6 +7,7 @@
 mod group;
 mod health;
 mod service;
+mod sync;
 
 use std::{
     fmt,
@@ -23,6 +24,7 @@ pub use group::{
 };
 pub use health::{AllDown, CheckKind, HealthConfig, OnDown};
 pub use service::{BackendConfig, DEFAULT_MAGLEV_SIZE, Protocol, ServiceConfig};
+pub use sync::SyncConfig;
 
 pub use crate::dataplane::{Mode, PortRange, XdpModeConfig};
 
@@ -72,6 +74,9 @@ pub struct Config {
     /// Services (`[[service]]`).
     #[serde(default, rename = "service")]
     pub services: Vec<Spanned<ServiceConfig>>,
+    /// Flow replication (`[sync]`; off when absent).
+    #[serde(default)]
+    pub sync: Option<SyncConfig>,
 }
 
 /// `[node]`
@@ -286,6 +291,11 @@ impl Config {
                 at_key("heartbeat_port"),
                 "node.heartbeat_port must be 1-65535".to_owned(),
             ));
+        }
+        if let Some(sync) = &self.sync
+            && let Err((key, message)) = sync.check()
+        {
+            return Err(invalid(path, text, at_key(key), message));
         }
         self.check_groups(path, text)?;
         self.check_services(path, text)?;

@@ -355,3 +355,42 @@ fn track_service_names_a_service() {
         "at the group: {err}"
     );
 }
+
+#[test]
+fn sync_is_off_unless_configured_and_names_its_secret_file() {
+    assert_eq!(parse(GOOD).expect("good").sync, None, "no [sync]: off");
+    let text = format!(
+        "{GOOD}\n[sync]\nlisten = \"10.0.0.1:9470\"\npeers = [\"10.0.0.2:9470\"]\nsecret_file = \"/etc/vipx/cluster.secret\"\n"
+    );
+    let sync = parse(&text).expect("[sync] parses").sync.expect("on");
+    assert_eq!(sync.listen, "10.0.0.1:9470".parse().unwrap());
+    assert_eq!(sync.peers, vec!["10.0.0.2:9470".parse().unwrap()]);
+    assert_eq!(sync.secret_file, Path::new("/etc/vipx/cluster.secret"));
+}
+
+#[test]
+fn sync_errors_point_at_the_key() {
+    // GOOD is 10 lines and a final newline; a blank line follows, so
+    // [sync] is line 12 and `peers` line 14.
+    let own = format!(
+        "{GOOD}\n[sync]\nlisten = \"10.0.0.1:9470\"\npeers = [\"10.0.0.1:9470\"]\nsecret_file = \"/s\"\n"
+    );
+    let err = error_of(&own);
+    assert!(err.starts_with("/etc/vipx/vipx.toml:14:1: "), "{err}");
+    assert!(err.contains("does not replicate to itself"), "{err}");
+    let twice = format!(
+        "{GOOD}\n[sync]\nlisten = \"10.0.0.1:9470\"\npeers = [\"10.0.0.2:9470\", \"10.0.0.2:9470\"]\nsecret_file = \"/s\"\n"
+    );
+    assert!(
+        error_of(&twice).contains("listed twice"),
+        "{}",
+        error_of(&twice)
+    );
+    let inline = format!("{GOOD}\n[sync]\nlisten = \"10.0.0.1:9470\"\nsecret = \"hunter2\"\n");
+    let err = error_of(&inline);
+    assert!(err.contains("secret"), "an inline secret is no key: {err}");
+    assert!(
+        !err.contains("hunter2"),
+        "and the error does not repeat it: {err}"
+    );
+}

@@ -40,6 +40,7 @@ use crate::{
     neigh::Neighbours,
     ownership::Ownership,
     state::AgentState,
+    sync::{Replicator, SyncSetup, auth::Secret},
     vip::VipManager,
 };
 
@@ -56,6 +57,7 @@ pub async fn run(config_path: &Path, ha_debug: bool) -> anyhow::Result<()> {
     let mut dataplane = load_dataplane(&config)?;
     let (state, ownership, neighbours) =
         start_services(config_path, &config, &dataplane, vips, ha_debug).await?;
+    let replicator = start_sync(&config, &state).await?;
     let (track_tx, track_rx) = mpsc::unbounded_channel();
     let tracker = start_tracker(&config, &state, track_tx.clone());
     wait_ready(&config, &state).await;
@@ -76,6 +78,7 @@ pub async fn run(config_path: &Path, ha_debug: bool) -> anyhow::Result<()> {
         track_tx,
         track_rx,
         specs,
+        replicator,
     };
     running.follow_signals().await?;
     running.stop(tasks, refresher, server, stop_server).await
@@ -92,6 +95,8 @@ struct Running<'a> {
     track_rx: mpsc::UnboundedReceiver<TrackChange>,
     /// The services' specs, as the MAC resolver reads them.
     specs: Arc<Mutex<Vec<ServiceSpec>>>,
+    /// Flow replication, when `[sync]` is configured.
+    replicator: Option<Replicator>,
 }
 
 impl Running<'_> {
@@ -145,6 +150,7 @@ impl Running<'_> {
     ) -> anyhow::Result<()> {
         let config = read(&self.state.config).clone();
         self.groups.stop(&config).await;
+        drop(self.replicator);
         for task in tasks {
             task.abort();
         }
@@ -179,6 +185,26 @@ async fn clear_stale_vips(config: &Config, ha_debug: bool) -> anyhow::Result<Vip
         Ownership::remove_vips(&vips, group).await;
     }
     Ok(vips)
+}
+
+/// Flow replication to the peers, when `[sync]` is configured: the
+/// receiver listens and a link per peer connects.
+async fn start_sync(config: &Config, state: &AgentState) -> anyhow::Result<Option<Replicator>> {
+    let Some(sync) = &config.sync else {
+        return Ok(None);
+    };
+    let secret = Secret::load(&sync.secret_file)?;
+    let replicator = Replicator::start(SyncSetup {
+        node: config.node.name(),
+        listen: sync.listen,
+        peers: sync.peers.clone(),
+        secret,
+        table: Arc::clone(&state.table),
+        metrics: Arc::new(state.metrics.sync()),
+    })
+    .await
+    .with_context(|| format!("binding the replication port {}", sync.listen))?;
+    Ok(Some(replicator))
 }
 
 /// Loads the XDP program and attaches it to the configured interfaces.

@@ -42,9 +42,12 @@ pub(super) fn reload(
     }
     if new.api != running.api
         || new.node != running.node
+        || new.sync != running.sync
         || new.dataplane.flow_table_size != running.dataplane.flow_table_size
     {
-        warn!("reload: [api], [node] and flow_table_size changes take effect at the next restart");
+        warn!(
+            "reload: [api], [node], [sync] and flow_table_size changes take effect at the next restart"
+        );
     }
     reattach(&running, &new, state, dataplane);
     let new_specs = balancer::specs(&new);

@@ -113,6 +113,45 @@ impl Maps {
     pub fn backend(&self, id: u32) -> Option<Backend> {
         lock(&self.backends).get(&id, 0).ok()
     }
+
+    /// One NAT entry, if the table has it.
+    pub fn nat_entry(&self, key: &FlowKey) -> Option<NatEntry> {
+        lock(&self.nat).get(key, 0).ok()
+    }
+
+    /// Writes a flow (created or replaced), and its NAT entry when it has
+    /// one: a flow replicated from a peer. The NAT entry goes first, so a
+    /// reply never finds the flow without its way back.
+    pub fn insert_flow(
+        &self,
+        key: &FlowKey,
+        flow: &Flow,
+        nat: Option<(&FlowKey, &NatEntry)>,
+    ) -> Result<(), DataplaneError> {
+        if let Some((nat_key, entry)) = nat {
+            lock(&self.nat)
+                .insert(nat_key, entry, 0)
+                .map_err(|source| DataplaneError::Map {
+                    name: MAP_NAT,
+                    source,
+                })?;
+        }
+        lock(&self.flows)
+            .insert(key, flow, 0)
+            .map_err(|source| DataplaneError::Map {
+                name: MAP_FLOWS,
+                source,
+            })
+    }
+
+    /// Removes a flow and its NAT entry (`nat_key`, when it has one);
+    /// entries already gone are no error.
+    pub fn forget_flow(&self, key: &FlowKey, nat_key: Option<&FlowKey>) {
+        let _ = lock(&self.flows).remove(key);
+        if let Some(nat_key) = nat_key {
+            let _ = lock(&self.nat).remove(nat_key);
+        }
+    }
 }
 
 fn sum(

@@ -111,6 +111,11 @@ impl ServiceTable {
         self.service_ids.get(key).copied()
     }
 
+    /// The spec of an installed service.
+    pub fn spec(&self, id: u32) -> Option<&ServiceSpec> {
+        self.installed.get(&id).map(|inst| &inst.spec)
+    }
+
     /// Id of a backend (ids are stable for the agent's lifetime).
     pub fn backend_id(&self, addr: IpAddr, port: u16) -> Option<u32> {
         self.backend_ids.get(&(addr, port)).copied()

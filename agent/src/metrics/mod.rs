@@ -67,6 +67,29 @@ pub struct HeartbeatMetrics {
     pub detection: Gauge,
 }
 
+/// Flow replication's families, for the replication tasks.
+#[derive(Clone, Debug)]
+pub struct SyncMetrics {
+    /// Batches sent to peers (first sends).
+    pub batches: IntCounter,
+    /// Batches sent again after a reconnection.
+    pub resent: IntCounter,
+    /// Bytes of the frames sent.
+    pub bytes: IntCounter,
+    /// Whole-table transfers sent.
+    pub bulks: IntCounter,
+    /// Peers' flows installed in this node's maps.
+    pub installed: IntCounter,
+    /// Peers' flows this node has no service or backend for.
+    pub not_installed: IntCounter,
+    /// Peers' flow ends applied.
+    pub ended: IntCounter,
+    /// Connections refused: the peer could not prove the cluster secret.
+    pub refused: IntCounter,
+    /// Batches sent and not yet acknowledged, over every peer link.
+    pub unacked: IntGauge,
+}
+
 /// Everything `/metrics` shows.
 pub struct Metrics {
     registry: Registry,
@@ -74,6 +97,7 @@ pub struct Metrics {
     services: ServiceFamilies,
     health: HealthFamilies,
     groups: GroupFamilies,
+    sync: SyncMetrics,
 }
 
 /// Per-service families the agent moves.
@@ -227,6 +251,50 @@ impl GroupFamilies {
     }
 }
 
+impl SyncMetrics {
+    fn new(r: &Registrar<'_>) -> prometheus::Result<Self> {
+        let counter = |name: &str, help: &str| r.add(IntCounter::new(name, help)?);
+        Ok(Self {
+            batches: counter(
+                "vipx_sync_batches_total",
+                "Batches of flow changes sent to peers (first sends).",
+            )?,
+            resent: counter(
+                "vipx_sync_resent_batches_total",
+                "Batches sent again to a peer after a reconnection.",
+            )?,
+            bytes: counter(
+                "vipx_sync_sent_bytes_total",
+                "Bytes of replication frames sent to peers.",
+            )?,
+            bulks: counter(
+                "vipx_sync_bulk_transfers_total",
+                "Whole flow tables sent to a peer (it held nothing of this run, or its queue overflowed).",
+            )?,
+            installed: counter(
+                "vipx_sync_flows_installed_total",
+                "Flows received from peers and installed in this node's maps.",
+            )?,
+            not_installed: counter(
+                "vipx_sync_flows_not_installed_total",
+                "Flows received from peers for a service or backend this node does not have.",
+            )?,
+            ended: counter(
+                "vipx_sync_flow_ends_total",
+                "Flow ends received from peers and applied.",
+            )?,
+            refused: counter(
+                "vipx_sync_refused_total",
+                "Replication connections refused: the other side could not prove the cluster secret.",
+            )?,
+            unacked: r.add(IntGauge::new(
+                "vipx_sync_unacked_batches",
+                "Batches sent to a peer and not yet acknowledged.",
+            )?)?,
+        })
+    }
+}
+
 impl Metrics {
     /// Registers the agent's own families; `node` labels the build info.
     pub fn new(node: &str) -> prometheus::Result<Self> {
@@ -246,6 +314,7 @@ impl Metrics {
         let services = ServiceFamilies::new(&r)?;
         let health = HealthFamilies::new(&r)?;
         let groups = GroupFamilies::new(&r)?;
+        let sync = SyncMetrics::new(&r)?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -256,7 +325,13 @@ impl Metrics {
             services,
             health,
             groups,
+            sync,
         })
+    }
+
+    /// Flow replication's families.
+    pub fn sync(&self) -> SyncMetrics {
+        self.sync.clone()
     }
 
     /// Adds a collector read at each scrape (the data plane's figures).

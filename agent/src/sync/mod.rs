@@ -1,0 +1,124 @@
+//! Flow replication between the nodes (`[sync]`): every node streams the
+//! changes of its flow table to every peer, so that a standby holds the
+//! flows before it takes over and a failover resets nothing.
+//!
+//! - [`wire`]: the frames and messages;
+//! - [`auth`]: the cluster secret and the proofs that open a connection;
+//! - [`sender`]: one connection per peer, kept up: handshake, resume or
+//!   whole-table transfer, then numbered batches kept until acknowledged;
+//! - [`receiver`]: installs what the peers send in this node's maps at once
+//!   and acknowledges it;
+//! - [`session`]: what both ends share.
+//!
+//! Acknowledgements are the receiver's "installed"; the data path never
+//! waits for them (a flow is forwarded as soon as XDP created it), so what
+//! a failover can lose is the changes of the last round trip.
+
+pub mod auth;
+pub mod receiver;
+pub mod sender;
+mod session;
+pub mod wire;
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, atomic::Ordering},
+};
+
+use tokio::{net::TcpListener, sync::mpsc::error::TrySendError, task::JoinHandle};
+use tracing::info;
+
+pub use session::SyncError;
+
+use crate::balancer::SharedTable;
+pub use crate::metrics::SyncMetrics;
+use auth::Secret;
+use receiver::Receiver;
+use sender::{Link, Queue};
+use wire::Entry;
+
+/// Changes queued for one peer, at most: past this its link sends the whole
+/// table once it can.
+const QUEUE: usize = 65_536;
+
+/// What replication needs to start.
+pub struct SyncSetup {
+    pub node: String,
+    pub listen: SocketAddr,
+    pub peers: Vec<SocketAddr>,
+    pub secret: Secret,
+    pub table: SharedTable,
+    pub metrics: Arc<SyncMetrics>,
+}
+
+/// Replication running: the receiver, a link per peer, and the queues that
+/// feed the links.
+pub struct Replicator {
+    queues: Vec<Queue>,
+    receiver: Arc<Receiver>,
+    tasks: Vec<JoinHandle<()>>,
+    /// Where the receiver listens (the configured address, its port known
+    /// once bound).
+    pub listen: SocketAddr,
+}
+
+impl Replicator {
+    /// Binds the replication port and starts the links.
+    pub async fn start(setup: SyncSetup) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(setup.listen).await?;
+        let listen = listener.local_addr()?;
+        let receiver = Arc::new(Receiver::new(
+            setup.node.clone(),
+            setup.secret.clone(),
+            Arc::clone(&setup.table),
+            Arc::clone(&setup.metrics),
+        ));
+        let mut tasks = vec![tokio::spawn(Arc::clone(&receiver).serve(listener))];
+        let epoch = getrandom::u64().expect("the OS random generator works");
+        let mut queues = Vec::new();
+        for peer in setup.peers {
+            let (link, queue) = Link::new(
+                peer,
+                setup.node.clone(),
+                epoch,
+                setup.secret.clone(),
+                Arc::clone(&setup.table),
+                Arc::clone(&setup.metrics),
+                QUEUE,
+            );
+            tasks.push(tokio::spawn(link.run()));
+            queues.push(queue);
+        }
+        info!(%listen, peers = queues.len(), "flow replication started");
+        Ok(Self {
+            queues,
+            receiver,
+            tasks,
+            listen,
+        })
+    }
+
+    /// Queues a change for every peer; never waits (a full queue turns into
+    /// a whole-table transfer to that peer).
+    pub fn publish(&self, entry: &Entry) {
+        for queue in &self.queues {
+            match queue.tx.try_send(entry.clone()) {
+                Ok(()) | Err(TrySendError::Closed(_)) => {}
+                Err(TrySendError::Full(_)) => queue.overflowed.store(true, Ordering::Release),
+            }
+        }
+    }
+
+    /// The peers whose whole table this node holds, as it changes.
+    pub fn synced(&self) -> tokio::sync::watch::Receiver<Vec<String>> {
+        self.receiver.synced()
+    }
+}
+
+impl Drop for Replicator {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! The receiving end: accepts the peers' connections, checks their proof of
+//! the cluster secret, installs the flows they send in this node's maps at
+//! once, and acknowledges each batch.
+
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+
+use tokio::{net::TcpListener, sync::watch};
+use tracing::{debug, info, warn};
+
+use super::{
+    SyncMetrics,
+    auth::{Role, Secret, nonce},
+    session::{self, Conn, SyncError, framed},
+    wire::{Entry, Message, Resume, VERSION},
+};
+use crate::{
+    balancer::{SharedTable, replica},
+    dataplane::monotonic_ns,
+    locks::lock,
+};
+
+/// What the receiving end knows of each sender, by node name.
+#[derive(Default)]
+struct Progress {
+    /// The sender's epoch and the last batch installed from it.
+    last: HashMap<String, (u64, u64)>,
+}
+
+/// Serves the replication port.
+pub struct Receiver {
+    pub node: String,
+    pub secret: Secret,
+    pub table: SharedTable,
+    pub metrics: Arc<SyncMetrics>,
+    progress: std::sync::Mutex<Progress>,
+    /// The peers whose whole table this node holds (they said `Synced`).
+    synced: watch::Sender<Vec<String>>,
+}
+
+impl Receiver {
+    pub fn new(
+        node: String,
+        secret: Secret,
+        table: SharedTable,
+        metrics: Arc<SyncMetrics>,
+    ) -> Self {
+        Self {
+            node,
+            secret,
+            table,
+            metrics,
+            progress: std::sync::Mutex::default(),
+            synced: watch::Sender::new(Vec::new()),
+        }
+    }
+
+    /// The peers whose whole table this node holds, as it changes.
+    pub fn synced(&self) -> watch::Receiver<Vec<String>> {
+        self.synced.subscribe()
+    }
+
+    /// Accepts connections until the task is dropped.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            match listener.accept().await {
+                Ok((stream, from)) => {
+                    let this = Arc::clone(&self);
+                    tokio::spawn(async move {
+                        let mut conn = framed(stream);
+                        match this.session(&mut conn, from).await {
+                            Err(SyncError::Closed) => {
+                                debug!(%from, "replication: the sender closed")
+                            }
+                            Err(err) => {
+                                warn!(%from, "replication from {from} ended: {err}");
+                                if matches!(err, SyncError::BadProof | SyncError::Version(_)) {
+                                    let reason = err.to_string();
+                                    let _ = session::send(&mut conn, &Message::Refused { reason })
+                                        .await;
+                                }
+                            }
+                            Ok(()) => {}
+                        }
+                    });
+                }
+                Err(err) => {
+                    warn!("replication: accepting a connection: {err}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    /// One sender's connection: handshake, then batches until it closes.
+    async fn session(&self, conn: &mut Conn, from: SocketAddr) -> Result<(), SyncError> {
+        let (node, epoch, mut last) = self.handshake(conn).await?;
+        info!(peer = node, %from, epoch, after = last, "replication from {node} accepted");
+        loop {
+            match session::recv(conn).await? {
+                Message::Batch { seq, entries } => {
+                    if seq <= last {
+                        // A resend of what is installed already.
+                        session::send(conn, &Message::Ack { seq }).await?;
+                        continue;
+                    }
+                    if seq != last + 1 {
+                        return Err(SyncError::Gap { last, got: seq });
+                    }
+                    self.install(&node, &entries);
+                    last = seq;
+                    lock(&self.progress).last.insert(node.clone(), (epoch, seq));
+                    session::send(conn, &Message::Ack { seq }).await?;
+                }
+                Message::Synced { seq } => {
+                    info!(
+                        peer = node,
+                        seq, "replication: this node holds every flow of {node}"
+                    );
+                    self.synced.send_modify(|synced| {
+                        if !synced.contains(&node) {
+                            synced.push(node.clone());
+                        }
+                    });
+                }
+                other => return Err(SyncError::Unexpected(session::name(&other))),
+            }
+        }
+    }
+
+    /// Hello, Welcome (our proof), Proven (theirs). Returns the sender's
+    /// node, epoch and the last batch of that epoch installed here.
+    async fn handshake(&self, conn: &mut Conn) -> Result<(String, u64, u64), SyncError> {
+        let (node, epoch, theirs) = match session::recv_soon(conn).await? {
+            Message::Hello {
+                version,
+                node,
+                epoch,
+                nonce,
+            } => {
+                if version != VERSION {
+                    return Err(SyncError::Version(version));
+                }
+                (node, epoch, nonce)
+            }
+            other => return Err(SyncError::Unexpected(session::name(&other))),
+        };
+        let ours = nonce();
+        let last = lock(&self.progress)
+            .last
+            .get(&node)
+            .filter(|(e, _)| *e == epoch)
+            .map(|(_, seq)| *seq);
+        let welcome = Message::Welcome {
+            node: self.node.clone(),
+            nonce: ours,
+            proof: self.secret.prove(Role::Receiver, &ours, &theirs),
+            resume: last.map_or(Resume::Bulk, Resume::After),
+        };
+        session::send(conn, &welcome).await?;
+        match session::recv_soon(conn).await? {
+            Message::Proven { proof }
+                if self.secret.verify(Role::Sender, &theirs, &ours, &proof) => {}
+            Message::Proven { .. } => {
+                self.metrics.refused.inc();
+                return Err(SyncError::BadProof);
+            }
+            other => return Err(SyncError::Unexpected(session::name(&other))),
+        }
+        if last.is_none() {
+            // A new run of that agent: what it sends now replaces nothing
+            // we hold, and its `Synced` is to come again.
+            lock(&self.progress).last.insert(node.clone(), (epoch, 0));
+            self.synced
+                .send_modify(|synced| synced.retain(|n| n != &node));
+        }
+        Ok((node, epoch, last.unwrap_or(0)))
+    }
+
+    /// Installs a batch in this node's maps.
+    fn install(&self, node: &str, entries: &[Entry]) {
+        let now = monotonic_ns();
+        let table = lock(&self.table);
+        for entry in entries {
+            match entry {
+                Entry::Flow(record) => match replica::install(&table, record, now) {
+                    Ok(()) => self.metrics.installed.inc(),
+                    Err(err) => {
+                        self.metrics.not_installed.inc();
+                        debug!(peer = node, "replicated flow not installed: {err}");
+                    }
+                },
+                Entry::End(record) => {
+                    replica::forget(table.maps(), record);
+                    self.metrics.ended.inc();
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! Flow replication between two real data planes on loopback: node A's
+//! XDP program creates a flow; A's agent code streams it to B over the
+//! authenticated replication channel; B installs it with its own ids and
+//! its XDP program then serves the flow exactly as A did, both directions,
+//! although B's Maglev would have picked another backend. A peer without
+//! the cluster secret gets nothing. Needs root (BPF).
+
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use vipx_agent::{
+    balancer::{SharedTable, replica},
+    dataplane::{ServiceSpec, ServiceTable, monotonic_ns},
+    metrics::Metrics,
+    sync::{Replicator, SyncSetup, auth::Secret, wire::Entry},
+};
+use vipx_common::{action, reason};
+use vipx_lab::{
+    frames::{FrameSpec, tcp},
+    rig::{Rig, backend_mac, key_of, nat_spec},
+};
+
+const VIP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 77, 0, 100));
+const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 77, 0, 50));
+const BACKEND: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 77, 0, 30));
+const SECRET: &[u8] = b"the lab's cluster secret, 32 b..";
+
+/// A node: its data plane (run through BPF_PROG_TEST_RUN) and the shared
+/// service table the replication code reads and writes.
+struct Node {
+    rig: Rig,
+    table: SharedTable,
+}
+
+impl Node {
+    fn new(spec: &ServiceSpec) -> Self {
+        let rig = Rig::master(std::slice::from_ref(spec)).expect("load the XDP program (root)");
+        // The same service, installed again through a table the
+        // replication code can share: same specs, same ids, same writes.
+        let mut table = ServiceTable::new(rig.dataplane.maps(), false);
+        table
+            .apply(std::slice::from_ref(spec))
+            .expect("install the service");
+        for backend in &spec.backends {
+            table
+                .set_mac(backend.addr, backend_mac(backend.addr))
+                .expect("the backend's MAC");
+        }
+        Self {
+            rig,
+            table: Arc::new(Mutex::new(table)),
+        }
+    }
+
+    async fn replicator(
+        &self,
+        node: &str,
+        peers: Vec<std::net::SocketAddr>,
+        secret: &[u8],
+    ) -> Replicator {
+        let metrics = Metrics::new(node).expect("metrics");
+        Replicator::start(SyncSetup {
+            node: node.into(),
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            peers,
+            secret: Secret::from_bytes(secret),
+            table: Arc::clone(&self.table),
+            metrics: Arc::new(metrics.sync()),
+        })
+        .await
+        .expect("bind the replication port")
+    }
+}
+
+/// Waits (bounded) until `done` holds.
+async fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} within 10 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The destination port of a TCP frame leaving XDP (IPv4, no options).
+fn dport(frame: &[u8]) -> u16 {
+    u16::from_be_bytes([frame[36], frame[37]])
+}
+
+/// The source port of a TCP frame leaving XDP (IPv4, no options).
+fn sport(frame: &[u8]) -> u16 {
+    u16::from_be_bytes([frame[34], frame[35]])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_created_on_one_node_is_served_by_its_peer_as_it_was() {
+    let spec_a = nat_spec(VIP, BACKEND, 65537);
+    // B lists the same PgBouncers in the other order: its backend ids and
+    // its Maglev differ from A's, so only replication can make B agree.
+    let mut spec_b = spec_a.clone();
+    spec_b.backends.reverse();
+    let mut a = Node::new(&spec_a);
+    let mut b = Node::new(&spec_b);
+
+    // A connection reaches A first.
+    let syn = FrameSpec::tcp(CLIENT, 51_000, VIP, 5432, tcp::SYN);
+    let (act, out_a) = a.rig.run(&syn.build()).expect("run on A");
+    assert_eq!(act, action::TX, "A forwards the SYN");
+    let backend_port = dport(&out_a);
+    let nat_port = sport(&out_a);
+    assert!(
+        (6432..=6434).contains(&backend_port),
+        "to a PgBouncer: {backend_port}"
+    );
+    assert!(
+        (40000..=40999).contains(&nat_port),
+        "a NAT port: {nat_port}"
+    );
+
+    // B starts, then A, which streams its table to B.
+    let rb = b.replicator("b", Vec::new(), SECRET).await;
+    let _ra = a.replicator("a", vec![rb.listen], SECRET).await;
+    let key = key_of(&syn);
+    let maps_b = b.rig.dataplane.maps();
+    wait_until("B holds A's flow", || maps_b.flow(&key).is_some()).await;
+    let mut synced = rb.synced();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        synced.wait_for(|s| s.contains(&"a".to_owned())),
+    )
+    .await
+    .expect("A says B holds its whole table within 10 s")
+    .expect("the receiver runs");
+
+    // B, now the one the client reaches, sends the next packet where A did,
+    // from the same NAT port.
+    let ack = FrameSpec::tcp(CLIENT, 51_000, VIP, 5432, tcp::ACK);
+    let (act, out_b) = b.rig.run(&ack.build()).expect("run on B");
+    assert_eq!(act, action::TX, "B forwards the client's packet");
+    assert_eq!(dport(&out_b), backend_port, "to A's backend");
+    assert_eq!(sport(&out_b), nat_port, "from A's NAT port");
+    let counters = b.rig.counters().expect("counters");
+    assert_eq!(
+        counters.reason(reason::FLOW_HIT).packets,
+        1,
+        "a flow hit on B"
+    );
+
+    // The backend's reply reaches B: translated back to the client.
+    let reply = FrameSpec::tcp(BACKEND, backend_port, VIP, nat_port, tcp::ACK);
+    let (act, out) = b.rig.run(&reply.build()).expect("reply on B");
+    assert_eq!(act, action::TX, "B sends the reply on");
+    assert_eq!(sport(&out), 5432, "from the VIP's port");
+    assert_eq!(dport(&out), 51_000, "to the client's port");
+    assert_eq!(&out[30..34], &[10, 77, 0, 50], "to the client");
+    assert_eq!(
+        b.rig
+            .counters()
+            .expect("counters")
+            .reason(reason::NAT_REPLY)
+            .packets,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_stream_after_the_bulk_and_a_flow_end_removes_the_flow() {
+    let spec = nat_spec(VIP, BACKEND, 65537);
+    let mut a = Node::new(&spec);
+    let b = Node::new(&spec);
+    let rb = b.replicator("b", Vec::new(), SECRET).await;
+    let ra = a.replicator("a", vec![rb.listen], SECRET).await;
+    let mut synced = rb.synced();
+    tokio::time::timeout(Duration::from_secs(10), synced.wait_for(|s| !s.is_empty()))
+        .await
+        .expect("the (empty) bulk within 10 s")
+        .expect("the receiver runs");
+
+    // A flow created after the bulk travels as a change.
+    let syn = FrameSpec::tcp(CLIENT, 52_000, VIP, 5432, tcp::SYN);
+    let (act, _) = a.rig.run(&syn.build()).expect("run on A");
+    assert_eq!(act, action::TX);
+    let key = key_of(&syn);
+    let maps_a = a.rig.dataplane.maps();
+    let flow = maps_a.flow(&key).expect("A's flow");
+    let record = replica::record(&maps_a, &key, &flow, monotonic_ns()).expect("a record");
+    ra.publish(&Entry::Flow(record.clone()));
+    let maps_b = b.rig.dataplane.maps();
+    wait_until("B holds the new flow", || maps_b.flow(&key).is_some()).await;
+    assert_eq!(
+        maps_b.flow(&key).expect("B's flow").nat_port,
+        flow.nat_port,
+        "the same NAT port"
+    );
+
+    ra.publish(&Entry::End(record));
+    wait_until("B forgets the ended flow", || maps_b.flow(&key).is_none()).await;
+    assert!(
+        maps_b.nat_entries().is_empty(),
+        "its NAT entry went with it: {:?}",
+        maps_b.nat_entries()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_without_the_secret_gets_nothing() {
+    let spec = nat_spec(VIP, BACKEND, 65537);
+    let mut a = Node::new(&spec);
+    let b = Node::new(&spec);
+    let syn = FrameSpec::tcp(CLIENT, 53_000, VIP, 5432, tcp::SYN);
+    a.rig.run(&syn.build()).expect("run on A");
+    let rb = b
+        .replicator("b", Vec::new(), b"another secret, just as long...")
+        .await;
+    let metrics_a = Metrics::new("a").expect("metrics");
+    let sync_a = Arc::new(metrics_a.sync());
+    let _ra = Replicator::start(SyncSetup {
+        node: "a".into(),
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        peers: vec![rb.listen],
+        secret: Secret::from_bytes(SECRET),
+        table: Arc::clone(&a.table),
+        metrics: Arc::clone(&sync_a),
+    })
+    .await
+    .expect("bind");
+    wait_until("A refuses B's proof", || sync_a.refused.get() > 0).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        b.rig.dataplane.maps().flows().is_empty(),
+        "B installed nothing"
+    );
+    assert_eq!(sync_a.batches.get(), 0, "A sent no batch");
+}
