@@ -141,12 +141,37 @@ pub const fn flow_hash(key: &FlowKey, seed: u32) -> u32 {
     h ^ (h >> 16)
 }
 
+/// Size of the ring buffer of [`FlowEvent`]s, in bytes (a power of two and
+/// a multiple of the page size): about 13,000 events.
+pub const FLOW_EVENTS_BYTES: u32 = 1 << 20;
+/// [`FlowEvent::kind`]: the program created the flow.
+pub const FLOW_EVENT_NEW: u8 = 1;
+/// [`FlowEvent::kind`]: the program forgot the flow (a reset).
+pub const FLOW_EVENT_END: u8 = 2;
+
+/// What the program reports of a flow for replication, through the
+/// `VIPX_FLOW_EVENTS` ring buffer, while `VIPX_FLOW_EVENTS_ON` says so.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowEvent {
+    /// The flow's key (client -> VIP:port).
+    pub key: FlowKey,
+    /// The flow as the table holds it (this node's ids).
+    pub flow: Flow,
+    /// The client's MAC (or its router's) as the first packet brought it.
+    pub client_mac: [u8; 6],
+    /// [`FLOW_EVENT_NEW`] or [`FLOW_EVENT_END`].
+    pub kind: u8,
+    pub _pad: u8,
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: `#[repr(C)]`, integers and byte arrays, explicit padding.
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::Flow {}
     unsafe impl aya::Pod for super::NatEntry {}
+    unsafe impl aya::Pod for super::FlowEvent {}
 }
 
 #[cfg(test)]
@@ -160,6 +185,7 @@ mod tests {
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<Flow>(), 32);
         assert_eq!(size_of::<NatEntry>(), 56);
+        assert_eq!(size_of::<FlowEvent>(), 80);
     }
 
     fn key(sport: u16) -> FlowKey {

@@ -16,7 +16,7 @@ pub mod service;
 
 pub use addr::{FAMILY_V4, FAMILY_V6};
 pub use counters::{Counter, action, reason};
-pub use flow::{Flow, FlowKey, NatEntry};
+pub use flow::{Flow, FlowEvent, FlowKey, NatEntry};
 pub use peer::{Heartbeat, PeerEvent, PeerKey, PeerSeen, PeerSettings};
 pub use service::{Backend, Group, Service, ServiceKey};
 
@@ -39,6 +39,14 @@ pub const MAP_GROUPS: &str = "VIPX_GROUPS";
 pub const MAP_FLOWS: &str = "VIPX_FLOWS";
 /// Name of the NAT reverse LRU hash (`FlowKey -> NatEntry`).
 pub const MAP_NAT: &str = "VIPX_NAT";
+/// Name of the ring buffer of [`flow::FlowEvent`]s (replication).
+pub const MAP_FLOW_EVENTS: &str = "VIPX_FLOW_EVENTS";
+/// Name of the switch of flow events (one `u32`: 1 while the agent
+/// replicates, 0 otherwise).
+pub const MAP_FLOW_EVENTS_ON: &str = "VIPX_FLOW_EVENTS_ON";
+/// Name of the per-CPU count of flow events the ring buffer had no room for
+/// (one `Counter`).
+pub const MAP_FLOW_EVENTS_LOST: &str = "VIPX_FLOW_EVENTS_LOST";
 /// Name of the per-CPU per-service counters (by service id).
 pub const MAP_SERVICE_STATS: &str = "VIPX_SERVICE_STATS";
 /// Name of the per-CPU per-backend counters (by backend id).

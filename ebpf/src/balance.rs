@@ -5,8 +5,8 @@ use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::map, maps::PerCpuArray, progra
 use vipx_common::{
     Backend, FAMILY_V4, FAMILY_V6, Flow, FlowKey, NatEntry, Service, ServiceKey,
     flow::{
-        FLOW_F_FIN_BACKEND, FLOW_F_FIN_CLIENT, NAT_PORT_TRIES, SEED_MAGLEV, SEED_NAT_PORT,
-        flow_hash, nat_key,
+        FLOW_EVENT_END, FLOW_EVENT_NEW, FLOW_F_FIN_BACKEND, FLOW_F_FIN_CLIENT, NAT_PORT_TRIES,
+        SEED_MAGLEV, SEED_NAT_PORT, flow_hash, nat_key,
     },
     reason,
     service::{MODE_NAT, maglev_index},
@@ -16,6 +16,7 @@ use crate::{
     BPF_ANY, BPF_NOEXIST, VIPX_BACKENDS, VIPX_FLOWS, VIPX_GROUPS, VIPX_MAGLEV, VIPX_NAT,
     VIPX_SERVICES, bump_backend, bump_service,
     decision::Decision,
+    flow_events,
     parse::{L3, L4, Packet, bytes, u8_at},
     rewrite::{Translation, set_macs, translate},
 };
@@ -219,6 +220,12 @@ fn new_flow(
     VIPX_FLOWS
         .insert(&t.key, &*flow, BPF_ANY)
         .map_err(|_| reason::MAP_ERROR)?;
+    flow_events::report(
+        FLOW_EVENT_NEW,
+        &t.key,
+        flow,
+        client_mac(ctx).unwrap_or([0; 6]),
+    );
     Ok((backend_id, nat_port))
 }
 
@@ -290,6 +297,7 @@ fn to_client(ctx: &XdpContext, pkt: &Packet, t: &Tuple, entry: &NatEntry, len: u
         return Decision::drop(reason::MALFORMED);
     }
     if t.tcp_flags & TCP_RST != 0 {
+        report_end(&entry.client, entry.client_mac);
         let _ = VIPX_FLOWS.remove(&entry.client);
         let _ = VIPX_NAT.remove(&t.key);
     }
@@ -303,8 +311,19 @@ fn to_client(ctx: &XdpContext, pkt: &Packet, t: &Tuple, entry: &NatEntry, len: u
 /// Drops a flow (and its NAT entry) at once, on RST.
 #[inline(always)]
 fn forget(key: &FlowKey, backend: &Backend, nat_port: u16, mode: u8) {
+    report_end(key, [0; 6]);
     let _ = VIPX_FLOWS.remove(key);
     if mode == MODE_NAT {
         let _ = VIPX_NAT.remove(&nat_key(key, backend.addr, backend.port, nat_port));
+    }
+}
+
+/// Reports the end of a flow the table still holds (for replication).
+#[inline(always)]
+fn report_end(key: &FlowKey, client_mac: [u8; 6]) {
+    // SAFETY: read before the flow is removed; a concurrent update only
+    // touches plain integers.
+    if let Some(flow) = unsafe { VIPX_FLOWS.get(key) } {
+        flow_events::report(FLOW_EVENT_END, key, flow, client_mac);
     }
 }

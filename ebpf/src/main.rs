@@ -9,6 +9,7 @@
 
 mod balance;
 mod decision;
+mod flow_events;
 mod parse;
 mod peer;
 mod rewrite;

@@ -12,10 +12,10 @@ use std::{
 };
 
 use vipx_agent::{
-    balancer::{SharedTable, replica},
-    dataplane::{ServiceSpec, ServiceTable, monotonic_ns},
+    balancer::SharedTable,
+    dataplane::{ServiceSpec, ServiceTable},
     metrics::Metrics,
-    sync::{Replicator, SyncSetup, auth::Secret, wire::Entry},
+    sync::{Replicator, SyncSetup, auth::Secret},
 };
 use vipx_common::{action, reason};
 use vipx_lab::{
@@ -56,7 +56,7 @@ impl Node {
     }
 
     async fn replicator(
-        &self,
+        &mut self,
         node: &str,
         peers: Vec<std::net::SocketAddr>,
         secret: &[u8],
@@ -69,6 +69,7 @@ impl Node {
             secret: Secret::from_bytes(secret),
             table: Arc::clone(&self.table),
             metrics: Arc::new(metrics.sync()),
+            events: self.rig.dataplane.take_flow_events(),
         })
         .await
         .expect("bind the replication port")
@@ -166,27 +167,24 @@ async fn a_flow_created_on_one_node_is_served_by_its_peer_as_it_was() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn changes_stream_after_the_bulk_and_a_flow_end_removes_the_flow() {
+async fn new_flows_and_resets_stream_from_the_program_as_they_happen() {
     let spec = nat_spec(VIP, BACKEND, 65537);
     let mut a = Node::new(&spec);
-    let b = Node::new(&spec);
+    let mut b = Node::new(&spec);
     let rb = b.replicator("b", Vec::new(), SECRET).await;
-    let ra = a.replicator("a", vec![rb.listen], SECRET).await;
+    let _ra = a.replicator("a", vec![rb.listen], SECRET).await;
     let mut synced = rb.synced();
     tokio::time::timeout(Duration::from_secs(10), synced.wait_for(|s| !s.is_empty()))
         .await
         .expect("the (empty) bulk within 10 s")
         .expect("the receiver runs");
 
-    // A flow created after the bulk travels as a change.
+    // A flow created after the bulk travels as the program reports it.
     let syn = FrameSpec::tcp(CLIENT, 52_000, VIP, 5432, tcp::SYN);
     let (act, _) = a.rig.run(&syn.build()).expect("run on A");
     assert_eq!(act, action::TX);
     let key = key_of(&syn);
-    let maps_a = a.rig.dataplane.maps();
-    let flow = maps_a.flow(&key).expect("A's flow");
-    let record = replica::record(&maps_a, &key, &flow, monotonic_ns()).expect("a record");
-    ra.publish(&Entry::Flow(record.clone()));
+    let flow = a.rig.dataplane.maps().flow(&key).expect("A's flow");
     let maps_b = b.rig.dataplane.maps();
     wait_until("B holds the new flow", || maps_b.flow(&key).is_some()).await;
     assert_eq!(
@@ -194,8 +192,13 @@ async fn changes_stream_after_the_bulk_and_a_flow_end_removes_the_flow() {
         flow.nat_port,
         "the same NAT port"
     );
+    assert_eq!(maps_b.nat_entries().len(), 1, "and its NAT entry");
 
-    ra.publish(&Entry::End(record));
+    // The client resets it on A: B forgets it too.
+    let rst = FrameSpec::tcp(CLIENT, 52_000, VIP, 5432, tcp::RST);
+    let (act, _) = a.rig.run(&rst.build()).expect("run on A");
+    assert_eq!(act, action::TX, "A forwards the reset");
+    assert!(a.rig.dataplane.maps().flow(&key).is_none(), "A forgot it");
     wait_until("B forgets the ended flow", || maps_b.flow(&key).is_none()).await;
     assert!(
         maps_b.nat_entries().is_empty(),
@@ -208,7 +211,7 @@ async fn changes_stream_after_the_bulk_and_a_flow_end_removes_the_flow() {
 async fn a_peer_without_the_secret_gets_nothing() {
     let spec = nat_spec(VIP, BACKEND, 65537);
     let mut a = Node::new(&spec);
-    let b = Node::new(&spec);
+    let mut b = Node::new(&spec);
     let syn = FrameSpec::tcp(CLIENT, 53_000, VIP, 5432, tcp::SYN);
     a.rig.run(&syn.build()).expect("run on A");
     let rb = b
@@ -223,6 +226,7 @@ async fn a_peer_without_the_secret_gets_nothing() {
         secret: Secret::from_bytes(SECRET),
         table: Arc::clone(&a.table),
         metrics: Arc::clone(&sync_a),
+        events: None,
     })
     .await
     .expect("bind");

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 use vipx_common::{
-    Flow, FlowKey, NatEntry, ServiceKey,
+    Backend, Flow, FlowKey, NatEntry, ServiceKey,
     addr::{from_map, to_map},
     flow::nat_key,
 };
@@ -51,13 +51,25 @@ pub enum InstallError {
 /// `None` when its backend or its NAT entry is gone.
 pub fn record(maps: &Maps, key: &FlowKey, flow: &Flow, now_ns: u64) -> Option<FlowRecord> {
     let backend = maps.backend(flow.backend)?;
-    let addr = from_map(backend.family, &backend.addr)?;
     let client_mac = if flow.nat_port == 0 {
         [0; 6]
     } else {
         maps.nat_entry(&nat_key(key, backend.addr, backend.port, flow.nat_port))?
             .client_mac
     };
+    record_with(key, flow, &backend, client_mac, now_ns)
+}
+
+/// The record of a flow whose backend entry and client MAC are known (a
+/// flow event carries the MAC); `None` for a backend of no known family.
+pub fn record_with(
+    key: &FlowKey,
+    flow: &Flow,
+    backend: &Backend,
+    client_mac: [u8; 6],
+    now_ns: u64,
+) -> Option<FlowRecord> {
+    let addr = from_map(backend.family, &backend.addr)?;
     let idle_ms = now_ns.saturating_sub(flow.last_seen_ns) / 1_000_000;
     Some(FlowRecord {
         key: *key,

@@ -57,7 +57,7 @@ pub async fn run(config_path: &Path, ha_debug: bool) -> anyhow::Result<()> {
     let mut dataplane = load_dataplane(&config)?;
     let (state, ownership, neighbours) =
         start_services(config_path, &config, &dataplane, vips, ha_debug).await?;
-    let replicator = start_sync(&config, &state).await?;
+    let replicator = start_sync(&config, &mut dataplane, &state).await?;
     let (track_tx, track_rx) = mpsc::unbounded_channel();
     let tracker = start_tracker(&config, &state, track_tx.clone());
     wait_ready(&config, &state).await;
@@ -189,7 +189,11 @@ async fn clear_stale_vips(config: &Config, ha_debug: bool) -> anyhow::Result<Vip
 
 /// Flow replication to the peers, when `[sync]` is configured: the
 /// receiver listens and a link per peer connects.
-async fn start_sync(config: &Config, state: &AgentState) -> anyhow::Result<Option<Replicator>> {
+async fn start_sync(
+    config: &Config,
+    dataplane: &mut Dataplane,
+    state: &AgentState,
+) -> anyhow::Result<Option<Replicator>> {
     let Some(sync) = &config.sync else {
         return Ok(None);
     };
@@ -201,6 +205,7 @@ async fn start_sync(config: &Config, state: &AgentState) -> anyhow::Result<Optio
         secret,
         table: Arc::clone(&state.table),
         metrics: Arc::new(state.metrics.sync()),
+        events: dataplane.take_flow_events(),
     })
     .await
     .with_context(|| format!("binding the replication port {}", sync.listen))?;

@@ -12,6 +12,7 @@ use vipx_common::{MAP_FLOWS, MAP_NAT, PROG_MAIN, PROG_PASS, flow::DEFAULT_FLOW_E
 use super::{
     counters::CounterMaps,
     error::DataplaneError,
+    flow_events::FlowEvents,
     maps::Maps,
     peers::{PeerEvents, PeerMaps},
     settings::{AttachedMode, XdpModeConfig},
@@ -36,6 +37,7 @@ pub struct Dataplane {
     maps: Arc<Maps>,
     peer_maps: Arc<PeerMaps>,
     peer_events: Option<PeerEvents>,
+    flow_events: Option<FlowEvents>,
 }
 
 impl Dataplane {
@@ -74,6 +76,7 @@ impl Dataplane {
         let maps = Arc::new(Maps::take(&mut ebpf)?);
         let peer_maps = Arc::new(PeerMaps::take(&mut ebpf)?);
         let peer_events = Some(PeerEvents::take(&mut ebpf)?);
+        let flow_events = Some(FlowEvents::take(&mut ebpf)?);
         Ok(Self {
             ebpf,
             links: BTreeMap::new(),
@@ -81,6 +84,7 @@ impl Dataplane {
             maps,
             peer_maps,
             peer_events,
+            flow_events,
         })
     }
 
@@ -149,6 +153,11 @@ impl Dataplane {
     /// every later call returns `None`.
     pub fn take_peer_events(&mut self) -> Option<PeerEvents> {
         self.peer_events.take()
+    }
+
+    /// The ring buffer of flow events, once (a single consumer).
+    pub fn take_flow_events(&mut self) -> Option<FlowEvents> {
+        self.flow_events.take()
     }
 
     /// The counter maps (shared with the metrics endpoint).

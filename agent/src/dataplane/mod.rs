@@ -3,6 +3,7 @@
 
 mod counters;
 mod error;
+mod flow_events;
 mod flows;
 mod lease;
 mod loader;
@@ -15,6 +16,7 @@ mod settings;
 
 pub use counters::{CounterMaps, CounterSnapshot};
 pub use error::{BUILD_HINT, DataplaneError};
+pub use flow_events::FlowEvents;
 pub use flows::{FlowCollector, FlowStats, FlowTimeouts};
 pub use lease::{GroupStates, Refresher, monotonic_ns, realtime};
 pub use loader::{Attachment, Dataplane};

@@ -15,23 +15,21 @@
 //! a failover can lose is the changes of the last round trip.
 
 pub mod auth;
+mod events;
 pub mod receiver;
 pub mod sender;
 mod session;
 pub mod wire;
 
-use std::{
-    net::SocketAddr,
-    sync::{Arc, atomic::Ordering},
-};
+use std::{net::SocketAddr, sync::Arc};
 
-use tokio::{net::TcpListener, sync::mpsc::error::TrySendError, task::JoinHandle};
-use tracing::info;
+use tokio::{net::TcpListener, task::JoinHandle};
+use tracing::{info, warn};
 
 pub use session::SyncError;
 
-use crate::balancer::SharedTable;
 pub use crate::metrics::SyncMetrics;
+use crate::{balancer::SharedTable, dataplane::FlowEvents, locks::lock};
 use auth::Secret;
 use receiver::Receiver;
 use sender::{Link, Queue};
@@ -49,6 +47,9 @@ pub struct SyncSetup {
     pub secret: Secret,
     pub table: SharedTable,
     pub metrics: Arc<SyncMetrics>,
+    /// The program's flow events (none: peers get whole tables only, at
+    /// each connection).
+    pub events: Option<FlowEvents>,
 }
 
 /// Replication running: the receiver, a link per peer, and the queues that
@@ -89,6 +90,15 @@ impl Replicator {
             tasks.push(tokio::spawn(link.run()));
             queues.push(queue);
         }
+        if let Some(mut events) = setup.events {
+            match events.enable(true) {
+                Ok(()) => {
+                    let maps = Arc::clone(lock(&setup.table).maps());
+                    tasks.push(tokio::spawn(events::forward(events, maps, queues.clone())));
+                }
+                Err(err) => warn!("replication: turning the flow events on: {err}"),
+            }
+        }
         info!(%listen, peers = queues.len(), "flow replication started");
         Ok(Self {
             queues,
@@ -101,12 +111,7 @@ impl Replicator {
     /// Queues a change for every peer; never waits (a full queue turns into
     /// a whole-table transfer to that peer).
     pub fn publish(&self, entry: &Entry) {
-        for queue in &self.queues {
-            match queue.tx.try_send(entry.clone()) {
-                Ok(()) | Err(TrySendError::Closed(_)) => {}
-                Err(TrySendError::Full(_)) => queue.overflowed.store(true, Ordering::Release),
-            }
-        }
+        events::publish(&self.queues, entry);
     }
 
     /// The peers whose whole table this node holds, as it changes.

@@ -14,7 +14,10 @@ use std::{
     time::Duration,
 };
 
-use tokio::{net::TcpStream, sync::mpsc};
+use tokio::{
+    net::TcpStream,
+    sync::mpsc::{self, error::TrySendError},
+};
 use tracing::{debug, info, warn};
 
 use super::{
@@ -37,10 +40,28 @@ const MAX_UNACKED: usize = 1024;
 const RETRY: Duration = Duration::from_millis(200);
 
 /// The queue in front of one peer's link.
+#[derive(Clone)]
 pub struct Queue {
-    pub tx: mpsc::Sender<Entry>,
-    /// A change did not fit in the queue: the link sends the whole table.
-    pub overflowed: Arc<AtomicBool>,
+    tx: mpsc::Sender<Entry>,
+    /// A change did not fit in the queue (or was lost before it): the link
+    /// sends the whole table.
+    overflowed: Arc<AtomicBool>,
+}
+
+impl Queue {
+    /// Queues a change; never waits (a full queue turns into a whole-table
+    /// transfer).
+    pub fn push(&self, entry: Entry) {
+        match self.tx.try_send(entry) {
+            Ok(()) | Err(TrySendError::Closed(_)) => {}
+            Err(TrySendError::Full(_)) => self.resync(),
+        }
+    }
+
+    /// Asks the link for a whole-table transfer.
+    pub fn resync(&self) {
+        self.overflowed.store(true, Ordering::Release);
+    }
 }
 
 /// One peer's link.

@@ -1,0 +1,95 @@
+//! From the program's flow events to the peers' queues: each new flow and
+//! each reset, as it happens, as a record any peer can install. Events the
+//! ring buffer lost turn into a whole-table transfer to every peer.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use tokio::io::unix::AsyncFd;
+use tracing::warn;
+use vipx_common::{
+    Backend, FlowEvent,
+    flow::{FLOW_EVENT_END, FLOW_EVENT_NEW},
+};
+
+use super::{sender::Queue, wire::Entry};
+use crate::{
+    balancer::replica,
+    dataplane::{FlowEvents, Maps, monotonic_ns},
+};
+
+/// How often the count of lost events is read.
+const LOSS_CHECK: Duration = Duration::from_millis(100);
+
+/// Drains the flow events into `queues` until the task is dropped.
+pub async fn forward(events: FlowEvents, maps: Arc<Maps>, queues: Vec<Queue>) {
+    // SAFETY: the ring buffer's descriptor is owned by `events`, which the
+    // `AsyncFd` owns: it stays open, and the same, for its whole life.
+    let registered =
+        unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) };
+    let mut events = match registered {
+        Ok(events) => events,
+        Err(err) => {
+            warn!("replication: watching the flow events: {err}; peers get whole tables only");
+            return;
+        }
+    };
+    // Backend ids never change their address while the agent runs.
+    let mut backends: HashMap<u32, Backend> = HashMap::new();
+    let mut lost = events.get_ref().lost().unwrap_or(0);
+    let mut check = tokio::time::interval(LOSS_CHECK);
+    loop {
+        tokio::select! {
+            ready = events.readable_mut() => {
+                let Ok(mut guard) = ready else { return };
+                let now = monotonic_ns();
+                while let Some(event) = guard.get_inner_mut().next() {
+                    if let Some(entry) = entry(&event, &maps, &mut backends, now) {
+                        publish(&queues, &entry);
+                    }
+                }
+                guard.clear_ready();
+            }
+            _ = check.tick() => {
+                let now_lost = events.get_ref().lost().unwrap_or(lost);
+                if now_lost != lost {
+                    warn!(lost = now_lost - lost, "replication: flow events lost; every peer gets the whole table");
+                    lost = now_lost;
+                    for queue in &queues {
+                        queue.resync();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The change an event reports.
+fn entry(
+    event: &FlowEvent,
+    maps: &Maps,
+    backends: &mut HashMap<u32, Backend>,
+    now_ns: u64,
+) -> Option<Entry> {
+    let id = event.flow.backend;
+    let backend = match backends.get(&id) {
+        Some(backend) => *backend,
+        None => {
+            let backend = maps.backend(id)?;
+            backends.insert(id, backend);
+            backend
+        }
+    };
+    let record = replica::record_with(&event.key, &event.flow, &backend, event.client_mac, now_ns)?;
+    match event.kind {
+        FLOW_EVENT_NEW => Some(Entry::Flow(record)),
+        FLOW_EVENT_END => Some(Entry::End(record)),
+        _ => None,
+    }
+}
+
+/// Queues a change for every peer; never waits.
+pub(super) fn publish(queues: &[Queue], entry: &Entry) {
+    for queue in queues {
+        queue.push(entry.clone());
+    }
+}
