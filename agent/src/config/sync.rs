@@ -1,7 +1,7 @@
 //! `[sync]`: flow replication to the peers (off when the section is
 //! absent).
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
@@ -19,6 +19,14 @@ pub struct SyncConfig {
     /// 16 bytes; surrounding whitespace is not part of it). The secret
     /// itself is never written in the configuration.
     pub secret_file: PathBuf,
+    /// How long a starting node waits for a peer's whole flow table before
+    /// it takes part in its groups (and so before it may preempt).
+    #[serde(default = "default_ready_timeout", with = "humantime_serde")]
+    pub ready_timeout: Duration,
+}
+
+fn default_ready_timeout() -> Duration {
+    Duration::from_secs(3)
 }
 
 impl SyncConfig {

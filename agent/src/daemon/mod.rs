@@ -60,7 +60,7 @@ pub async fn run(config_path: &Path, ha_debug: bool) -> anyhow::Result<()> {
     let replicator = start_sync(&config, &mut dataplane, &state).await?;
     let (track_tx, track_rx) = mpsc::unbounded_channel();
     let tracker = start_tracker(&config, &state, track_tx.clone());
-    wait_ready(&config, &state).await;
+    wait_ready(&config, &state, replicator.as_ref()).await;
     let mut groups = start_groups(&config, &mut dataplane, &state, ownership, ha_debug)?;
     groups.start(&config, &tracker.tracking).await;
     let refresher = Arc::clone(&state.groups)
@@ -290,13 +290,25 @@ fn start_metrics(
 /// Ready before claiming: backend MACs resolved (at start) and every
 /// backend checked once, so a node taking the VIP (back) serves a current
 /// view.
-async fn wait_ready(config: &Config, state: &AgentState) {
+async fn wait_ready(config: &Config, state: &AgentState, replicator: Option<&Replicator>) {
     let limit = first_round_limit(config);
     let ready = lock(&state.health).ready_waiter();
     if tokio::time::timeout(limit, ready).await.is_ok() {
         info!("every backend checked once: taking part in the groups");
     } else {
         warn!("backends not all checked within {limit:?}: taking part in the groups anyway");
+    }
+    // A node that takes the VIP (back) must hold the flows it would serve:
+    // a peer's whole table first, when there is a peer to send one.
+    if let (Some(replicator), Some(sync)) = (replicator, &config.sync)
+        && !sync.peers.is_empty()
+    {
+        let limit = sync.ready_timeout;
+        let mut synced = replicator.synced();
+        match tokio::time::timeout(limit, synced.wait_for(|peers| !peers.is_empty())).await {
+            Ok(Ok(peers)) => info!(from = ?*peers, "the peers' flows are installed: taking part in the groups"),
+            _ => warn!("no peer sent its flow table within {limit:?}: taking part in the groups anyway"),
+        }
     }
 }
 
