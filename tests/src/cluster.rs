@@ -15,7 +15,7 @@ use crate::{Host, Lab, LabOptions, PgBouncer, PgBouncerOptions, Pid, Postgres, P
 
 mod config;
 
-use config::{Ipv6Group, NodeConfig, node_config, peers, weights, with_ipv6_group};
+use config::{Ipv6Group, NodeConfig, node_config, peers, sync_section, weights, with_ipv6_group};
 
 /// Port of every agent's API and `/metrics`.
 pub const API_PORT: u16 = 9469;
@@ -92,6 +92,9 @@ pub struct ClusterOptions {
     /// heartbeats over IPv6 between the nodes' IPv6 addresses); every node
     /// and the client get an IPv6 address (`v6(n)`) besides their IPv4 one.
     pub ipv6_vip: bool,
+    /// Flow replication between the nodes (`[sync]`, with a secret file the
+    /// lab writes).
+    pub sync: bool,
     /// Lab settings.
     pub lab: LabOptions,
 }
@@ -111,6 +114,7 @@ impl ClusterOptions {
             advert_interval_ms: ADVERT_INTERVAL_MS,
             heartbeat: None,
             ipv6_vip: false,
+            sync: false,
             lab: LabOptions::default(),
         }
     }
@@ -139,6 +143,8 @@ pub struct Cluster {
     advert_interval_ms: u64,
     heartbeat: Option<Duration>,
     ipv6_vip: bool,
+    /// The cluster secret's file, with `[sync]`.
+    sync_secret: Option<PathBuf>,
     // Last: hosts and processes above refer to it.
     pub lab: Lab,
 }
@@ -175,6 +181,16 @@ impl Cluster {
             })
             .collect::<Result<Vec<_>>>()?;
 
+        let sync_secret = if opts.sync {
+            let path = lab.tmp_dir().join("cluster.secret");
+            let mut bytes = [0u8; 24];
+            std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
+            let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            std::fs::write(&path, secret).with_context(|| format!("writing {}", path.display()))?;
+            Some(path)
+        } else {
+            None
+        };
         let mut nodes = Vec::with_capacity(opts.nodes);
         for i in 0..opts.nodes {
             let name = format!("n{}", i + 1);
@@ -206,6 +222,9 @@ impl Cluster {
                 advert_ms: opts.advert_interval_ms,
                 heartbeat: opts.heartbeat,
                 peers: &peers(&lab, opts.nodes, i),
+                sync: sync_secret
+                    .as_deref()
+                    .map(|secret| sync_section(&lab, opts.nodes, i, secret)),
             });
             std::fs::write(&config, text)
                 .with_context(|| format!("writing {}", config.display()))?;
@@ -237,6 +256,7 @@ impl Cluster {
             advert_interval_ms: opts.advert_interval_ms,
             heartbeat: opts.heartbeat,
             ipv6_vip: opts.ipv6_vip,
+            sync_secret,
             lab,
         };
         for node in &cluster.nodes {
@@ -304,6 +324,10 @@ impl Cluster {
             advert_ms: self.advert_interval_ms,
             heartbeat: self.heartbeat,
             peers: &peers(&self.lab, self.nodes.len(), index),
+            sync: self
+                .sync_secret
+                .as_deref()
+                .map(|secret| sync_section(&self.lab, self.nodes.len(), index, secret)),
         });
         std::fs::write(&node.config, text)
             .with_context(|| format!("writing {}", node.config.display()))?;

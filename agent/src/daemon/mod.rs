@@ -306,8 +306,12 @@ async fn wait_ready(config: &Config, state: &AgentState, replicator: Option<&Rep
         let limit = sync.ready_timeout;
         let mut synced = replicator.synced();
         match tokio::time::timeout(limit, synced.wait_for(|peers| !peers.is_empty())).await {
-            Ok(Ok(peers)) => info!(from = ?*peers, "the peers' flows are installed: taking part in the groups"),
-            _ => warn!("no peer sent its flow table within {limit:?}: taking part in the groups anyway"),
+            Ok(Ok(peers)) => {
+                info!(from = ?*peers, "the peers' flows are installed: taking part in the groups")
+            }
+            _ => warn!(
+                "no peer sent its flow table within {limit:?}: taking part in the groups anyway"
+            ),
         }
     }
 }

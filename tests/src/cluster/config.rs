@@ -1,6 +1,6 @@
 //! The lab nodes' configuration files, written by [`super::Cluster`].
 
-use std::{net::Ipv4Addr, time::Duration};
+use std::{net::Ipv4Addr, path::Path, time::Duration};
 
 use super::{API_PORT, Cluster, NODE_BASE, PGBOUNCER_FIRST_PORT, VIP, VIP_PORT, node_priority};
 use crate::Lab;
@@ -23,6 +23,30 @@ pub(super) struct NodeConfig<'a> {
     pub(super) heartbeat: Option<Duration>,
     /// The other nodes' addresses (`unicast_peers` with the heartbeat).
     pub(super) peers: &'a [Ipv4Addr],
+    /// The `[sync]` section (none: no flow replication).
+    pub(super) sync: Option<String>,
+}
+
+/// The lab nodes' replication port.
+pub(super) const SYNC_PORT: u16 = 9470;
+
+/// Node `index`'s `[sync]` section: it listens on its own address and
+/// streams its flows to the other nodes, with the lab's secret.
+pub(super) fn sync_section(lab: &Lab, nodes: usize, index: usize, secret: &Path) -> String {
+    let own = u32::try_from(index)
+        .ok()
+        .and_then(|i| NODE_BASE.checked_add(i))
+        .map(|n| bare(&lab.v4(n)).to_owned())
+        .unwrap_or_default();
+    let peers: Vec<String> = peers(lab, nodes, index)
+        .iter()
+        .map(|p| format!("\"{p}:{SYNC_PORT}\""))
+        .collect();
+    format!(
+        "\n[sync]\nlisten = \"{own}:{SYNC_PORT}\"\npeers = [{}]\nsecret_file = \"{}\"\n",
+        peers.join(", "),
+        secret.display()
+    )
 }
 
 /// The host numbers of the nodes of an `nodes`-node cluster other than
@@ -127,7 +151,7 @@ pub(super) fn node_config(node: &NodeConfig<'_>) -> String {
          [api]\nlisten = \"0.0.0.0:{API_PORT}\"\n\n\
          [[group]]\nname = \"pg\"\nvrid = 51\ninterface = \"eth0\"\nvips = [\"{vip}\"]\nstate = \"{state}\"\n\
          election = \"vrrp\"\npriority = {priority}\nadvert_interval = \"{advert_ms}ms\"\n{heartbeat}{group}\n\n\
-         [[service]]\nname = \"pgbouncer\"\nvip = \"{vip_addr}\"\nport = {VIP_PORT}\nmode = \"nat\"\nbackends = [\n{backends}]\n{health}\n{extra}",
+         [[service]]\nname = \"pgbouncer\"\nvip = \"{vip_addr}\"\nport = {VIP_PORT}\nmode = \"nat\"\nbackends = [\n{backends}]\n{health}\n{extra}{sync}",
         name = node.name,
         vip = node.vip,
         vip_addr = node.vip.split('/').next().unwrap_or(node.vip),
@@ -136,5 +160,6 @@ pub(super) fn node_config(node: &NodeConfig<'_>) -> String {
         extra = node.extra,
         group = node.group,
         advert_ms = node.advert_ms,
+        sync = node.sync.as_deref().unwrap_or_default(),
     )
 }
