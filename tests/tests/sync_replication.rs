@@ -15,7 +15,7 @@ use vipx_agent::{
     balancer::SharedTable,
     dataplane::{ServiceSpec, ServiceTable},
     metrics::Metrics,
-    sync::{Replicator, SyncSetup, auth::Secret},
+    sync::{Replicator, SyncMetrics, SyncSetup, auth::Secret},
 };
 use vipx_common::{action, reason};
 use vipx_lab::{
@@ -33,6 +33,8 @@ const SECRET: &[u8] = b"the lab's cluster secret, 32 b..";
 struct Node {
     rig: Rig,
     table: SharedTable,
+    /// Its replication metrics, once it replicates.
+    sync: Option<Arc<SyncMetrics>>,
 }
 
 impl Node {
@@ -52,6 +54,7 @@ impl Node {
         Self {
             rig,
             table: Arc::new(Mutex::new(table)),
+            sync: None,
         }
     }
 
@@ -61,14 +64,15 @@ impl Node {
         peers: Vec<std::net::SocketAddr>,
         secret: &[u8],
     ) -> Replicator {
-        let metrics = Metrics::new(node).expect("metrics");
+        let metrics = Arc::new(Metrics::new(node).expect("metrics").sync());
+        self.sync = Some(Arc::clone(&metrics));
         Replicator::start(SyncSetup {
             node: node.into(),
             listen: "127.0.0.1:0".parse().expect("addr"),
             peers,
             secret: Secret::from_bytes(secret),
             table: Arc::clone(&self.table),
-            metrics: Arc::new(metrics.sync()),
+            metrics,
             events: self.rig.dataplane.take_flow_events(),
         })
         .await
@@ -193,6 +197,17 @@ async fn new_flows_and_resets_stream_from_the_program_as_they_happen() {
         "the same NAT port"
     );
     assert_eq!(maps_b.nat_entries().len(), 1, "and its NAT entry");
+    let sync_a = a.sync.clone().expect("A replicates");
+    wait_until("A's lag is measured at B's acknowledgement", || {
+        sync_a.lag.get_sample_count() >= 1
+    })
+    .await;
+    let lag = sync_a.lag.get_sample_sum();
+    println!("replication lag of the new flow: {:.0} us", lag * 1e6);
+    assert!(
+        lag > 0.0 && lag < 10.0,
+        "from the flow's creation to B's acknowledgement: {lag} s"
+    );
 
     // The client resets it on A: B forgets it too.
     let rst = FrameSpec::tcp(CLIENT, 52_000, VIP, 5432, tcp::RST);

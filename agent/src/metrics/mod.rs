@@ -20,6 +20,11 @@ const CHECK_BUCKETS: [f64; 13] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
+/// Buckets of the replication lag, in seconds.
+const LAG_BUCKETS: [f64; 12] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.0,
+];
+
 /// What became of a VRRP advert (`vipx_vrrp_adverts_total{what}`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AdvertOutcome {
@@ -88,6 +93,8 @@ pub struct SyncMetrics {
     pub refused: IntCounter,
     /// Batches sent and not yet acknowledged, over every peer link.
     pub unacked: IntGauge,
+    /// From a change of the flow table to the peer's acknowledgement.
+    pub lag: prometheus::Histogram,
 }
 
 /// Everything `/metrics` shows.
@@ -290,6 +297,13 @@ impl SyncMetrics {
             unacked: r.add(IntGauge::new(
                 "vipx_sync_unacked_batches",
                 "Batches sent to a peer and not yet acknowledged.",
+            )?)?,
+            lag: r.add(prometheus::Histogram::with_opts(
+                HistogramOpts::new(
+                    "vipx_sync_lag_seconds",
+                    "Replication lag: from a change of the flow table (a new flow: its creation by XDP) to the peer's acknowledgement that it is installed.",
+                )
+                .buckets(LAG_BUCKETS.to_vec()),
             )?)?,
         })
     }

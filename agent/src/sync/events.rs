@@ -11,7 +11,10 @@ use vipx_common::{
     flow::{FLOW_EVENT_END, FLOW_EVENT_NEW},
 };
 
-use super::{sender::Queue, wire::Entry};
+use super::{
+    sender::{Change, Queue},
+    wire::Entry,
+};
 use crate::{
     balancer::replica,
     dataplane::{FlowEvents, Maps, monotonic_ns},
@@ -44,7 +47,13 @@ pub async fn forward(events: FlowEvents, maps: Arc<Maps>, queues: Vec<Queue>) {
                 let now = monotonic_ns();
                 while let Some(event) = guard.get_inner_mut().next() {
                     if let Some(entry) = entry(&event, &maps, &mut backends, now) {
-                        publish(&queues, &entry);
+                        // A new flow dates from its creation in the kernel.
+                        let at_ns = if event.kind == FLOW_EVENT_NEW {
+                            event.flow.created_ns
+                        } else {
+                            now
+                        };
+                        publish(&queues, &Change { entry, at_ns });
                     }
                 }
                 guard.clear_ready();
@@ -88,8 +97,8 @@ fn entry(
 }
 
 /// Queues a change for every peer; never waits.
-pub(super) fn publish(queues: &[Queue], entry: &Entry) {
+pub(super) fn publish(queues: &[Queue], change: &Change) {
     for queue in queues {
-        queue.push(entry.clone());
+        queue.push(change.clone());
     }
 }

@@ -111,7 +111,11 @@ impl Replicator {
     /// Queues a change for every peer; never waits (a full queue turns into
     /// a whole-table transfer to that peer).
     pub fn publish(&self, entry: &Entry) {
-        events::publish(&self.queues, entry);
+        let change = sender::Change {
+            entry: entry.clone(),
+            at_ns: crate::dataplane::monotonic_ns(),
+        };
+        events::publish(&self.queues, &change);
     }
 
     /// The peers whose whole table this node holds, as it changes.

@@ -39,10 +39,26 @@ const MAX_UNACKED: usize = 1024;
 /// The wait between two connection attempts.
 const RETRY: Duration = Duration::from_millis(200);
 
+/// A change and when it happened (`CLOCK_MONOTONIC`: for a new flow, when
+/// the program created it).
+#[derive(Clone, Debug)]
+pub struct Change {
+    pub entry: Entry,
+    pub at_ns: u64,
+}
+
+/// A batch sent and not yet acknowledged.
+struct Sent {
+    seq: u64,
+    entries: Vec<Entry>,
+    /// When its oldest change happened (none for a whole-table transfer).
+    oldest_ns: Option<u64>,
+}
+
 /// The queue in front of one peer's link.
 #[derive(Clone)]
 pub struct Queue {
-    tx: mpsc::Sender<Entry>,
+    tx: mpsc::Sender<Change>,
     /// A change did not fit in the queue (or was lost before it): the link
     /// sends the whole table.
     overflowed: Arc<AtomicBool>,
@@ -51,8 +67,8 @@ pub struct Queue {
 impl Queue {
     /// Queues a change; never waits (a full queue turns into a whole-table
     /// transfer).
-    pub fn push(&self, entry: Entry) {
-        match self.tx.try_send(entry) {
+    pub fn push(&self, change: Change) {
+        match self.tx.try_send(change) {
             Ok(()) | Err(TrySendError::Closed(_)) => {}
             Err(TrySendError::Full(_)) => self.resync(),
         }
@@ -73,10 +89,10 @@ pub struct Link {
     pub secret: Secret,
     pub table: SharedTable,
     pub metrics: Arc<SyncMetrics>,
-    pub changes: mpsc::Receiver<Entry>,
+    pub changes: mpsc::Receiver<Change>,
     pub overflowed: Arc<AtomicBool>,
     /// Batches sent and not yet acknowledged, oldest first.
-    unacked: VecDeque<(u64, Vec<Entry>)>,
+    unacked: VecDeque<Sent>,
     /// The number of the next batch.
     next_seq: u64,
 }
@@ -142,7 +158,7 @@ impl Link {
                 let missing = self
                     .unacked
                     .front()
-                    .is_some_and(|(first, _)| *first > seq + 1)
+                    .is_some_and(|first| first.seq > seq + 1)
                     || (self.unacked.is_empty() && seq + 1 < self.next_seq);
                 if missing || self.overflowed.swap(false, Ordering::AcqRel) {
                     self.bulk(&mut conn).await?;
@@ -194,19 +210,26 @@ impl Link {
 
     /// Forgets the batches the peer holds.
     fn acknowledged(&mut self, seq: u64) {
-        while self.unacked.front().is_some_and(|(s, _)| *s <= seq) {
-            self.unacked.pop_front();
+        let now = monotonic_ns();
+        while self.unacked.front().is_some_and(|sent| sent.seq <= seq) {
+            if let Some(sent) = self.unacked.pop_front()
+                && let Some(oldest) = sent.oldest_ns
+            {
+                // From the change to the peer's "installed".
+                let lag = now.saturating_sub(oldest) as f64 / 1e9;
+                self.metrics.lag.observe(lag);
+            }
         }
     }
 
     /// Sends again what the peer has not acknowledged.
     async fn resend(&mut self, conn: &mut Conn) -> Result<(), SyncError> {
-        for (seq, entries) in &self.unacked {
+        for sent in &self.unacked {
             let bytes = session::send(
                 conn,
                 &Message::Batch {
-                    seq: *seq,
-                    entries: entries.clone(),
+                    seq: sent.seq,
+                    entries: sent.entries.clone(),
                 },
             )
             .await?;
@@ -230,7 +253,7 @@ impl Link {
         let count = records.len();
         for chunk in records.chunks(MAX_BATCH) {
             let entries = chunk.iter().cloned().map(Entry::Flow).collect();
-            self.send_batch(conn, entries).await?;
+            self.send_batch(conn, entries, None).await?;
         }
         session::send(
             conn,
@@ -245,7 +268,12 @@ impl Link {
     }
 
     /// Numbers, keeps and sends one batch.
-    async fn send_batch(&mut self, conn: &mut Conn, entries: Vec<Entry>) -> Result<(), SyncError> {
+    async fn send_batch(
+        &mut self,
+        conn: &mut Conn,
+        entries: Vec<Entry>,
+        oldest_ns: Option<u64>,
+    ) -> Result<(), SyncError> {
         let seq = self.next_seq;
         self.next_seq += 1;
         let message = Message::Batch { seq, entries };
@@ -255,7 +283,11 @@ impl Link {
         };
         self.metrics.batches.inc();
         self.metrics.bytes.inc_by(bytes as u64);
-        self.unacked.push_back((seq, entries));
+        self.unacked.push_back(Sent {
+            seq,
+            entries,
+            oldest_ns,
+        });
         Ok(())
     }
 
@@ -271,14 +303,18 @@ impl Link {
                     let Some(first) = first else { return Ok(()) };
                     // Whatever else is already queued goes in the same batch:
                     // no wait, so the flush bound is the time to send.
-                    let mut entries = vec![first];
+                    let mut oldest = first.at_ns;
+                    let mut entries = vec![first.entry];
                     while entries.len() < MAX_BATCH {
                         match self.changes.try_recv() {
-                            Ok(entry) => entries.push(entry),
+                            Ok(change) => {
+                                oldest = oldest.min(change.at_ns);
+                                entries.push(change.entry);
+                            }
                             Err(_) => break,
                         }
                     }
-                    self.send_batch(conn, entries).await?;
+                    self.send_batch(conn, entries, Some(oldest)).await?;
                 }
                 message = session::recv(conn) => match message? {
                     Message::Ack { seq } => self.acknowledged(seq),
