@@ -56,6 +56,9 @@ enum BenchKind {
     /// The client's gap when the master dies, stops or returns, for vipx
     /// and keepalived + HAProxy.
     Failover,
+    /// Which PostgreSQL sessions survive a failover, with flow replication
+    /// and without.
+    Sessions,
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
@@ -75,6 +78,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             },
             agent,
         ),
+        BenchKind::Sessions => crate::bench_sessions::run(&agent),
         BenchKind::Health => {
             println!(
                 "{}",
