@@ -22,4 +22,4 @@ pub use maps::Maps;
 pub use peers::{PeerEvents, PeerMaps, event_addr, key_addr, peer_key};
 pub use scrape::XdpCollector;
 pub use services::{BackendSpec, ServiceSpec, ServiceTable};
-pub use settings::{AttachedMode, Mode, PortRange, XdpModeConfig};
+pub use settings::{AttachedMode, DEFAULT_PIN_PATH, Mode, PinPath, PortRange, XdpModeConfig};
