@@ -43,8 +43,11 @@ pub(super) fn reload(
     if new.api != running.api
         || new.node != running.node
         || new.dataplane.flow_table_size != running.dataplane.flow_table_size
+        || new.dataplane.pin_path != running.dataplane.pin_path
     {
-        warn!("reload: [api], [node] and flow_table_size changes take effect at the next restart");
+        warn!(
+            "reload: [api], [node], flow_table_size and pin_path changes take effect at the next restart"
+        );
     }
     reattach(&running, &new, state, dataplane);
     let new_specs = balancer::specs(&new);
@@ -63,7 +66,8 @@ pub(super) fn reload(
 }
 
 /// Detaches XDP from the interfaces (or the mode) the new configuration no
-/// longer wants, and attaches it where it is now wanted.
+/// longer wants, and attaches it where it is now wanted: their pinned links
+/// go and come with them.
 fn reattach(running: &Config, new: &Config, state: &AgentState, dataplane: &mut Dataplane) {
     let old = &running.dataplane;
     let wanted = &new.dataplane;
