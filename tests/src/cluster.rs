@@ -122,6 +122,8 @@ pub struct Node {
     pub host: Host,
     pub agent: Pid,
     pub config: PathBuf,
+    /// The agent's `pin_path`, in the lab's bpffs.
+    pub pin_path: PathBuf,
     pub api: SocketAddr,
 }
 
@@ -184,8 +186,10 @@ impl Cluster {
                 host.add_addr(&lab.v6(number))?;
             }
             let config = lab.tmp_dir().join(format!("{name}.toml"));
+            let pin_path = lab.pin_dir(&name)?;
             let text = node_config(&NodeConfig {
                 name: &format!("{}-{name}", lab.id()),
+                pin_path: &pin_path,
                 master: i == 0,
                 priority: node_priority(i),
                 vip: &lab.v4(VIP),
@@ -221,6 +225,7 @@ impl Cluster {
                 host,
                 agent,
                 config,
+                pin_path,
                 api,
             });
         }
@@ -284,6 +289,7 @@ impl Cluster {
         let node = &self.nodes[index];
         let text = node_config(&NodeConfig {
             name: &format!("{}-{}", self.lab.id(), node.host.name()),
+            pin_path: &node.pin_path,
             master: index == 0,
             priority: node_priority(index),
             vip: &self.lab.v4(VIP),
@@ -445,6 +451,7 @@ impl Cluster {
                 "",
                 self.lab.log_path(node.host.name(), "vipx-agent").display()
             );
+            let _ = writeln!(out, "  {:<20} pins: {}", "", node.pin_path.display());
         }
         let _ = writeln!(
             out,
@@ -501,6 +508,20 @@ impl Cluster {
                     next.api
                 );
             }
+            let _ = writeln!(
+                out,
+                "  sudo ip netns exec {} ip -d link show eth0   # XDP stays on {} after the kill (pinned)",
+                ns(&node.host),
+                node.host.name()
+            );
+            let _ = writeln!(
+                out,
+                "  sudo ip netns exec {} {} --config {}   # {}'s agent again: it adopts the pinned XDP link and maps",
+                ns(&node.host),
+                self.agent_bin.display(),
+                node.config.display(),
+                node.host.name()
+            );
         }
         out
     }
