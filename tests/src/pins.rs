@@ -47,7 +47,9 @@ pub(crate) fn unmount(dir: &Path) -> Result<()> {
     }
 }
 
-/// Every pin under `dir`, recursively (directories are not listed).
+/// Every pin under `dir`, recursively (directories are not listed, nor
+/// the kernel's own files of a bpffs root, `maps.debug` and `progs.debug`:
+/// names with a dot, which bpffs refuses to pins).
 pub fn pins_under(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
@@ -55,6 +57,9 @@ pub fn pins_under(dir: &Path) -> Vec<PathBuf> {
     let mut pins = Vec::new();
     for entry in entries.filter_map(Result::ok) {
         let path = entry.path();
+        if entry.file_name().to_string_lossy().contains('.') {
+            continue;
+        }
         if entry.file_type().is_ok_and(|t| t.is_dir()) {
             pins.extend(pins_under(&path));
         } else {
