@@ -4,6 +4,9 @@
 //! the same directory adopts the link (same link, new program) and the
 //! maps with their flows; a clean stop detaches and removes every pin. A
 //! pinned map whose layout is not the program's is replaced, not adopted.
+//! Link pins follow the interfaces and the mode (what a reload changes):
+//! a detach unpins, another mode replaces the pin, and the link of an
+//! interface no longer configured is removed.
 //!
 //! Each test runs in a lab of its own: its node's namespace, and a bpffs
 //! the lab mounts and unmounts (pins and all), also on panic.
@@ -236,5 +239,56 @@ fn a_pinned_map_of_another_layout_is_replaced() {
     let flows_now = MapLayout::of_pin(&flows).expect("VIPX_FLOWS");
     assert_eq!(flows_now.max_entries, 2 * FLOW_ENTRIES);
     bigger.stop();
+    assert_eq!(pins_under(&pins), Vec::<PathBuf>::new(), "no pin left");
+}
+
+/// The file names of the link pins in `pins`.
+fn link_pins(pins: &Path) -> Vec<String> {
+    names(pins)
+        .into_iter()
+        .filter(|n| n.starts_with("link_"))
+        .collect()
+}
+
+#[test]
+fn link_pins_follow_the_configured_interfaces_and_mode() {
+    let (_lab, node, pins) = lab_with_node();
+    // A data plane attached in driver mode (veth has it), then killed.
+    let mut first = Dataplane::load_pinned(FLOW_ENTRIES, &pins).expect("load pinned");
+    node.enter(|| first.attach("eth0", XdpModeConfig::Driver))
+        .expect("enter node")
+        .expect("driver mode on a veth");
+    drop(first);
+    assert_eq!(link_pins(&pins), ["link_eth0_driver"]);
+
+    // The next one wants generic mode: the driver link goes, a generic one
+    // is pinned.
+    let mut second = Dataplane::load_pinned(FLOW_ENTRIES, &pins).expect("load pinned");
+    node.enter(|| second.attach("eth0", XdpModeConfig::Generic))
+        .expect("enter node")
+        .expect("generic mode");
+    assert_eq!(link_pins(&pins), ["link_eth0_generic"]);
+    let link = node
+        .run_stdout(&["ip", "-d", "link", "show", "eth0"])
+        .expect("ip -d link show eth0");
+    assert!(link.contains("xdpgeneric"), "generic XDP on eth0:\n{link}");
+
+    // Detached (a reload without eth0): its pin goes with it.
+    second.detach("eth0").expect("detach eth0");
+    assert!(link_pins(&pins).is_empty(), "{:?}", link_pins(&pins));
+    assert_eq!(xdp_prog_id(&node), None, "XDP detached");
+
+    // Attached again, then killed; the next data plane, whose
+    // configuration has no eth0, removes the stale link.
+    node.enter(|| second.attach("eth0", XdpModeConfig::Generic))
+        .expect("enter node")
+        .expect("generic mode again");
+    assert_ne!(xdp_prog_id(&node), None);
+    drop(second);
+    let mut third = Dataplane::load_pinned(FLOW_ENTRIES, &pins).expect("load pinned");
+    third.remove_stale_links();
+    assert!(link_pins(&pins).is_empty(), "{:?}", link_pins(&pins));
+    assert_eq!(xdp_prog_id(&node), None, "XDP left the unconfigured eth0");
+    third.stop();
     assert_eq!(pins_under(&pins), Vec::<PathBuf>::new(), "no pin left");
 }
