@@ -126,6 +126,8 @@ pub struct Node {
     pub host: Host,
     pub agent: Pid,
     pub config: PathBuf,
+    /// The agent's `pin_path`, in the lab's bpffs.
+    pub pin_path: PathBuf,
     pub api: SocketAddr,
 }
 
@@ -200,8 +202,10 @@ impl Cluster {
                 host.add_addr(&lab.v6(number))?;
             }
             let config = lab.tmp_dir().join(format!("{name}.toml"));
+            let pin_path = lab.pin_dir(&name)?;
             let text = node_config(&NodeConfig {
                 name: &format!("{}-{name}", lab.id()),
+                pin_path: &pin_path,
                 master: i == 0,
                 priority: node_priority(i),
                 vip: &lab.v4(VIP),
@@ -240,6 +244,7 @@ impl Cluster {
                 host,
                 agent,
                 config,
+                pin_path,
                 api,
             });
         }
@@ -304,6 +309,7 @@ impl Cluster {
         let node = &self.nodes[index];
         let text = node_config(&NodeConfig {
             name: &format!("{}-{}", self.lab.id(), node.host.name()),
+            pin_path: &node.pin_path,
             master: index == 0,
             priority: node_priority(index),
             vip: &self.lab.v4(VIP),
@@ -469,6 +475,7 @@ impl Cluster {
                 "",
                 self.lab.log_path(node.host.name(), "vipx-agent").display()
             );
+            let _ = writeln!(out, "  {:<20} pins: {}", "", node.pin_path.display());
         }
         let _ = writeln!(
             out,
@@ -525,6 +532,20 @@ impl Cluster {
                     next.api
                 );
             }
+            let _ = writeln!(
+                out,
+                "  sudo ip netns exec {} ip -d link show eth0   # XDP stays on {} after the kill (pinned)",
+                ns(&node.host),
+                node.host.name()
+            );
+            let _ = writeln!(
+                out,
+                "  sudo ip netns exec {} {} --config {}   # {}'s agent again: it adopts the pinned XDP link and maps",
+                ns(&node.host),
+                self.agent_bin.display(),
+                node.config.display(),
+                node.host.name()
+            );
         }
         out
     }

@@ -100,6 +100,8 @@ pub struct LabCore {
     pub(crate) procs: Mutex<Vec<ProcRecord>>,
     /// The pass-through XDP program and its links to the bridge ports.
     xdp_pass: Mutex<(Option<OwnedFd>, Vec<OwnedFd>)>,
+    /// The lab's bpffs, once mounted (see [`LabCore::pin_dir`]).
+    pins: Mutex<Option<PathBuf>>,
     torn_down: AtomicBool,
 }
 
@@ -126,6 +128,7 @@ impl Lab {
             hosts: Mutex::new(Vec::new()),
             procs: Mutex::new(Vec::new()),
             xdp_pass: Mutex::new((None, Vec::new())),
+            pins: Mutex::new(None),
             torn_down: AtomicBool::new(false),
         };
         // From here on, an error drops `lab`, which undoes what was done.
@@ -284,6 +287,19 @@ impl LabCore {
         Ok(())
     }
 
+    /// The directory where node `name` pins its XDP links and maps (its
+    /// `pin_path`; the agent creates it), in the lab's own bpffs, mounted
+    /// on first use and unmounted, pins and all, at teardown (see
+    /// [`crate::pins`]).
+    pub fn pin_dir(&self, name: &str) -> Result<PathBuf> {
+        let mut pins = lock(&self.pins);
+        if pins.is_none() {
+            *pins = Some(crate::pins::mount_for(&self.id)?);
+        }
+        let root = pins.as_ref().context("the lab's bpffs")?;
+        Ok(root.join(name))
+    }
+
     /// Whether the lab has been (or is being) torn down.
     pub(crate) fn is_torn_down(&self) -> bool {
         self.torn_down.load(Ordering::SeqCst)
@@ -311,7 +327,8 @@ impl LabCore {
         Ok(())
     }
 
-    /// Stops processes, kills leftovers, deletes namespaces and the temp dir.
+    /// Stops processes, kills leftovers, unmounts the bpffs, deletes
+    /// namespaces and the temp dir.
     /// Runs once; returns the errors it met on the way.
     fn teardown(&self) -> Vec<anyhow::Error> {
         if self.torn_down.swap(true, Ordering::SeqCst) {
@@ -330,6 +347,11 @@ impl LabCore {
             ));
         }
         *lock(&self.xdp_pass) = (None, Vec::new());
+        if let Some(pins) = lock(&self.pins).take()
+            && let Err(err) = crate::pins::unmount(&pins)
+        {
+            errors.push(err);
+        }
         // Hosts (newest first), then the hub created before them.
         for ns in namespaces.iter().rev() {
             if let Err(err) = netns::delete(ns) {

@@ -14,9 +14,11 @@
 //! ```
 //!
 //! Names: a lab's id is `vipx-{pid}-{seq}`; its namespaces are
-//! `vipx-{pid}-{seq}-{host}` and `vipx-{pid}-{seq}-hub`, so labs of several
-//! tests and several processes live side by side, and [`sweep_stale`] can
-//! remove what a killed process left.
+//! `vipx-{pid}-{seq}-{host}` and `vipx-{pid}-{seq}-hub`, and its bpffs (for
+//! the agents' pins) `{PIN_ROOT}/vipx-{pid}-{seq}-bpf`, so labs of several
+//! tests and several processes live side by side, and [`sweep_stale`],
+//! [`sweep_stale_dirs`] and [`sweep_stale_pins`] can remove what a killed
+//! process left.
 
 pub mod arp;
 pub mod capture;
@@ -29,6 +31,7 @@ pub mod keepalived;
 mod lab;
 pub mod netns;
 mod pgbouncer;
+pub mod pins;
 mod postgres;
 pub mod probe;
 mod process;
@@ -52,6 +55,7 @@ pub use lab::{BRIDGE, KEEP_ENV, Lab, LabCore, LabOptions};
 pub use netns::{list_netns, netns_exists, netns_inode, processes_in_netns_inodes};
 pub use nix::sys::signal::Signal;
 pub use pgbouncer::{PgBouncer, PgBouncerOptions, PoolMode};
+pub use pins::{PIN_ROOT, pins_under, sweep_stale_pins};
 pub use postgres::{
     PG_USER, PgOptions, Postgres, READY_TIMEOUT, pg_bin_dir, pg_isready, pgbench, pgbench_init,
     psql, psql_db,

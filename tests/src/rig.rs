@@ -95,6 +95,15 @@ impl Rig {
     pub fn new(specs: &[ServiceSpec], lease: Duration) -> Result<Self> {
         let dataplane =
             Dataplane::load_with(65536).context("load the XDP object (cargo xtask build-ebpf)")?;
+        Self::with_dataplane(dataplane, specs, lease)
+    }
+
+    /// [`Rig::new`] on a data plane loaded by the caller (pinned, say).
+    pub fn with_dataplane(
+        dataplane: Dataplane,
+        specs: &[ServiceSpec],
+        lease: Duration,
+    ) -> Result<Self> {
         let mut table = ServiceTable::new(dataplane.maps(), false);
         table.apply(specs)?;
         for spec in specs {

@@ -1,5 +1,5 @@
 //! `cargo xtask lab`: the vipx cluster in network namespaces, up until
-//! Ctrl-C, then torn down to the last namespace and process.
+//! Ctrl-C, then torn down to the last namespace, process and pin.
 
 use std::{path::PathBuf, time::Duration};
 

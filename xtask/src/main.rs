@@ -36,15 +36,18 @@ enum Task {
     /// privileged integration tests in network namespaces.
     Test(test::TestArgs),
     /// A local cluster in network namespaces: vipx-agent nodes, a client,
-    /// PostgreSQL behind three PgBouncers. Stays up until Ctrl-C.
+    /// PostgreSQL behind three PgBouncers; the agents pin their XDP links
+    /// and maps in the lab's own bpffs (under /run/vipx-lab/bpf). Stays up
+    /// until Ctrl-C.
     Lab(lab::LabArgs),
     /// Check that the agent's modules depend on each other one way: no
     /// import cycle.
     Deps,
     /// Benchmarks, printed as tables with ratios measured in one run.
     Bench(bench::BenchArgs),
-    /// Remove what killed labs and tests left: namespaces and temp dirs of
-    /// processes that no longer exist, and the processes inside them.
+    /// Remove what killed labs and tests left: namespaces, temp dirs and
+    /// bpffs mounts (with the agents' pins) of processes that no longer
+    /// exist, and the processes inside them.
     Sweep,
 }
 
@@ -59,10 +62,12 @@ fn main() -> anyhow::Result<()> {
         Task::Sweep => {
             let namespaces = vipx_lab::sweep_stale()?;
             let dirs = vipx_lab::sweep_stale_dirs()?;
+            let pins = vipx_lab::sweep_stale_pins()?;
             println!(
-                "removed {} namespaces and {} temp dirs of dead lab processes",
+                "removed {} namespaces, {} temp dirs and {} bpffs mounts (with their pins) of dead lab processes",
                 namespaces.len(),
-                dirs.len()
+                dirs.len(),
+                pins.len()
             );
             Ok(())
         }

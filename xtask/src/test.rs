@@ -44,9 +44,12 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     // Nothing may outlive the suite, also when a test failed.
     let left = vipx_lab::sweep_stale()?;
     let dirs = vipx_lab::sweep_stale_dirs()?;
+    let pins = vipx_lab::sweep_stale_pins()?;
     tests?;
-    if !left.is_empty() || !dirs.is_empty() {
-        bail!("the tests left namespaces {left:?} and temp dirs {dirs:?} behind (now removed)");
+    if !left.is_empty() || !dirs.is_empty() || !pins.is_empty() {
+        bail!(
+            "the tests left namespaces {left:?}, temp dirs {dirs:?} and bpffs pins {pins:?} behind (now removed)"
+        );
     }
     println!("xtask test: all passed, nothing left behind");
     Ok(())
@@ -57,6 +60,7 @@ fn report_swept(when: &str) -> anyhow::Result<()> {
     swept.extend(
         vipx_lab::sweep_stale_dirs()?
             .into_iter()
+            .chain(vipx_lab::sweep_stale_pins()?)
             .map(|dir| dir.display().to_string()),
     );
     if !swept.is_empty() {

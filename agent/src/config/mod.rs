@@ -26,7 +26,7 @@ pub use health::{AllDown, CheckKind, HealthConfig, OnDown};
 pub use service::{BackendConfig, DEFAULT_MAGLEV_SIZE, Protocol, ServiceConfig};
 pub use sync::SyncConfig;
 
-pub use crate::dataplane::{Mode, PortRange, XdpModeConfig};
+pub use crate::dataplane::{DEFAULT_PIN_PATH, Mode, PinPath, PortRange, XdpModeConfig};
 
 /// A group's id in the data plane (its index in the group array).
 pub type GroupId = u32;
@@ -127,6 +127,12 @@ pub struct DataplaneConfig {
     /// How to attach: `auto` tries driver mode and falls back to generic.
     #[serde(default)]
     pub xdp_mode: XdpModeConfig,
+    /// The bpffs directory where the XDP links and maps are pinned, so XDP
+    /// outlives a killed agent and the next one adopts them. One per
+    /// agent: agents in other network namespaces of the host need their
+    /// own.
+    #[serde(default)]
+    pub pin_path: PinPath,
     /// Entries of the flow table (and of the NAT table).
     #[serde(default = "default_flow_table_size")]
     pub flow_table_size: u32,

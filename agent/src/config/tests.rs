@@ -9,6 +9,7 @@ name = "lb-1"
 [dataplane]
 interfaces = ["eth0", "eth1"]
 xdp_mode = "generic"
+pin_path = "/sys/fs/bpf/vipx-lb-1"
 
 [api]
 listen = "127.0.0.1:9000"
@@ -30,6 +31,10 @@ fn parses_a_full_config() {
     assert_eq!(config.node.name(), "lb-1");
     assert_eq!(config.dataplane.interfaces.len(), 2);
     assert_eq!(config.dataplane.xdp_mode, XdpModeConfig::Generic);
+    assert_eq!(
+        config.dataplane.pin_path.as_path(),
+        Path::new("/sys/fs/bpf/vipx-lb-1")
+    );
     assert_eq!(config.api.listen, "127.0.0.1:9000".parse().unwrap());
 }
 
@@ -37,6 +42,11 @@ fn parses_a_full_config() {
 fn defaults_fill_the_optional_sections() {
     let config = parse("[dataplane]\ninterfaces = [\"eth0\"]\n").expect("minimal config parses");
     assert_eq!(config.dataplane.xdp_mode, XdpModeConfig::Auto);
+    assert_eq!(
+        config.dataplane.pin_path.as_path(),
+        Path::new("/sys/fs/bpf/vipx"),
+        "the documented default"
+    );
     assert_eq!(config.api.listen, DEFAULT_API_LISTEN.parse().unwrap());
 }
 
@@ -65,6 +75,21 @@ fn bad_enum_value_and_bad_interface_are_located() {
     let err = error_of("[dataplane]\ninterfaces = [\"a-very-long-interface-name\"]\n");
     assert!(err.starts_with("/etc/vipx/vipx.toml:2:14: "), "{err}");
     assert!(err.contains("1 to 15 bytes"), "{err}");
+}
+
+#[test]
+fn a_pin_path_must_be_an_absolute_directory() {
+    for bad in ["vipx", "/", "/sys/fs/bpf/../vipx", "/sys/fs/bpf/./vipx", ""] {
+        let text = format!("[dataplane]\ninterfaces = [\"eth0\"]\npin_path = \"{bad}\"\n");
+        let err = error_of(&text);
+        assert!(
+            err.starts_with("/etc/vipx/vipx.toml:3:12: "),
+            "{bad:?}: the error points at the value: {err}"
+        );
+        assert!(err.contains("pin_path"), "{bad:?}: {err}");
+    }
+    let text = "[dataplane]\ninterfaces = [\"eth0\"]\npin_path = 7\n";
+    assert!(error_of(text).starts_with("/etc/vipx/vipx.toml:3:12: "));
 }
 
 #[test]

@@ -1,6 +1,7 @@
-//! The daemon: load the config, load and attach XDP, install the services,
-//! take the configured group states, serve the API, follow signals (SIGHUP
-//! reloads, SIGTERM/SIGINT step down, detach and stop). [`run`] reads as
+//! The daemon: load the config, load and attach XDP (adopting what a
+//! killed agent left pinned), install the services, take the configured
+//! group states, serve the API, follow signals (SIGHUP reloads,
+//! SIGTERM/SIGINT step down, detach, unpin and stop). [`run`] reads as
 //! those steps; each is a function of this module or of [`reload`].
 
 mod reload;
@@ -55,19 +56,37 @@ pub async fn run(config_path: &Path, ha_debug: bool) -> anyhow::Result<()> {
     let config = load_config(config_path, ha_debug)?;
     let vips = clear_stale_vips(&config, ha_debug).await?;
     let mut dataplane = load_dataplane(&config)?;
+    let served = serve(config_path, config, &mut dataplane, vips, ha_debug).await;
+    // A stop, or a start that failed: XDP is detached and the pins go (see
+    // `dataplane`: a stopped node's data plane must not linger).
+    dataplane.stop();
+    if served.is_ok() {
+        info!("vipx-agent stopped");
+    }
+    served
+}
+
+/// Everything after the data plane is loaded, until the signals say stop.
+async fn serve(
+    config_path: &Path,
+    config: Config,
+    dataplane: &mut Dataplane,
+    vips: VipManager,
+    ha_debug: bool,
+) -> anyhow::Result<()> {
     let (state, ownership, neighbours) =
-        start_services(config_path, &config, &dataplane, vips, ha_debug).await?;
-    let replicator = start_sync(&config, &mut dataplane, &state).await?;
+        start_services(config_path, &config, dataplane, vips, ha_debug).await?;
+    let replicator = start_sync(&config, dataplane, &state).await?;
     let (track_tx, track_rx) = mpsc::unbounded_channel();
     let tracker = start_tracker(&config, &state, track_tx.clone());
     wait_ready(&config, &state, replicator.as_ref()).await;
-    let mut groups = start_groups(&config, &mut dataplane, &state, ownership, ha_debug)?;
+    let mut groups = start_groups(&config, dataplane, &state, ownership, ha_debug)?;
     groups.start(&config, &tracker.tracking).await;
     let refresher = Arc::clone(&state.groups)
         .spawn_refresher(config.dataplane.lease_refresh)
         .context("starting the lease refresher")?;
     let specs = Arc::new(Mutex::new(balancer::specs(&config)));
-    let tasks = spawn_background(&config, &dataplane, &state, neighbours, &specs);
+    let tasks = spawn_background(&config, dataplane, &state, neighbours, &specs);
     let (server, stop_server) = serve_api(&config, &state).await?;
     let mut running = Running {
         config_path,
@@ -88,7 +107,7 @@ pub async fn run(config_path: &Path, ha_debug: bool) -> anyhow::Result<()> {
 struct Running<'a> {
     config_path: &'a Path,
     state: Arc<AgentState>,
-    dataplane: Dataplane,
+    dataplane: &'a mut Dataplane,
     groups: GroupRunner,
     tracker: Tracker,
     track_tx: mpsc::UnboundedSender<TrackChange>,
@@ -123,12 +142,7 @@ impl Running<'_> {
     /// the groups if they changed.
     async fn reload(&mut self) {
         let running = read(&self.state.config).clone();
-        if reload::reload(
-            self.config_path,
-            &self.state,
-            &mut self.dataplane,
-            &self.specs,
-        ) {
+        if reload::reload(self.config_path, &self.state, self.dataplane, &self.specs) {
             let new = read(&self.state.config).clone();
             self.tracker = start_tracker(&new, &self.state, self.track_tx.clone());
             if new.groups != running.groups {
@@ -139,8 +153,8 @@ impl Running<'_> {
     }
 
     /// Steps down first (priority 0 from a MASTER, so a backup takes over
-    /// at once): the VIPs leave this node before XDP does. Then the rest
-    /// stops.
+    /// at once): the VIPs leave this node before XDP does (detached by
+    /// [`run`] once this returns). Then the rest stops.
     async fn stop(
         mut self,
         tasks: Vec<JoinHandle<()>>,
@@ -156,12 +170,10 @@ impl Running<'_> {
         }
         drop(self.tracker);
         drop(refresher);
-        self.dataplane.detach_all();
         let _ = stop_server.send(());
         if let Err(err) = server.await.context("API server task")? {
             error!("API server: {err}");
         }
-        info!("vipx-agent stopped");
         Ok(())
     }
 }
@@ -212,12 +224,19 @@ async fn start_sync(
     Ok(Some(replicator))
 }
 
-/// Loads the XDP program and attaches it to the configured interfaces.
+/// Loads the XDP program, pinned in `pin_path`, and attaches it to the
+/// configured interfaces: what a previous agent pinned there is adopted
+/// (its maps, its links), links of interfaces no longer configured go.
 fn load_dataplane(config: &Config) -> anyhow::Result<Dataplane> {
-    let mut dataplane = Dataplane::load_with(config.dataplane.flow_table_size)?;
-    for iface in &config.dataplane.interfaces {
-        dataplane.attach(iface.as_str(), config.dataplane.xdp_mode)?;
+    let dp = &config.dataplane;
+    let mut dataplane = Dataplane::load_pinned(dp.flow_table_size, dp.pin_path.as_path())?;
+    for iface in &dp.interfaces {
+        if let Err(err) = dataplane.attach(iface.as_str(), dp.xdp_mode) {
+            dataplane.stop();
+            return Err(err.into());
+        }
     }
+    dataplane.remove_stale_links();
     Ok(dataplane)
 }
 

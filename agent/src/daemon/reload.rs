@@ -44,9 +44,10 @@ pub(super) fn reload(
         || new.node != running.node
         || new.sync != running.sync
         || new.dataplane.flow_table_size != running.dataplane.flow_table_size
+        || new.dataplane.pin_path != running.dataplane.pin_path
     {
         warn!(
-            "reload: [api], [node], [sync] and flow_table_size changes take effect at the next restart"
+            "reload: [api], [node], [sync], flow_table_size and pin_path changes take effect at the next restart"
         );
     }
     reattach(&running, &new, state, dataplane);
@@ -66,7 +67,8 @@ pub(super) fn reload(
 }
 
 /// Detaches XDP from the interfaces (or the mode) the new configuration no
-/// longer wants, and attaches it where it is now wanted.
+/// longer wants, and attaches it where it is now wanted: their pinned links
+/// go and come with them.
 fn reattach(running: &Config, new: &Config, state: &AgentState, dataplane: &mut Dataplane) {
     let old = &running.dataplane;
     let wanted = &new.dataplane;

@@ -1,5 +1,7 @@
 //! What can go wrong in the data plane.
 
+use std::path::PathBuf;
+
 use aya::programs::ProgramError;
 
 use super::{maglev::MaglevError, settings::AttachedMode};
@@ -54,4 +56,30 @@ pub enum DataplaneError {
     Full(&'static str),
     #[error("Maglev table: {0}")]
     Maglev(#[from] MaglevError),
+    #[error("reading the XDP object's maps: {0}")]
+    Object(#[from] Box<aya_obj::ParseError>),
+    #[error("the XDP object's map {name} has a type this agent does not know ({map_type})")]
+    UnknownMapType { name: String, map_type: u32 },
+    #[error(
+        "pin_path {path} is not on a BPF filesystem ({found} is not bpffs): mount one (mount -t bpf bpf DIR) or pick a directory under /sys/fs/bpf"
+    )]
+    NotBpffs { path: PathBuf, found: PathBuf },
+    #[error("pin_path {0}: bpffs refuses names with a dot (they are reserved)")]
+    PinPathDot(PathBuf),
+    #[error("no BPF filesystem at /sys/fs/bpf, and mounting one failed: {0}")]
+    MountBpffs(#[source] nix::errno::Errno),
+    #[error("pin_path {path}: {source}")]
+    PinDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("pin_path {0} is in use by another vipx-agent (its lock is held)")]
+    PinDirBusy(PathBuf),
+    #[error("pin {path}: {source}")]
+    Pin {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }

@@ -1,20 +1,20 @@
-//! Loading the embedded XDP object and attaching it to interfaces.
+//! Loading the embedded XDP object and attaching it to interfaces, pinned
+//! in bpffs or not (see [`super`] for when the pins go).
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{collections::BTreeMap, path::Path, sync::Arc};
 
-use aya::{
-    Ebpf, EbpfLoader,
-    programs::{Xdp, xdp::XdpLinkId},
-};
+use aya::{Ebpf, EbpfLoader, programs::Xdp};
 use tracing::{info, warn};
-use vipx_common::{MAP_FLOWS, MAP_NAT, PROG_MAIN, PROG_PASS, flow::DEFAULT_FLOW_ENTRIES};
+use vipx_common::{PROG_MAIN, PROG_PASS, flow::DEFAULT_FLOW_ENTRIES};
 
 use super::{
     counters::CounterMaps,
     error::DataplaneError,
     flow_events::FlowEvents,
+    links::{self, Attached, LinkPins},
     maps::Maps,
     peers::{PeerEvents, PeerMaps},
+    pins::{self, MapSpec, PinDir, PinReport},
     settings::{AttachedMode, XdpModeConfig},
 };
 
@@ -30,9 +30,14 @@ pub struct Attachment {
 }
 
 /// The loaded XDP object, its attachments and its maps.
+///
+/// Dropped, it leaves its pins (as a killed agent does): the links stay
+/// attached and the maps stay for the next data plane to adopt. Unpinned
+/// links go with it. [`Dataplane::stop`] is the clean stop.
 pub struct Dataplane {
     ebpf: Ebpf,
-    links: BTreeMap<String, (AttachedMode, XdpLinkId)>,
+    pins: Option<Pins>,
+    links: BTreeMap<String, Attached>,
     counters: CounterMaps,
     maps: Arc<Maps>,
     peer_maps: Arc<PeerMaps>,
@@ -40,30 +45,66 @@ pub struct Dataplane {
     flow_events: Option<FlowEvents>,
 }
 
+/// A pinned data plane's directory, its object's maps, and what their
+/// pins were at load.
+struct Pins {
+    dir: PinDir,
+    maps: Vec<MapSpec>,
+    report: PinReport,
+    /// Whether XDP links can be pinned on this kernel.
+    links: bool,
+}
+
 impl Dataplane {
     /// Loads the embedded XDP object into the kernel (nothing is attached
-    /// yet).
+    /// yet, nothing is pinned).
     pub fn load() -> Result<Self, DataplaneError> {
         Self::load_with(DEFAULT_FLOW_ENTRIES)
     }
 
     /// Loads the embedded object with a flow table (and NAT table) of
-    /// `flow_entries` entries.
+    /// `flow_entries` entries, unpinned.
     pub fn load_with(flow_entries: u32) -> Result<Self, DataplaneError> {
         Self::load_object(EBPF_OBJECT, flow_entries)
     }
 
-    /// Loads an XDP object given as bytes.
+    /// Loads the embedded object with its maps pinned in `pin_path` (on
+    /// bpffs; created, and locked while this data plane lives). Maps a
+    /// previous data plane pinned there with the same layout are adopted,
+    /// entries and all; the others are created (see
+    /// [`Dataplane::pin_report`]). [`Dataplane::attach`] adopts and pins
+    /// links there.
+    pub fn load_pinned(flow_entries: u32, pin_path: &Path) -> Result<Self, DataplaneError> {
+        Self::load_from(EBPF_OBJECT, flow_entries, Some(pin_path))
+    }
+
+    /// Loads an XDP object given as bytes, unpinned.
     pub fn load_object(object: &[u8], flow_entries: u32) -> Result<Self, DataplaneError> {
+        Self::load_from(object, flow_entries, None)
+    }
+
+    fn load_from(
+        object: &[u8],
+        flow_entries: u32,
+        pin_path: Option<&Path>,
+    ) -> Result<Self, DataplaneError> {
         if object.is_empty() {
             return Err(DataplaneError::NoObject);
         }
         raise_memlock_limit();
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries(MAP_FLOWS, flow_entries)
-            .map_max_entries(MAP_NAT, flow_entries)
-            .load(object)
-            .map_err(Box::new)?;
+        let pins = pin_path
+            .map(|path| Pins::prepare(path, object, flow_entries))
+            .transpose()?;
+        let mut loader = EbpfLoader::new();
+        for (name, entries) in pins::max_entries(flow_entries) {
+            loader.map_max_entries(name, entries);
+        }
+        if let Some(pins) = &pins {
+            for map in &pins.maps {
+                loader.map_pin_path(map.name.as_str(), pins.dir.map_pin(&map.name));
+            }
+        }
+        let mut ebpf = loader.load(object).map_err(Box::new)?;
         for name in [PROG_MAIN, PROG_PASS] {
             program_mut(&mut ebpf, name)?
                 .load()
@@ -72,6 +113,9 @@ impl Dataplane {
                     source: Box::new(source),
                 })?;
         }
+        if let Some(pins) = &pins {
+            pins.log();
+        }
         let counters = CounterMaps::take(&mut ebpf)?;
         let maps = Arc::new(Maps::take(&mut ebpf)?);
         let peer_maps = Arc::new(PeerMaps::take(&mut ebpf)?);
@@ -79,6 +123,7 @@ impl Dataplane {
         let flow_events = Some(FlowEvents::take(&mut ebpf)?);
         Ok(Self {
             ebpf,
+            pins,
             links: BTreeMap::new(),
             counters,
             maps,
@@ -89,41 +134,71 @@ impl Dataplane {
     }
 
     /// Attaches the main program to `iface` (resolved in the calling
-    /// thread's network namespace) and logs the mode actually used.
+    /// thread's network namespace) and logs the mode actually used. A
+    /// pinned data plane adopts the link a previous one pinned for `iface`
+    /// (in a mode `mode` allows), and pins a new one.
     pub fn attach(
         &mut self,
         iface: &str,
         mode: XdpModeConfig,
     ) -> Result<AttachedMode, DataplaneError> {
-        let (mode, link) = attach_program(&mut self.ebpf, PROG_MAIN, iface, mode)?;
-        info!(iface, %mode, "XDP program attached in {mode} mode");
-        self.links.insert(iface.to_owned(), (mode, link));
+        let pins = self.pins.as_ref().map(|p| LinkPins {
+            dir: &p.dir,
+            pin_links: p.links,
+        });
+        let attached = links::attach(main_program(&mut self.ebpf)?, pins, iface, mode)?;
+        let mode = attached.mode;
+        self.links.insert(iface.to_owned(), attached);
         Ok(mode)
     }
 
-    /// Detaches the main program from `iface`.
+    /// Detaches the main program from `iface`, and removes its pin.
     pub fn detach(&mut self, iface: &str) -> Result<(), DataplaneError> {
-        let (_, link) = self
+        let attached = self
             .links
             .remove(iface)
             .ok_or_else(|| DataplaneError::NotAttached(iface.to_owned()))?;
-        main_program(&mut self.ebpf)?
-            .detach(link)
-            .map_err(|source| DataplaneError::Program {
-                name: PROG_MAIN,
-                source: Box::new(source),
-            })?;
+        links::detach(main_program(&mut self.ebpf)?, attached)?;
         info!(iface, "XDP program detached");
         Ok(())
     }
 
-    /// Detaches from every interface (also done on drop).
-    pub fn detach_all(&mut self) {
+    /// Removes the links pinned for interfaces this data plane is not
+    /// attached to (no longer configured): XDP leaves them. Call it once
+    /// every configured interface is attached.
+    pub fn remove_stale_links(&mut self) {
+        let Some(pins) = &self.pins else {
+            return;
+        };
+        for pin in pins.dir.link_pins() {
+            if self.links.contains_key(&pin.iface) {
+                continue;
+            }
+            match links::remove_link_pin(&pin.path) {
+                Ok(()) => warn!(
+                    iface = pin.iface,
+                    "{} is not configured: its pinned XDP link {} removed, XDP detached",
+                    pin.iface,
+                    pin.path.display()
+                ),
+                Err(err) => warn!(iface = pin.iface, "removing a stale XDP link: {err}"),
+            }
+        }
+    }
+
+    /// A clean stop (SIGTERM, SIGINT): detaches XDP from every interface
+    /// and removes every pin of this data plane, links and maps, and its
+    /// directory once empty.
+    pub fn stop(mut self) {
         let ifaces: Vec<String> = self.links.keys().cloned().collect();
         for iface in ifaces {
             if let Err(err) = self.detach(&iface) {
                 warn!(iface, "detaching XDP: {err}");
             }
+        }
+        if let Some(pins) = &self.pins {
+            pins.dir.unpin_maps(&pins.maps);
+            info!("pins removed from {}", pins.dir.path().display());
         }
     }
 
@@ -131,11 +206,22 @@ impl Dataplane {
     pub fn attachments(&self) -> Vec<Attachment> {
         self.links
             .iter()
-            .map(|(iface, (mode, _))| Attachment {
+            .map(|(iface, attached)| Attachment {
                 iface: iface.clone(),
-                mode: *mode,
+                mode: attached.mode,
             })
             .collect()
+    }
+
+    /// The pin directory, for a pinned data plane.
+    pub fn pin_path(&self) -> Option<&Path> {
+        self.pins.as_ref().map(|p| p.dir.path())
+    }
+
+    /// What became of the maps' pins at load (adopted, replaced, created),
+    /// for a pinned data plane.
+    pub fn pin_report(&self) -> Option<&PinReport> {
+        self.pins.as_ref().map(|p| &p.report)
     }
 
     /// The load-balancing maps (services, backends, Maglev, groups, flows).
@@ -166,14 +252,16 @@ impl Dataplane {
     }
 
     /// Attaches the pass-through program to `iface`, for as long as this
-    /// data plane lives. The far end of a veth needs an XDP program for the
-    /// frames the main program sends back out (`XDP_TX`) to be received.
+    /// data plane lives (never pinned). The far end of a veth needs an XDP
+    /// program for the frames the main program sends back out (`XDP_TX`)
+    /// to be received.
     pub fn attach_pass(
         &mut self,
         iface: &str,
         mode: XdpModeConfig,
     ) -> Result<AttachedMode, DataplaneError> {
-        let (mode, _link) = attach_program(&mut self.ebpf, PROG_PASS, iface, mode)?;
+        let program = program_mut(&mut self.ebpf, PROG_PASS)?;
+        let (mode, _link) = links::attach_program(program, PROG_PASS, iface, mode)?;
         info!(iface, %mode, "pass-through XDP program attached in {mode} mode");
         Ok(mode)
     }
@@ -189,49 +277,53 @@ impl Dataplane {
     }
 }
 
-impl Drop for Dataplane {
-    fn drop(&mut self) {
-        self.detach_all();
+impl Pins {
+    /// Opens (and locks) `path` and checks the pinned maps' layouts
+    /// against the object's before the loader adopts them.
+    fn prepare(path: &Path, object: &[u8], flow_entries: u32) -> Result<Self, DataplaneError> {
+        let dir = PinDir::open(path)?;
+        let maps = pins::map_specs(object, flow_entries)?;
+        let report = dir.check_maps(&maps)?;
+        let links = pins::links_pinnable();
+        if !links {
+            warn!(
+                "this kernel has no XDP links (5.9+): XDP cannot be pinned and goes with the agent; the maps are pinned"
+            );
+        }
+        Ok(Self {
+            dir,
+            maps,
+            report,
+            links,
+        })
     }
-}
 
-fn attach_program(
-    ebpf: &mut Ebpf,
-    name: &'static str,
-    iface: &str,
-    mode: XdpModeConfig,
-) -> Result<(AttachedMode, XdpLinkId), DataplaneError> {
-    let program = program_mut(ebpf, name)?;
-    let attach = |program: &mut Xdp, mode: AttachedMode| program.attach(iface, mode.aya());
-    let fixed = |program: &mut Xdp, mode: AttachedMode| {
-        attach(program, mode)
-            .map(|link| (mode, link))
-            .map_err(|source| DataplaneError::Attach {
-                iface: iface.to_owned(),
-                mode,
-                source: Box::new(source),
-            })
-    };
-    match mode {
-        XdpModeConfig::Driver => fixed(program, AttachedMode::Driver),
-        XdpModeConfig::Generic => fixed(program, AttachedMode::Generic),
-        XdpModeConfig::Auto => match attach(program, AttachedMode::Driver) {
-            Ok(link) => Ok((AttachedMode::Driver, link)),
-            Err(driver) => {
-                warn!(
-                    iface,
-                    "driver-mode XDP unavailable ({driver}); trying generic mode"
-                );
-                match attach(program, AttachedMode::Generic) {
-                    Ok(link) => Ok((AttachedMode::Generic, link)),
-                    Err(generic) => Err(DataplaneError::AttachBoth {
-                        iface: iface.to_owned(),
-                        driver: Box::new(driver),
-                        generic: Box::new(generic),
-                    }),
+    /// Says what was adopted.
+    fn log(&self) {
+        let dir = self.dir.path().display();
+        let report = &self.report;
+        let fresh: Vec<&str> = report
+            .created
+            .iter()
+            .chain(&report.replaced)
+            .map(String::as_str)
+            .collect();
+        if report.adopted.is_empty() {
+            info!(
+                "maps pinned in {dir}: none to adopt, {} created",
+                fresh.len()
+            );
+        } else {
+            info!(
+                "maps adopted from {dir}, entries and all: {}; created anew: {}",
+                report.adopted.join(", "),
+                if fresh.is_empty() {
+                    "none".to_owned()
+                } else {
+                    fresh.join(", ")
                 }
-            }
-        },
+            );
+        }
     }
 }
 

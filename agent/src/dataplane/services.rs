@@ -59,6 +59,9 @@ pub struct ServiceTable {
     backend_ids: HashMap<(IpAddr, u16), u32>,
     macs: HashMap<IpAddr, [u8; 6]>,
     installed: HashMap<u32, Installed>,
+    /// The active Maglev half of each service found in adopted maps, until
+    /// the service is installed again.
+    adopted_halves: HashMap<u32, u32>,
 }
 
 impl ServiceSpec {
@@ -90,14 +93,53 @@ impl ServiceSpec {
 
 impl ServiceTable {
     /// `dry_run` (HA debug mode): log the flips instead of making them.
+    ///
+    /// Maps a previous agent left (adopted from their pins) keep their
+    /// ids: flows name their backends by id, so a backend keeps its id and
+    /// MAC, and a service's next Maglev table goes to the half not in use.
+    /// Services no longer wanted go at the first [`ServiceTable::apply`].
     pub fn new(maps: Arc<Maps>, dry_run: bool) -> Self {
-        Self {
+        let mut table = Self {
             maps,
             dry_run,
             service_ids: HashMap::new(),
             backend_ids: HashMap::new(),
             macs: HashMap::new(),
             installed: HashMap::new(),
+            adopted_halves: HashMap::new(),
+        };
+        table.adopt();
+        table
+    }
+
+    /// Reads the ids the maps already hold (none in fresh maps).
+    fn adopt(&mut self) {
+        let services: Vec<(ServiceKey, Service)> = lock(&self.maps.services)
+            .iter()
+            .filter_map(Result::ok)
+            .collect();
+        for (key, service) in services {
+            self.service_ids.insert(key, service.id);
+            self.adopted_halves.insert(service.id, service.table);
+        }
+        let backends = lock(&self.maps.backends);
+        for id in 0..MAX_BACKENDS {
+            let Ok(backend) = backends.get(&id, 0) else {
+                continue;
+            };
+            if let Some(addr) = addr::from_map(backend.family, &backend.addr) {
+                self.backend_ids.insert((addr, backend.port), id);
+                if backend.mac != [0; 6] {
+                    self.macs.insert(addr, backend.mac);
+                }
+            }
+        }
+        if !self.service_ids.is_empty() {
+            info!(
+                services = self.service_ids.len(),
+                backends = self.backend_ids.len(),
+                "service and backend ids adopted from the pinned maps"
+            );
         }
     }
 
@@ -207,6 +249,7 @@ impl ServiceTable {
             }
             self.service_ids.remove(&key);
             self.installed.remove(&id);
+            self.adopted_halves.remove(&id);
         }
         for spec in specs {
             self.apply_one(spec)?;
@@ -238,12 +281,16 @@ impl ServiceTable {
             ids.push(self.backend_id_or_new(backend.addr, backend.port)?);
         }
         let previous = self.installed.remove(&id);
+        let active = previous
+            .as_ref()
+            .map(|p| p.table)
+            .or_else(|| self.adopted_halves.remove(&id));
         // Backend entries first: a table never points at an unwritten one.
         self.installed.insert(
             id,
             Installed {
                 spec: spec.clone(),
-                table: previous.as_ref().map_or(1, |p| p.table),
+                table: active.unwrap_or(1),
                 slots: Vec::new(),
             },
         );
@@ -257,7 +304,7 @@ impl ServiceTable {
             .map(|p| p.slots.as_slice())
             .unwrap_or_default();
         let moved = moved(old_slots, &slots);
-        let table = previous.as_ref().map_or(0, |p| 1 - p.table);
+        let table = active.map_or(0, |t| 1 - t);
         if self.dry_run {
             info!(service = %spec.name, "HA debug: would write Maglev half {table} and flip ({moved} slots move)");
         } else {
@@ -282,10 +329,9 @@ impl ServiceTable {
         if let Some(id) = self.backend_ids.get(&(addr, port)) {
             return Ok(*id);
         }
-        let id = u32::try_from(self.backend_ids.len()).unwrap_or(u32::MAX);
-        if id >= MAX_BACKENDS {
-            return Err(DataplaneError::Full("backends"));
-        }
+        let id = (0..MAX_BACKENDS)
+            .find(|id| !self.backend_ids.values().any(|used| used == id))
+            .ok_or(DataplaneError::Full("backends"))?;
         self.backend_ids.insert((addr, port), id);
         Ok(id)
     }

@@ -1,8 +1,12 @@
 //! What the configuration chooses for the data plane: a service's
-//! forwarding mode and NAT port range, and how XDP is attached. The config
-//! parses these; the data plane owns what they mean.
+//! forwarding mode and NAT port range, how XDP is attached and where its
+//! pins live. The config parses these; the data plane owns what they mean.
 
-use std::{fmt, str::FromStr};
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    str::FromStr,
+};
 
 use aya::programs::XdpMode;
 use serde::{Deserialize, Serialize};
@@ -80,6 +84,17 @@ pub enum XdpModeConfig {
     Generic,
 }
 
+impl XdpModeConfig {
+    /// Whether an attachment in `mode` is what this setting asks for.
+    pub fn allows(self, mode: AttachedMode) -> bool {
+        match self {
+            Self::Auto => true,
+            Self::Driver => mode == AttachedMode::Driver,
+            Self::Generic => mode == AttachedMode::Generic,
+        }
+    }
+}
+
 /// The XDP mode an attachment actually uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -108,5 +123,49 @@ impl AttachedMode {
 impl fmt::Display for AttachedMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// Where the data plane pins its maps and XDP links by default.
+pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/vipx";
+
+/// `pin_path`: the bpffs directory of this agent's pins. An absolute path
+/// with no `.` or `..` in it, other than `/`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(try_from = "String")]
+pub struct PinPath(PathBuf);
+
+impl PinPath {
+    /// The directory.
+    pub fn as_path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Default for PinPath {
+    fn default() -> Self {
+        Self(PathBuf::from(DEFAULT_PIN_PATH))
+    }
+}
+
+impl TryFrom<String> for PinPath {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        let path = PathBuf::from(&text);
+        // `components` drops a `.` inside a path: look at the text.
+        let plain = text.split('/').all(|part| part != "." && part != "..");
+        if !path.is_absolute() || !plain || path.parent().is_none() || text.contains('\0') {
+            return Err(format!(
+                "pin_path {text:?} must be an absolute directory other than / (no . or ..), e.g. {DEFAULT_PIN_PATH:?}"
+            ));
+        }
+        Ok(Self(path))
+    }
+}
+
+impl fmt::Display for PinPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.display().fmt(f)
     }
 }

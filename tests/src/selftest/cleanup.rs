@@ -1,4 +1,5 @@
-//! Nothing outlives a lab: not on drop, not on panic, not after a dead process.
+//! Nothing outlives a lab: not on drop, not on panic, not after a dead
+//! process (namespaces, processes, temp dirs, bpffs mounts and pins).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::process::Command;
@@ -153,6 +154,58 @@ fn sweep_removes_namespaces_of_dead_processes() {
     assert!(!stale_dir.exists(), "{dirs:?}");
     assert!(netns::netns_exists(lab.hub_netns()));
     assert!(lab.tmp_dir().exists());
+}
+
+/// Whether `dir` is a mount point in this process's mount namespace.
+fn mounted(dir: &std::path::Path) -> bool {
+    let dir = dir.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .expect("read mountinfo")
+        .lines()
+        .any(|line| line.split(' ').nth(4) == Some(dir.as_str()))
+}
+
+#[test]
+fn sweep_unmounts_the_bpffs_of_dead_labs_with_their_pins() {
+    let mut child = Command::new("true").spawn().expect("spawn true");
+    child.wait().expect("wait true");
+    let dead = child.id();
+    // Set the stale bpffs up while no sweep (of any process) can run: a
+    // killed lab's, with a map pinned in a node's directory.
+    let lock = sweep::lock_sweeps().expect("sweep lock");
+    let stale = crate::pins::mount_for(&format!("vipx-{dead}-0")).expect("mount a bpffs");
+    let node = stale.join("n1");
+    std::fs::create_dir(&node).expect("a node's pin directory");
+    let out = Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(node.join("VIPX_GROUPS"))
+        .args(["type", "array", "key", "4", "value", "16", "entries", "8"])
+        .args(["name", "VIPX_GROUPS"])
+        .output()
+        .expect("run bpftool");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(crate::pins_under(&stale), vec![node.join("VIPX_GROUPS")]);
+    drop(lock);
+
+    // A live lab's bpffs stays.
+    let lab = Lab::new(LabOptions::ipv4_only()).expect("create lab");
+    let live = lab.pin_dir("n1").expect("the live lab's bpffs");
+    let live_root = live.parent().expect("the lab's mount").to_owned();
+    let removed = crate::sweep_stale_pins().expect("sweep pins");
+    // A test process running beside this one may have swept it first.
+    assert!(removed.contains(&stale) || !stale.exists(), "{removed:?}");
+    assert!(!stale.exists(), "the stale mount point is gone");
+    assert!(!mounted(&stale), "the stale bpffs is unmounted");
+    assert!(mounted(&live_root), "the live lab keeps its bpffs");
+    drop(lab);
+    assert!(
+        !mounted(&live_root) && !live_root.exists(),
+        "teardown unmounts it"
+    );
 }
 
 #[test]
