@@ -1,12 +1,14 @@
 //! Flow replication in the lab (`[sync]`): a PostgreSQL session through the
-//! VIP survives the MASTER's link cut even though the new master, left to
-//! itself, would send it elsewhere: its PgBouncer is drained on the new
-//! master only, so its Maglev no longer picks it. Only the flow the old
-//! master replicated keeps the session on its PgBouncer.
+//! VIP survives the MASTER's link cut, and the kill -9 of its agent, even
+//! though the new master, left to itself, would send it elsewhere: its
+//! PgBouncer is drained on the new master only, so its Maglev no longer
+//! picks it. Only the flow the old master replicated keeps the session on
+//! its PgBouncer. (After a kill -9 the old master's XDP stays, pinned, and
+//! stops serving and answering for the VIP once its lease is stale.)
 
 use std::time::{Duration, Instant};
 
-use vipx_lab::{Cluster, ClusterOptions, ProcSpec, VIP_PORT, agent_bin};
+use vipx_lab::{Cluster, ClusterOptions, ProcSpec, Signal, VIP_PORT, agent_bin};
 
 /// Round trips of the session (each a `SELECT 1` and a 100 ms sleep).
 const ROUNDS: usize = 60;
@@ -24,8 +26,24 @@ fn wait_for<T>(what: &str, limit: Duration, done: impl Fn() -> Option<T>) -> T {
     }
 }
 
+/// What happens to the master.
+#[derive(Clone, Copy, Debug)]
+enum Failure {
+    LinkCut,
+    Kill,
+}
+
 #[test]
 fn a_session_the_new_master_could_not_recompute_survives_a_link_cut() {
+    session_survives(Failure::LinkCut);
+}
+
+#[test]
+fn a_session_the_new_master_could_not_recompute_survives_the_masters_kill() {
+    session_survives(Failure::Kill);
+}
+
+fn session_survives(failure: Failure) {
     let opts = ClusterOptions {
         heartbeat: Some(Duration::from_millis(2)),
         sync: true,
@@ -84,11 +102,17 @@ fn a_session_the_new_master_could_not_recompute_survives_a_link_cut() {
         String::from_utf8_lossy(&drained.stderr)
     );
 
-    // The master's link is cut: node 1 takes over mid-session.
-    cluster.nodes[0]
-        .host
-        .set_connected(false)
-        .expect("cut node 0's link");
+    // The master fails: node 1 takes over mid-session.
+    match failure {
+        Failure::LinkCut => cluster.nodes[0]
+            .host
+            .set_connected(false)
+            .expect("cut node 0's link"),
+        Failure::Kill => cluster
+            .lab
+            .kill(cluster.nodes[0].agent, Signal::SIGKILL)
+            .expect("kill -9 node 0's agent"),
+    }
     cluster.wait_master(1, TAKEOVER).expect("node 1 takes over");
 
     let status = cluster
@@ -98,7 +122,7 @@ fn a_session_the_new_master_could_not_recompute_survives_a_link_cut() {
         .expect("the session ends within 60 s");
     let output = std::fs::read_to_string(cluster.client.log_path("session")).unwrap_or_default();
     let answered = output.lines().filter(|line| line.trim() == "1").count();
-    println!("session: {answered} of {ROUNDS} queries answered across the link cut");
+    println!("session: {answered} of {ROUNDS} queries answered across the {failure:?}");
     assert!(
         status.success() && answered == ROUNDS,
         "the session survived the takeover ({answered} of {ROUNDS} answered, {status}):\n{}\nnode 1:\n{}",
