@@ -13,6 +13,7 @@ use std::{
 
 use vipx_agent::{
     balancer::SharedTable,
+    config::PortRange,
     dataplane::{ServiceSpec, ServiceTable},
     metrics::Metrics,
     sync::{Replicator, SyncMetrics, SyncSetup, auth::Secret},
@@ -252,4 +253,60 @@ async fn a_peer_without_the_secret_gets_nothing() {
         "B installed nothing"
     );
     assert_eq!(sync_a.batches.get(), 0, "A sent no batch");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_concurrent_flows_reach_the_peer_and_the_lag_is_reported() {
+    const FLOWS: u16 = 10_000;
+    let mut spec = nat_spec(VIP, BACKEND, 65537);
+    // Room for 10,000 flows: the default range, 28,232 ports per backend.
+    spec.nat_ports = PortRange::default();
+    let mut a = Node::new(&spec);
+    let mut b = Node::new(&spec);
+    let rb = b.replicator("b", Vec::new(), SECRET).await;
+    let _ra = a.replicator("a", vec![rb.listen], SECRET).await;
+    let mut synced = rb.synced();
+    tokio::time::timeout(Duration::from_secs(10), synced.wait_for(|s| !s.is_empty()))
+        .await
+        .expect("the (empty) bulk within 10 s")
+        .expect("the receiver runs");
+
+    let started = Instant::now();
+    for port in 0..FLOWS {
+        let syn = FrameSpec::tcp(CLIENT, 20_000 + port, VIP, 5432, tcp::SYN);
+        let (act, _) = a.rig.run(&syn.build()).expect("run on A");
+        assert_eq!(act, action::TX, "A forwards SYN {port}");
+    }
+    let created = started.elapsed();
+    let maps_b = b.rig.dataplane.maps();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while maps_b.flows().len() < usize::from(FLOWS) {
+        assert!(
+            Instant::now() < deadline,
+            "B holds {} of {FLOWS} flows after 60 s",
+            maps_b.flows().len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let held = started.elapsed();
+    assert_eq!(
+        maps_b.nat_entries().len(),
+        usize::from(FLOWS),
+        "every NAT entry too"
+    );
+    let sync_a = a.sync.clone().expect("A replicates");
+    assert_eq!(
+        a.rig
+            .counters()
+            .expect("counters")
+            .reason(reason::FLOW_NEW)
+            .packets,
+        u64::from(FLOWS)
+    );
+    println!(
+        "{FLOWS} flows created on A in {created:?}, all held by B after {held:?}; \
+         lag: {} batches acknowledged, mean {:.0} us",
+        sync_a.lag.get_sample_count(),
+        sync_a.lag.get_sample_sum() / sync_a.lag.get_sample_count().max(1) as f64 * 1e6
+    );
 }
