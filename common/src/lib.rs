@@ -13,12 +13,14 @@ pub mod csum;
 pub mod flow;
 pub mod peer;
 pub mod service;
+pub mod vip;
 
 pub use addr::{FAMILY_V4, FAMILY_V6};
 pub use counters::{Counter, action, reason};
 pub use flow::{Flow, FlowKey, NatEntry};
 pub use peer::{Heartbeat, PeerEvent, PeerKey, PeerSeen, PeerSettings};
 pub use service::{Backend, Group, Service, ServiceKey};
+pub use vip::{NatRange, Vip, VipKey};
 
 /// Name of the per-CPU array of [`Counter`]s indexed by XDP action
 /// (see [`action`]).
@@ -39,6 +41,9 @@ pub const MAP_GROUPS: &str = "VIPX_GROUPS";
 pub const MAP_FLOWS: &str = "VIPX_FLOWS";
 /// Name of the NAT reverse LRU hash (`FlowKey -> NatEntry`).
 pub const MAP_NAT: &str = "VIPX_NAT";
+/// Name of the VIP hash map (`VipKey -> Vip`): every VIP of every group,
+/// with its group and NAT port ranges.
+pub const MAP_VIPS: &str = "VIPX_VIPS";
 /// Name of the per-CPU per-service counters (by service id).
 pub const MAP_SERVICE_STATS: &str = "VIPX_SERVICE_STATS";
 /// Name of the per-CPU per-backend counters (by backend id).
