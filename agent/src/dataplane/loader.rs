@@ -134,7 +134,8 @@ impl Dataplane {
             .collect()
     }
 
-    /// The load-balancing maps (services, backends, Maglev, groups, flows).
+    /// The load-balancing maps (services, backends, Maglev, groups, VIPs,
+    /// flows).
     pub fn maps(&self) -> Arc<Maps> {
         Arc::clone(&self.maps)
     }

@@ -12,6 +12,7 @@ mod peers;
 mod scrape;
 mod services;
 mod settings;
+mod vips;
 
 pub use counters::{CounterMaps, CounterSnapshot};
 pub use error::{BUILD_HINT, DataplaneError};
@@ -23,3 +24,4 @@ pub use peers::{PeerEvents, PeerMaps, event_addr, key_addr, peer_key};
 pub use scrape::XdpCollector;
 pub use services::{BackendSpec, ServiceSpec, ServiceTable};
 pub use settings::{AttachedMode, Mode, PortRange, XdpModeConfig};
+pub use vips::{VipSpec, VipTable};
