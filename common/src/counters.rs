@@ -43,11 +43,12 @@ pub mod action {
 pub mod reason {
     /// Too short for the headers it claims (Ethernet, VLAN, IP, L4).
     pub const MALFORMED: u32 = 0;
-    /// Not IPv4 or IPv6 (ARP, LLDP, ...).
+    /// Not IPv4 or IPv6 (LLDP, ARP but a fenced VIP's request, ...).
     pub const NOT_IP: u32 = 1;
     /// An IPv4 or IPv6 fragment: never parsed past L3.
     pub const FRAGMENT: u32 = 2;
-    /// IP, but neither TCP nor UDP nor VRRP (ICMP, ...).
+    /// IP, but neither TCP nor UDP nor VRRP (ICMP, ICMPv6 but a fenced
+    /// VIP's neighbour solicitation, ...).
     pub const OTHER_L4: u32 = 3;
     /// VRRP (IP protocol 112), passed to the stack (a VRRPv3 advert is
     /// recorded first).
@@ -58,11 +59,11 @@ pub mod reason {
     pub const IPV6_EXT: u32 = 6;
     /// IPv4 with a bad version/IHL or an IPv6 header with a bad version.
     pub const BAD_IP_HEADER: u32 = 7;
-    /// A service's packet while this node is not MASTER of its group
-    /// (passed untouched).
+    /// A packet to a VIP's service port or NAT port range while this node
+    /// is not MASTER of its group (dropped: the kernel would answer RST).
     pub const NOT_MASTER: u32 = 8;
-    /// A service's packet while the agent's lease is stale (passed
-    /// untouched: a hung agent must not keep serving).
+    /// The same while the agent's lease is stale (dropped: a hung agent
+    /// must not keep serving, and its kernel must not answer RST).
     pub const LEASE_STALE: u32 = 9;
     /// Forwarded to the backend of an existing flow.
     pub const FLOW_HIT: u32 = 10;
@@ -85,8 +86,15 @@ pub mod reason {
     /// A VRRP advert or heartbeat from a source outside its VRID's
     /// allow-list (dropped, not recorded).
     pub const PEER_UNKNOWN: u32 = 18;
+    /// A packet to a VIP's NAT port range that matches no NAT entry, while
+    /// this node serves the group (dropped: the kernel would answer RST).
+    pub const NAT_REPLY_MISS: u32 = 19;
+    /// An ARP request or IPv6 neighbour solicitation for a VIP of a group
+    /// whose lease is stale while its master flag is set (dropped: a hung
+    /// agent's kernel must stop answering for the VIP).
+    pub const VIP_FENCED: u32 = 20;
     /// Number of slots.
-    pub const COUNT: u32 = 19;
+    pub const COUNT: u32 = 21;
     /// Metric label of each slot, indexed by slot.
     pub const NAMES: [&str; COUNT as usize] = [
         "malformed",
@@ -108,5 +116,7 @@ pub mod reason {
         "map_error",
         "heartbeat",
         "peer_unknown",
+        "nat_reply_miss",
+        "vip_fenced",
     ];
 }

@@ -13,12 +13,14 @@ pub mod csum;
 pub mod flow;
 pub mod peer;
 pub mod service;
+pub mod vip;
 
 pub use addr::{FAMILY_V4, FAMILY_V6};
 pub use counters::{Counter, action, reason};
 pub use flow::{Flow, FlowEvent, FlowKey, NatEntry};
 pub use peer::{Heartbeat, PeerEvent, PeerKey, PeerSeen, PeerSettings};
 pub use service::{Backend, Group, Service, ServiceKey};
+pub use vip::{NatRange, Vip, VipKey};
 
 /// Name of the per-CPU array of [`Counter`]s indexed by XDP action
 /// (see [`action`]).
@@ -47,6 +49,9 @@ pub const MAP_FLOW_EVENTS_ON: &str = "VIPX_FLOW_EVENTS_ON";
 /// Name of the per-CPU count of flow events the ring buffer had no room for
 /// (one `Counter`).
 pub const MAP_FLOW_EVENTS_LOST: &str = "VIPX_FLOW_EVENTS_LOST";
+/// Name of the VIP hash map (`VipKey -> Vip`): every VIP of every group,
+/// with its group and NAT port ranges.
+pub const MAP_VIPS: &str = "VIPX_VIPS";
 /// Name of the per-CPU per-service counters (by service id).
 pub const MAP_SERVICE_STATS: &str = "VIPX_SERVICE_STATS";
 /// Name of the per-CPU per-backend counters (by backend id).

@@ -1,9 +1,12 @@
 //! Load balancing: service match, flow table, Maglev, NAT ports, and the
-//! translation of both directions of a flow.
+//! translation of both directions of a flow. What this node must not serve
+//! (a group it is not MASTER of, or whose lease is stale) is dropped,
+//! never passed: the kernel, which may still hold the VIP, would answer
+//! RST and end the client's session.
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::map, maps::PerCpuArray, programs::XdpContext};
 use vipx_common::{
-    Backend, FAMILY_V4, FAMILY_V6, Flow, FlowKey, NatEntry, Service, ServiceKey,
+    Backend, FAMILY_V4, FAMILY_V6, Flow, FlowKey, NatEntry, Service, ServiceKey, VipKey,
     flow::{
         FLOW_EVENT_END, FLOW_EVENT_NEW, FLOW_F_FIN_BACKEND, FLOW_F_FIN_CLIENT, NAT_PORT_TRIES,
         SEED_MAGLEV, SEED_NAT_PORT, flow_hash, nat_key,
@@ -14,7 +17,7 @@ use vipx_common::{
 
 use crate::{
     BPF_ANY, BPF_NOEXIST, VIPX_BACKENDS, VIPX_FLOWS, VIPX_GROUPS, VIPX_MAGLEV, VIPX_NAT,
-    VIPX_SERVICES, bump_backend, bump_service,
+    VIPX_SERVICES, VIPX_VIPS, bump_backend, bump_service,
     decision::Decision,
     flow_events,
     parse::{L3, L4, Packet, bytes, u8_at},
@@ -68,7 +71,34 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet, len: u64) -> Decision {
     if let Some(entry) = unsafe { VIPX_NAT.get(&tuple.key) } {
         return to_client(ctx, pkt, &tuple, entry, len);
     }
-    Decision::pass(reason::NO_SERVICE)
+    no_entry(&tuple.key)
+}
+
+/// Neither a service nor a NAT flow. To a VIP's NAT port range (of the
+/// packet's protocol) it is a backend's reply that lost its entry, or
+/// one for a group this node does not serve: dropped, as the kernel would
+/// answer RST. Anything else (ssh or the agent's API through the VIP,
+/// other addresses) goes to the kernel.
+#[inline(always)]
+fn no_entry(key: &FlowKey) -> Decision {
+    let vip_key = VipKey {
+        addr: key.dst,
+        family: key.family,
+        _pad: [0; 3],
+    };
+    // SAFETY: the agent replaces VIP values whole, never in place.
+    let Some(vip) = (unsafe { VIPX_VIPS.get(&vip_key) }) else {
+        return Decision::pass(reason::NO_SERVICE);
+    };
+    if !vip.is_nat_port(key.proto, key.dport) {
+        return Decision::pass(reason::NO_SERVICE);
+    }
+    // SAFETY: reading the monotonic clock has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    match serving(vip.group, now) {
+        Ok(()) => Decision::drop(reason::NAT_REPLY_MISS),
+        Err(why) => Decision::drop(why),
+    }
 }
 
 #[inline(always)]
@@ -115,8 +145,9 @@ fn tuple(ctx: &XdpContext, pkt: &Packet) -> Option<Tuple> {
 }
 
 /// Whether this node serves group `group` now: MASTER, with a fresh lease.
+/// `Err` is the reason it does not (`NOT_MASTER` or `LEASE_STALE`).
 #[inline(always)]
-fn serving(group: u32, now: u64) -> Result<(), u32> {
+pub fn serving(group: u32, now: u64) -> Result<(), u32> {
     let Some(state) = VIPX_GROUPS.get(group) else {
         return Err(reason::NOT_MASTER);
     };
@@ -135,7 +166,7 @@ fn to_backend(ctx: &XdpContext, pkt: &Packet, t: &Tuple, service: &Service, len:
     // SAFETY: reading the monotonic clock has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     if let Err(why) = serving(service.group, now) {
-        return Decision::pass(why);
+        return Decision::drop(why);
     }
     let fin = if t.tcp_flags & TCP_FIN != 0 {
         FLOW_F_FIN_CLIENT
@@ -272,7 +303,7 @@ fn to_client(ctx: &XdpContext, pkt: &Packet, t: &Tuple, entry: &NatEntry, len: u
     // SAFETY: reading the monotonic clock has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     if let Err(why) = serving(entry.group, now) {
-        return Decision::pass(why);
+        return Decision::drop(why);
     }
     let mut backend_id = None;
     if let Some(flow) = VIPX_FLOWS.get_ptr_mut(&entry.client) {

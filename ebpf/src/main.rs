@@ -1,14 +1,17 @@
 //! The vipx XDP program.
 //!
-//! Per packet: parse (Ethernet, one VLAN tag, IPv4/IPv6, TCP/UDP/VRRP),
-//! decide, count the decision in per-CPU maps. VRRP adverts and vipx
-//! heartbeats are recorded (`peer`), TCP and UDP load-balanced (`balance`).
-//! Anything the program does not own is passed to the stack untouched.
+//! Per packet: parse (Ethernet, one VLAN tag, IPv4/IPv6, TCP/UDP/VRRP,
+//! ARP requests and neighbour solicitations), decide, count the decision in
+//! per-CPU maps. VRRP adverts and vipx heartbeats are recorded (`peer`),
+//! TCP and UDP load-balanced (`balance`), requests for the VIPs of a hung
+//! agent's groups dropped (`fence`). Anything the program does not own is
+//! passed to the stack untouched.
 #![no_std]
 #![no_main]
 
 mod balance;
 mod decision;
+mod fence;
 mod flow_events;
 mod parse;
 mod peer;
@@ -22,16 +25,17 @@ use aya_ebpf::{
 };
 use vipx_common::{
     Backend, Counter, Flow, FlowKey, Group, NatEntry, PeerKey, PeerSeen, PeerSettings, Service,
-    ServiceKey, action,
+    ServiceKey, Vip, VipKey, action,
     flow::DEFAULT_FLOW_ENTRIES,
     peer::{PEER_ALLOW_ENTRIES, PEER_EVENTS_BYTES, PEER_SEEN_ENTRIES, VRID_SLOTS},
     reason,
     service::{MAGLEV_ENTRIES, MAX_BACKENDS, MAX_GROUPS, MAX_SERVICES},
+    vip::MAX_VIPS,
 };
 
 use crate::{
     decision::Decision,
-    parse::{L4, parse},
+    parse::{Frame, L4, parse},
 };
 
 /// Map update flag: create or replace (`include/uapi/linux/bpf.h`).
@@ -54,6 +58,10 @@ static VIPX_MAGLEV: Array<u32> = Array::with_max_entries(MAGLEV_ENTRIES, 0);
 /// VIP groups: master flag and agent lease.
 #[map(name = "VIPX_GROUPS")]
 static VIPX_GROUPS: Array<Group> = Array::with_max_entries(MAX_GROUPS, 0);
+
+/// Every VIP of every group: its group and NAT port ranges.
+#[map(name = "VIPX_VIPS")]
+static VIPX_VIPS: HashMap<VipKey, Vip> = HashMap::with_max_entries(MAX_VIPS, 0);
 
 /// The flow table (client -> VIP direction). The agent sizes it from its
 /// configuration at load time.
@@ -130,7 +138,9 @@ pub fn vipx_pass(_ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn decide(ctx: &XdpContext, len: u64) -> Decision {
     let pkt = match parse(ctx) {
-        Ok(pkt) => pkt,
+        Ok(Frame::Ip(pkt)) => pkt,
+        Ok(Frame::ArpRequest { target }) => return fence::arp_request(ctx, target),
+        Ok(Frame::NeighSolicit { target }) => return fence::neigh_solicit(ctx, target),
         Err(why) => return Decision::pass(why),
     };
     match pkt.l4 {

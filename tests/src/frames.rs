@@ -3,7 +3,7 @@
 //! compares the XDP program's incremental rewrites with an independent
 //! result.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use etherparse::{
     IpHeaders, IpNumber, Ipv4Extensions, Ipv4Header, Ipv4Options, Ipv6Extensions, Ipv6Header,
@@ -236,4 +236,62 @@ pub fn vrrp_frame(
 /// A vipx heartbeat from `src` to `dst`, both on UDP port `port`.
 pub fn heartbeat(src: IpAddr, dst: IpAddr, port: u16, heartbeat: &Heartbeat) -> FrameSpec {
     FrameSpec::udp(src, port, dst, port).payload(&heartbeat.encode())
+}
+
+/// ARP operation "request" (RFC 826).
+pub const ARP_REQUEST: u16 = 1;
+/// ARP operation "reply" (RFC 826).
+pub const ARP_REPLY: u16 = 2;
+
+/// An ARP packet for Ethernet and IPv4 (RFC 826), written byte by byte:
+/// operation `op` from `sender_mac`/`sender` about `target`, broadcast
+/// (target MAC unknown, all zero), padded to Ethernet's 60-byte minimum.
+pub fn arp(op: u16, sender_mac: [u8; 6], sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(60);
+    frame.extend_from_slice(&[0xff; 6]);
+    frame.extend_from_slice(&sender_mac);
+    frame.extend_from_slice(&[0x08, 0x06]); // EtherType ARP
+    frame.extend_from_slice(&[0x00, 0x01]); // hardware type Ethernet
+    frame.extend_from_slice(&[0x08, 0x00]); // protocol type IPv4
+    frame.extend_from_slice(&[6, 4]); // address lengths
+    frame.extend_from_slice(&op.to_be_bytes());
+    frame.extend_from_slice(&sender_mac);
+    frame.extend_from_slice(&sender.octets());
+    frame.extend_from_slice(&[0; 6]);
+    frame.extend_from_slice(&target.octets());
+    frame.resize(60, 0);
+    frame
+}
+
+/// `frame` with an 802.1Q tag of VLAN `id` (priority 0) after its MACs.
+pub fn vlan_tagged(frame: &[u8], id: u16) -> Vec<u8> {
+    let mut tagged = frame[..12].to_vec();
+    tagged.extend_from_slice(&[0x81, 0x00]);
+    tagged.extend_from_slice(&(id & 0x0fff).to_be_bytes());
+    tagged.extend_from_slice(&frame[12..]);
+    tagged
+}
+
+/// An IPv6 neighbour solicitation (RFC 4861 section 4.3) from
+/// `src_mac`/`src` for `target`: to the target's solicited-node multicast
+/// address (RFC 4291 section 2.7.1) and its MAC (RFC 2464 section 7), hop
+/// limit 255, with the Source Link-Layer Address option; the ICMPv6
+/// checksum computed in full.
+pub fn neighbour_solicitation(src_mac: [u8; 6], src: Ipv6Addr, target: Ipv6Addr) -> Vec<u8> {
+    let t = target.octets();
+    let mut group = [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0xff, 0, 0, 0];
+    group[13..].copy_from_slice(&t[13..]);
+    let dst_mac = [0x33, 0x33, 0xff, t[13], t[14], t[15]];
+    // After the 8-byte header (reserved word included): the target, then
+    // option 1 (source link-layer address), 1 unit of 8 bytes.
+    let mut payload = t.to_vec();
+    payload.extend_from_slice(&[1, 1]);
+    payload.extend_from_slice(&src_mac);
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ipv6(src.octets(), group, 255)
+        .icmpv6_raw(135, 0, [0; 4])
+        .write(&mut out, &payload)
+        .expect("write a neighbour solicitation");
+    out
 }

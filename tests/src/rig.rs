@@ -9,7 +9,8 @@ use aya::programs::{TestRun as _, TestRunOptions};
 use vipx_agent::{
     config::{Mode, PortRange},
     dataplane::{
-        BackendSpec, CounterSnapshot, Dataplane, GroupStates, ServiceSpec, ServiceTable, maglev,
+        BackendSpec, CounterSnapshot, Dataplane, GroupStates, ServiceSpec, ServiceTable, VipSpec,
+        VipTable, maglev,
     },
 };
 use vipx_common::{
@@ -82,16 +83,30 @@ pub fn maglev_backend(spec: &ServiceSpec, frame: &FrameSpec) -> Result<BackendSp
     Ok(spec.backends[table[slot as usize] as usize].clone())
 }
 
+/// The VIPs of `specs` as the agent writes those of its groups: each
+/// service's VIP in the service's group, with the NAT port ranges of the
+/// nat-mode services on it.
+pub fn vip_specs(specs: &[ServiceSpec]) -> Vec<VipSpec> {
+    let mut vips: Vec<VipSpec> = Vec::new();
+    for spec in specs {
+        if !vips.iter().any(|v| v.addr == spec.vip) {
+            vips.push(VipSpec::new(spec.vip, spec.group, specs));
+        }
+    }
+    vips
+}
+
 /// The loaded program with its maps.
 pub struct Rig {
     pub dataplane: Dataplane,
     pub table: ServiceTable,
+    pub vips: VipTable,
     pub groups: GroupStates,
 }
 
 impl Rig {
-    /// Services installed, backend MACs known, MASTER of group 0 with a
-    /// lease of `lease`.
+    /// Services and their VIPs installed, backend MACs known, MASTER of
+    /// group 0 with a lease of `lease`.
     pub fn new(specs: &[ServiceSpec], lease: Duration) -> Result<Self> {
         let dataplane =
             Dataplane::load_with(65536).context("load the XDP object (cargo xtask build-ebpf)")?;
@@ -106,6 +121,8 @@ impl Rig {
     ) -> Result<Self> {
         let mut table = ServiceTable::new(dataplane.maps(), false);
         table.apply(specs)?;
+        let vips = VipTable::new(dataplane.maps(), false);
+        vips.apply(&vip_specs(specs))?;
         for spec in specs {
             for backend in &spec.backends {
                 table.set_mac(backend.addr, backend_mac(backend.addr))?;
@@ -116,6 +133,7 @@ impl Rig {
         Ok(Self {
             dataplane,
             table,
+            vips,
             groups,
         })
     }

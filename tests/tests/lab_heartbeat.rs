@@ -3,8 +3,10 @@
 //! and a stopping one long before VRRP could; with three nodes the
 //! highest-priority backup takes over and the other stays backup; a
 //! master that stalls and resumes makes the backup's takeover a false one,
-//! and its detection time doubles (dampening); and heartbeats from outside
-//! the peer list are dropped by XDP.
+//! and its detection time doubles (dampening); while it stalls, its lease
+//! runs out and XDP fences the VIP: its kernel, which still holds the VIP,
+//! no longer answers ARP for it; and heartbeats from outside the peer list
+//! are dropped by XDP.
 
 mod support;
 
@@ -12,9 +14,16 @@ use std::{net::UdpSocket, time::Duration};
 
 use vipx_agent::events::{EventKind, GroupState};
 use vipx_common::{Heartbeat, peer::STATE_MASTER};
-use vipx_lab::{Cluster, ClusterOptions, Signal, agent_bin};
+use vipx_lab::{
+    Cluster, ClusterOptions, Signal, agent_bin,
+    arp::{ArpObserver, Mac, ObserveOptions},
+    keepalived,
+};
 
 const TAKEOVER: Duration = Duration::from_secs(10);
+/// The lab's lease (`lease_timeout`'s default, 100 ms), with room for a
+/// busy machine.
+const LEASE_RUN_OUT: Duration = Duration::from_millis(300);
 
 /// 1 s adverts, heartbeats every 2 ms, detection after 5 missed (10 ms):
 /// the suite runs many labs at once on a small machine, where packet
@@ -189,6 +198,77 @@ fn a_master_that_stalls_and_resumes_was_a_false_takeover_and_detection_is_damped
         cluster.metric(1, detection),
         cluster.events(1),
         cluster.lab.log_tail(cluster.nodes[1].agent, 20)
+    );
+}
+
+#[test]
+fn a_stalled_masters_node_stops_answering_arp_for_the_vip() {
+    let cluster = Cluster::up(&options(2)).expect("bring the cluster up");
+    wait_heartbeats(&cluster, 1);
+    let vip = cluster.vip();
+    let macs = [0, 1].map(|i| {
+        cluster.nodes[i]
+            .host
+            .mac()
+            .parse::<Mac>()
+            .expect("a node's MAC")
+    });
+    let fenced = "vipx_xdp_reason_packets_total{reason=\"vip_fenced\"}";
+    let fenced_before = cluster.metric(0, fenced).unwrap_or(0.0);
+    // The master's agent stalls; its XDP program stays attached, its kernel
+    // keeps the VIP, and its lease runs out.
+    let master = cluster.nodes[0].agent;
+    cluster
+        .lab
+        .kill(master, Signal::SIGSTOP)
+        .expect("SIGSTOP the master's agent");
+    let took_over = support::wait_for(TAKEOVER, || cluster.is_master(1).then_some(()));
+    std::thread::sleep(LEASE_RUN_OUT);
+    let still_held = keepalived::holds(&cluster.nodes[0].host, vip);
+    let observed = ArpObserver::start(
+        &cluster.client,
+        vip,
+        ObserveOptions {
+            interval: Duration::from_millis(5),
+            limit: Duration::from_secs(5),
+        },
+    )
+    .and_then(|observer| {
+        std::thread::sleep(Duration::from_millis(300));
+        observer.finish()
+    });
+    cluster
+        .lab
+        .kill(master, Signal::SIGCONT)
+        .expect("SIGCONT the master's agent");
+    took_over.expect("the backup takes over from the stalled master");
+    assert!(still_held, "the stalled node's kernel still holds the VIP");
+    let log = observed.expect("the ARP observer's log");
+    let first = *log.requests.first().expect("the observer asked");
+    let answered = log.answering_macs(first);
+    assert!(
+        answered.len() >= log.requests.len() / 2,
+        "{} of {} requests answered",
+        answered.len(),
+        log.requests.len()
+    );
+    for (request, by) in &answered {
+        assert_eq!(
+            by,
+            &vec![macs[1]],
+            "request {request} answered by node 1 alone (node 0 is {}), not {by:?}",
+            macs[0]
+        );
+    }
+    // The stalled node's XDP counted the requests it kept from its kernel.
+    let dropped = support::wait_for(TAKEOVER, || {
+        let now = cluster.metric(0, fenced)?;
+        (now - fenced_before >= answered.len() as f64).then_some(now)
+    });
+    assert!(
+        dropped.is_some(),
+        "node 0 fenced every request: {:?} after {fenced_before}",
+        cluster.metric(0, fenced)
     );
 }
 

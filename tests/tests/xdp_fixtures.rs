@@ -9,7 +9,9 @@ use std::{
 
 use vipx_agent::{
     config::{Mode, PortRange},
-    dataplane::{BackendSpec, CounterSnapshot, Dataplane, GroupStates, ServiceSpec, ServiceTable},
+    dataplane::{
+        BackendSpec, CounterSnapshot, Dataplane, GroupStates, ServiceSpec, ServiceTable, VipTable,
+    },
 };
 use vipx_common::{action, reason};
 use vipx_lab::{
@@ -61,10 +63,6 @@ fn dsr_spec() -> ServiceSpec {
 struct Rig(rig::Rig);
 
 impl Rig {
-    fn new(specs: &[ServiceSpec], lease: Duration) -> Self {
-        Self(rig::Rig::new(specs, lease).expect("load the XDP program and fill its maps"))
-    }
-
     fn master(specs: &[ServiceSpec]) -> Self {
         Self(rig::Rig::master(specs).expect("load the XDP program and fill its maps"))
     }
@@ -363,47 +361,6 @@ fn dsr_rewrites_only_the_destination_mac() {
 }
 
 #[test]
-fn not_master_and_stale_lease_pass_untouched() {
-    let spec = nat_spec(VIP, v4(31));
-    let syn = FrameSpec::tcp(CLIENT, 43000, VIP, 5432, tcp::SYN)
-        .macs(CLIENT_MAC, NODE_MAC)
-        .build();
-
-    let mut rig = Rig::master(std::slice::from_ref(&spec));
-    rig.0.groups.set_master(0, false).expect("step down");
-    let before = rig.counters();
-    let (act, out) = rig.run(&syn);
-    assert_eq!(
-        (act, out.as_slice()),
-        (XDP_PASS, syn.as_slice()),
-        "BACKUP passes untouched"
-    );
-    assert_eq!(
-        reason_moved(&before, &rig.counters(), reason::NOT_MASTER),
-        1
-    );
-
-    // A lease of 1 ns is stale by the time the packet runs.
-    let mut rig = Rig::new(std::slice::from_ref(&spec), Duration::from_nanos(1));
-    let before = rig.counters();
-    let (act, out) = rig.run(&syn);
-    assert_eq!(
-        (act, out.as_slice()),
-        (XDP_PASS, syn.as_slice()),
-        "stale lease passes untouched"
-    );
-    assert_eq!(
-        reason_moved(&before, &rig.counters(), reason::LEASE_STALE),
-        1
-    );
-    // A refresh makes it serve again.
-    let groups = GroupStates::new(rig.0.dataplane.maps(), Duration::from_secs(600), false);
-    groups.set_master(0, true).expect("fresh lease");
-    assert_eq!(rig.run(&syn).0, XDP_TX, "fresh lease serves");
-    assert!(rig.0.groups.is_master(0));
-}
-
-#[test]
 fn maglev_flip_keeps_established_flows_on_their_backend() {
     let spec = nat_spec(VIP, v4(31));
     let mut rig = Rig::master(std::slice::from_ref(&spec));
@@ -518,9 +475,13 @@ fn no_backend_and_unknown_mac_drop_and_count() {
     table.apply(std::slice::from_ref(&spec)).expect("install");
     let groups = GroupStates::new(dataplane.maps(), Duration::from_secs(600), false);
     groups.set_master(0, true).expect("master");
+    let vips = VipTable::new(dataplane.maps(), false);
+    vips.apply(&rig::vip_specs(std::slice::from_ref(&spec)))
+        .expect("write the VIP");
     let mut rig = Rig(rig::Rig {
         dataplane,
         table,
+        vips,
         groups,
     });
     let syn = FrameSpec::tcp(CLIENT, 46000, VIP, 5432, tcp::SYN).macs(CLIENT_MAC, NODE_MAC);

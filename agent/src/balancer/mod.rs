@@ -19,7 +19,7 @@ pub use scrape::ServiceCollector;
 
 use crate::{
     config::Config,
-    dataplane::{BackendSpec, FlowCollector, FlowStats, ServiceSpec, ServiceTable},
+    dataplane::{BackendSpec, FlowCollector, FlowStats, ServiceSpec, ServiceTable, VipSpec},
     metrics::Metrics,
     neigh::{self, Neighbours},
 };
@@ -62,6 +62,20 @@ pub fn specs(config: &Config) -> Vec<ServiceSpec> {
                     })
                     .collect(),
             }
+        })
+        .collect()
+}
+
+/// Every VIP of every group of `config`, with its group's id and the NAT
+/// port ranges of the nat-mode services of `specs` on it.
+pub fn vips(config: &Config, specs: &[ServiceSpec]) -> Vec<VipSpec> {
+    config
+        .groups_with_ids()
+        .flat_map(|(id, group)| {
+            group
+                .vips
+                .iter()
+                .map(move |vip| VipSpec::new(vip.addr, id, specs))
         })
         .collect()
 }

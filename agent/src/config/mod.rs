@@ -326,9 +326,10 @@ impl Config {
     }
 
     fn check_groups(&self, path: &Path, text: &str) -> Result<(), ConfigError> {
-        use vipx_common::service::MAX_GROUPS;
+        use vipx_common::{service::MAX_GROUPS, vip::MAX_VIPS};
         let mut names = std::collections::HashSet::new();
         let mut vrids = std::collections::HashSet::new();
+        let mut vips = std::collections::HashMap::new();
         for (i, group) in self.groups.iter().enumerate() {
             let at = group.span().start;
             let group = group.get_ref();
@@ -345,6 +346,17 @@ impl Config {
                     "group {}: vrid {} is used twice",
                     group.name, group.vrid
                 ));
+            }
+            for vip in &group.vips {
+                if let Some(other) = vips.insert(vip.addr, group.name.as_str()) {
+                    return fail(format!(
+                        "group {}: VIP {} is already in group {other}: one group holds a VIP",
+                        group.name, vip.addr
+                    ));
+                }
+            }
+            if vips.len() > MAX_VIPS as usize {
+                return fail(format!("at most {MAX_VIPS} VIPs in all groups"));
             }
         }
         Ok(())

@@ -186,6 +186,16 @@ fn duplicate_groups_and_services_are_rejected() {
         service.replace("\"a\"", "\"b\"")
     );
     assert!(error_of(&text).contains("already a service"));
+    // Another group (its own name and VRID) with the first one's VIP.
+    let other = GROUP
+        .replace("\"pg\"", "\"pg2\"")
+        .replace("vrid = 51", "vrid = 52");
+    let shared = format!("[dataplane]\ninterfaces = [\"eth0\"]\n{GROUP}{other}");
+    let err = error_of(&shared);
+    assert!(
+        err.contains("group pg2: VIP 10.0.0.100 is already in group pg"),
+        "{err}"
+    );
 }
 
 #[test]

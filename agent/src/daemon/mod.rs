@@ -25,8 +25,8 @@ use crate::{
     balancer::{self, ServiceCollector, SharedTable},
     config::Config,
     dataplane::{
-        Dataplane, FlowCollector, FlowTimeouts, GroupStates, Refresher, ServiceSpec, ServiceTable,
-        XdpCollector,
+        Dataplane, DataplaneError, FlowCollector, FlowTimeouts, GroupStates, Maps, Refresher,
+        ServiceSpec, ServiceTable, VipTable, XdpCollector,
     },
     election::runner::Wiring,
     events::EventLog,
@@ -240,8 +240,9 @@ fn load_dataplane(config: &Config) -> anyhow::Result<Dataplane> {
     Ok(dataplane)
 }
 
-/// Installs the services and starts their health checks, resolves the
-/// backends' MACs, and builds what the API and the groups share.
+/// Installs the services and starts their health checks, writes the VIPs,
+/// resolves the backends' MACs, and builds what the API and the groups
+/// share.
 async fn start_services(
     config_path: &Path,
     config: &Config,
@@ -263,6 +264,7 @@ async fn start_services(
         Arc::clone(&events),
         Arc::clone(&metrics),
     );
+    write_vips(&maps, config, &specs, ha_debug).context("writing the VIPs to the data plane")?;
     let neighbours = Neighbours::new()?;
     balancer::resolve_all(&table, &neighbours, &specs, MAC_WAIT).await;
     let groups = Arc::new(GroupStates::new(
@@ -288,6 +290,17 @@ async fn start_services(
     });
     state.set_attachments(dataplane.attachments());
     Ok((state, ownership, neighbours))
+}
+
+/// Makes the data plane's VIP map hold the VIPs of `config`'s groups, with
+/// the NAT port ranges of the services of `specs`.
+fn write_vips(
+    maps: &Arc<Maps>,
+    config: &Config,
+    specs: &[ServiceSpec],
+    ha_debug: bool,
+) -> Result<(), DataplaneError> {
+    VipTable::new(Arc::clone(maps), ha_debug).apply(&balancer::vips(config, specs))
 }
 
 /// The agent's metrics, with the data plane's figures read at each scrape.

@@ -53,6 +53,9 @@ pub(super) fn reload(
     reattach(&running, &new, state, dataplane);
     let new_specs = balancer::specs(&new);
     lock(&state.health).reload(&new, new_specs.clone());
+    if let Err(err) = super::write_vips(&dataplane.maps(), &new, &new_specs, state.ha_debug) {
+        error!("reload: writing the VIPs to the data plane: {err}");
+    }
     *lock(specs) = new_specs;
     state.events.record(
         EventKind::Reload,

@@ -224,7 +224,8 @@ impl Dataplane {
         self.pins.as_ref().map(|p| &p.report)
     }
 
-    /// The load-balancing maps (services, backends, Maglev, groups, flows).
+    /// The load-balancing maps (services, backends, Maglev, groups, VIPs,
+    /// flows).
     pub fn maps(&self) -> Arc<Maps> {
         Arc::clone(&self.maps)
     }

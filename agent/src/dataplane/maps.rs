@@ -11,7 +11,8 @@ use aya::{
 };
 use vipx_common::{
     Backend, Counter, Flow, FlowKey, Group, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_FLOWS, MAP_GROUPS,
-    MAP_MAGLEV, MAP_NAT, MAP_SERVICE_STATS, MAP_SERVICES, NatEntry, Service, ServiceKey,
+    MAP_MAGLEV, MAP_NAT, MAP_SERVICE_STATS, MAP_SERVICES, MAP_VIPS, NatEntry, Service, ServiceKey,
+    Vip, VipKey,
 };
 
 use super::error::DataplaneError;
@@ -22,6 +23,7 @@ pub struct Maps {
     pub(super) backends: Mutex<Array<MapData, Backend>>,
     pub(super) maglev: Mutex<Array<MapData, u32>>,
     pub(super) groups: Mutex<Array<MapData, Group>>,
+    pub(super) vips: Mutex<HashMap<MapData, VipKey, Vip>>,
     pub(super) flows: Mutex<HashMap<MapData, FlowKey, Flow>>,
     pub(super) nat: Mutex<HashMap<MapData, FlowKey, NatEntry>>,
     pub(super) service_stats: PerCpuArray<MapData, Counter>,
@@ -45,6 +47,7 @@ impl Maps {
             backends: Mutex::new(take(ebpf, MAP_BACKENDS)?),
             maglev: Mutex::new(take(ebpf, MAP_MAGLEV)?),
             groups: Mutex::new(take(ebpf, MAP_GROUPS)?),
+            vips: Mutex::new(take(ebpf, MAP_VIPS)?),
             flows: Mutex::new(take(ebpf, MAP_FLOWS)?),
             nat: Mutex::new(take(ebpf, MAP_NAT)?),
             service_stats: take(ebpf, MAP_SERVICE_STATS)?,
@@ -70,6 +73,11 @@ impl Maps {
     /// Every flow in the table.
     pub fn flows(&self) -> Vec<(FlowKey, Flow)> {
         lock(&self.flows).iter().filter_map(Result::ok).collect()
+    }
+
+    /// Every VIP the data plane knows, with its group and NAT ranges.
+    pub fn vips(&self) -> Vec<(VipKey, Vip)> {
+        lock(&self.vips).iter().filter_map(Result::ok).collect()
     }
 
     /// Every NAT entry in the table.

@@ -35,6 +35,7 @@ mod pins;
 mod scrape;
 mod services;
 mod settings;
+mod vips;
 
 pub use counters::{CounterMaps, CounterSnapshot};
 pub use error::{BUILD_HINT, DataplaneError};
@@ -48,3 +49,4 @@ pub use pins::{MapLayout, PinReport};
 pub use scrape::XdpCollector;
 pub use services::{BackendSpec, ServiceSpec, ServiceTable};
 pub use settings::{AttachedMode, DEFAULT_PIN_PATH, Mode, PinPath, PortRange, XdpModeConfig};
+pub use vips::{VipSpec, VipTable};
