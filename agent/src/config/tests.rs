@@ -405,13 +405,19 @@ fn sync_is_off_unless_configured_and_names_its_secret_file() {
 
 #[test]
 fn sync_errors_point_at_the_key() {
-    // GOOD is 10 lines and a final newline; a blank line follows, so
-    // [sync] is line 12 and `peers` line 14.
+    // The error is on the `peers` line, column 1.
     let own = format!(
         "{GOOD}\n[sync]\nlisten = \"10.0.0.1:9470\"\npeers = [\"10.0.0.1:9470\"]\nsecret_file = \"/s\"\n"
     );
     let err = error_of(&own);
-    assert!(err.starts_with("/etc/vipx/vipx.toml:14:1: "), "{err}");
+    let peers_line = own[..own.find("peers =").expect("a peers line")]
+        .matches('\n')
+        .count()
+        + 1;
+    assert!(
+        err.starts_with(&format!("/etc/vipx/vipx.toml:{peers_line}:1: ")),
+        "{err}"
+    );
     assert!(err.contains("does not replicate to itself"), "{err}");
     let twice = format!(
         "{GOOD}\n[sync]\nlisten = \"10.0.0.1:9470\"\npeers = [\"10.0.0.2:9470\", \"10.0.0.2:9470\"]\nsecret_file = \"/s\"\n"
