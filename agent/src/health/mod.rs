@@ -86,9 +86,21 @@ impl HealthRunner {
                         }
                     }
                     observe(&metrics, &report);
-                    let mut controller = lock(&controller);
-                    controller.on_report(&report);
-                    metrics.set_all_down(controller.all_down());
+                    // A change of health rewrites Maglev tables (tens of
+                    // thousands of map writes under the table's lock): off
+                    // the async workers, so that the elections' adverts and
+                    // timers are not held up behind it.
+                    let controller = Arc::clone(&controller);
+                    let metrics = Arc::clone(&metrics);
+                    let applied = tokio::task::spawn_blocking(move || {
+                        let mut controller = lock(&controller);
+                        controller.on_report(&report);
+                        metrics.set_all_down(controller.all_down());
+                    })
+                    .await;
+                    if let Err(err) = applied {
+                        tracing::error!("applying a health report: {err}");
+                    }
                 }
             })
         };
