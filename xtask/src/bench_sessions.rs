@@ -5,7 +5,11 @@
 //! stopped cleanly; vipx with flow replication (`[sync]`) and without, in
 //! the same run. The replication lag is read from the master's histogram.
 
-use std::{fmt::Write as _, path::Path, time::Duration};
+use std::{
+    fmt::Write as _,
+    path::Path,
+    time::{Duration, Instant},
+};
 
 use vipx_lab::{
     Cluster, ClusterOptions, PG_PORT, PG_USER, Pid, ProcSpec, Signal, VIP_PORT, http, pg_bin_dir,
@@ -20,6 +24,9 @@ const ROUNDS: usize = 110;
 const CLIENTS: usize = 4;
 /// When the event happens, after the load started.
 const EVENT_AT: Duration = Duration::from_secs(4);
+/// How long after the event the load may take to finish: a session or a
+/// client still running then is stuck on a dead connection, lost.
+const FINISH_WITHIN: Duration = Duration::from_secs(30);
 
 /// What happens to the master (node 0).
 #[derive(Clone, Copy, Debug)]
@@ -62,6 +69,8 @@ struct Outcome {
     sessions: usize,
     aborted: usize,
     failed: Option<u64>,
+    /// pgbench itself was still stuck after [`FINISH_WITHIN`] (killed).
+    stuck: bool,
     /// Replication lag on node 0: samples, p50 and p99 (bucket bounds, s).
     lag: Option<(u64, f64, f64)>,
 }
@@ -93,14 +102,20 @@ pub fn run(agent: &Path) -> anyhow::Result<()> {
             let lag = outcome.lag.map_or("-".to_owned(), |(n, p50, p99)| {
                 format!("<= {} / <= {} ({n})", seconds(p50), seconds(p99))
             });
-            writeln!(
-                table,
-                "| {system} | {} | {} of {SESSIONS} | {} of {CLIENTS} | {} | {lag} |",
+            let row = format!(
+                "| {system} | {} | {} of {SESSIONS} | {} of {CLIENTS}{} | {} | {lag} |",
                 event.name(),
                 outcome.sessions,
                 outcome.aborted,
+                if outcome.stuck {
+                    " (pgbench stuck, killed)"
+                } else {
+                    ""
+                },
                 outcome.failed.map_or("-".to_owned(), |f| f.to_string()),
-            )?;
+            );
+            eprintln!("  {row}");
+            writeln!(table, "{row}")?;
         }
     }
     println!("{table}");
@@ -144,9 +159,18 @@ fn one(agent: &Path, sync: bool, event: Event) -> anyhow::Result<Outcome> {
     std::thread::sleep(EVENT_AT);
     let lag = lag(&cluster);
     event.apply(&cluster)?;
+    let deadline = Instant::now() + FINISH_WITHIN;
+    let finish = |pid: Pid| -> anyhow::Result<Option<std::process::ExitStatus>> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let status = cluster.lab.wait_exit(pid, left)?;
+        if status.is_none() {
+            cluster.lab.kill(pid, Signal::SIGKILL)?;
+        }
+        Ok(status)
+    };
     let mut kept = 0;
     for (i, pid) in sessions.into_iter().enumerate() {
-        let status = cluster.lab.wait_exit(pid, Duration::from_secs(60))?;
+        let status = finish(pid)?;
         let log = std::fs::read_to_string(cluster.client.log_path(&format!("session{i}")))
             .unwrap_or_default();
         let answered = log.lines().filter(|l| l.trim() == "1").count();
@@ -154,7 +178,7 @@ fn one(agent: &Path, sync: bool, event: Event) -> anyhow::Result<Outcome> {
             kept += 1;
         }
     }
-    cluster.lab.wait_exit(pgbench, Duration::from_secs(60))?;
+    let stuck = finish(pgbench)?.is_none();
     let report = std::fs::read_to_string(cluster.client.log_path("pgbench")).unwrap_or_default();
     Ok(Outcome {
         sessions: kept,
@@ -167,6 +191,7 @@ fn one(agent: &Path, sync: bool, event: Event) -> anyhow::Result<Outcome> {
             .find_map(|l| l.trim().strip_prefix("number of failed transactions: "))
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|v| v.parse().ok()),
+        stuck,
         lag,
     })
 }
