@@ -9,33 +9,20 @@ use std::time::Duration;
 use std::net::Ipv4Addr;
 
 use vipx_agent::events::GroupState;
-use vipx_lab::{Cluster, ClusterOptions, Host, Signal, VIP_PORT, agent_bin, keepalived};
+use vipx_lab::{Cluster, ClusterOptions, Host, Signal, agent_bin, keepalived};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 100);
 
 const TAKEOVER: Duration = Duration::from_secs(10);
 
-/// A session through the VIP answers (retried for a few seconds while the
-/// client's ARP cache follows the gratuitous ARP).
-fn vip_answers(cluster: &Cluster) -> bool {
-    support::wait_for(Duration::from_secs(5), || {
-        vipx_lab::psql(
-            &cluster.client,
-            cluster.vip(),
-            VIP_PORT,
-            "SELECT 'via the VIP'",
-        )
-        .ok()
-        .filter(|out| out == "via the VIP")
-    })
-    .is_some()
-}
-
 #[test]
 fn a_killed_master_is_replaced_and_the_vip_answers() {
     let cluster = Cluster::up(&ClusterOptions::new(2, agent_bin())).expect("bring the cluster up");
     assert!(!cluster.is_master(1), "one master only");
-    assert!(vip_answers(&cluster), "the VIP answers before the failover");
+    assert!(
+        support::vip_answers(&cluster),
+        "the VIP answers before the failover"
+    );
     cluster
         .lab
         .kill(cluster.nodes[0].agent, Signal::SIGKILL)
@@ -56,7 +43,10 @@ fn a_killed_master_is_replaced_and_the_vip_answers() {
         detection >= 0.3,
         "detected after {detection} s: not before Master_Down_Interval"
     );
-    assert!(vip_answers(&cluster), "the VIP answers from the new master");
+    assert!(
+        support::vip_answers(&cluster),
+        "the VIP answers from the new master"
+    );
 }
 
 #[test]
@@ -76,7 +66,10 @@ fn a_stopped_master_hands_over_at_once_and_preempts_on_return() {
         timeline.became(GroupState::Master, "stopped (priority 0)"),
         "handover on priority 0: {timeline}"
     );
-    assert!(vip_answers(&cluster), "the VIP answers from the backup");
+    assert!(
+        support::vip_answers(&cluster),
+        "the VIP answers from the backup"
+    );
     let vip_on_old = cluster.nodes[0]
         .host
         .run_stdout(&["ip", "-4", "addr", "show", "eth0"])
@@ -100,7 +93,10 @@ fn a_stopped_master_hands_over_at_once_and_preempts_on_return() {
         timeline.went(GroupState::Master, GroupState::Backup),
         "{timeline}"
     );
-    assert!(vip_answers(&cluster), "the VIP answers after the failback");
+    assert!(
+        support::vip_answers(&cluster),
+        "the VIP answers after the failback"
+    );
 }
 
 #[test]
@@ -129,7 +125,7 @@ fn without_preemption_the_returning_master_stays_backup() {
         "no preemption: the returning node stays BACKUP"
     );
     assert!(cluster.is_master(other), "the current master keeps the VIP");
-    assert!(vip_answers(&cluster));
+    assert!(support::vip_answers(&cluster));
 }
 
 /// keepalived 2.2 (VRRPv3, the lab's advert interval) on `host` in vipx's
@@ -233,7 +229,7 @@ fn vipx_follows_a_keepalived_master_and_takes_over_when_it_stops() {
     cluster
         .wait_master(0, TAKEOVER)
         .expect("vipx takes the VIP back");
-    assert!(vip_answers(&cluster), "the VIP answers from vipx");
+    assert!(support::vip_answers(&cluster), "the VIP answers from vipx");
 }
 
 #[test]
@@ -300,7 +296,10 @@ fn a_node_that_cannot_reach_its_pool_gives_up_master() {
             && timeline.any(|e| e.to.contains("FAULT")),
         "node 0 went to FAULT on its pool: {timeline}"
     );
-    assert!(vip_answers(&cluster), "the VIP answers from node 1");
+    assert!(
+        support::vip_answers(&cluster),
+        "the VIP answers from node 1"
+    );
     cluster.nodes[0]
         .host
         .run(&["ip", "route", "del", "blackhole", &backend])
@@ -308,5 +307,8 @@ fn a_node_that_cannot_reach_its_pool_gives_up_master() {
     cluster
         .wait_master(0, TAKEOVER)
         .expect("node 0 recovers and preempts");
-    assert!(vip_answers(&cluster), "the VIP answers after the return");
+    assert!(
+        support::vip_answers(&cluster),
+        "the VIP answers after the return"
+    );
 }

@@ -11,25 +11,9 @@ mod support;
 
 use std::time::Duration;
 
-use vipx_lab::{Cluster, ClusterOptions, Host, Signal, VIP_PORT, agent_bin, pins_under};
+use vipx_lab::{Cluster, ClusterOptions, Host, Signal, agent_bin, pins_under};
 
 const TAKEOVER: Duration = Duration::from_secs(10);
-
-/// A session through the VIP answers (retried for a few seconds while the
-/// client's ARP cache follows the gratuitous ARP).
-fn vip_answers(cluster: &Cluster) -> bool {
-    support::wait_for(Duration::from_secs(5), || {
-        vipx_lab::psql(
-            &cluster.client,
-            cluster.vip(),
-            VIP_PORT,
-            "SELECT 'via the VIP'",
-        )
-        .ok()
-        .filter(|out| out == "via the VIP")
-    })
-    .is_some()
-}
 
 /// The id of the XDP program on `host`'s eth0 (`prog/xdp id N` in `ip -d
 /// link`), if there is one.
@@ -53,7 +37,7 @@ fn pin_names(dir: &std::path::Path) -> Vec<String> {
 fn a_killed_masters_xdp_stays_and_its_restarted_agent_adopts_it() {
     let mut cluster =
         Cluster::up(&ClusterOptions::new(2, agent_bin())).expect("bring the cluster up");
-    assert!(vip_answers(&cluster), "the VIP answers from n1");
+    assert!(support::vip_answers(&cluster), "the VIP answers from n1");
     let n1 = cluster.nodes[0].host.clone();
     let pins = cluster.nodes[0].pin_path.clone();
     let before = xdp_prog_id(&n1).expect("XDP on n1's eth0");
@@ -82,7 +66,7 @@ fn a_killed_masters_xdp_stays_and_its_restarted_agent_adopts_it() {
         "the killed agent's program stays attached to n1's eth0"
     );
     assert_eq!(pin_names(&pins), pinned, "its pins stay");
-    assert!(vip_answers(&cluster), "the VIP answers from n2");
+    assert!(support::vip_answers(&cluster), "the VIP answers from n2");
 
     let restarted = cluster.restart_agent(0).expect("start n1's agent again");
     cluster
@@ -103,7 +87,10 @@ fn a_killed_masters_xdp_stays_and_its_restarted_agent_adopts_it() {
     );
     let after = xdp_prog_id(&n1).expect("XDP on n1's eth0");
     assert_ne!(after, before, "eth0 runs the restarted agent's program");
-    assert!(vip_answers(&cluster), "the VIP answers from n1 again");
+    assert!(
+        support::vip_answers(&cluster),
+        "the VIP answers from n1 again"
+    );
 
     let status = cluster
         .lab

@@ -81,6 +81,18 @@ impl Node {
     }
 }
 
+/// B listens, A streams to it; returns once B holds A's (empty) table.
+async fn connect(a: &mut Node, b: &mut Node) -> (Replicator, Replicator) {
+    let rb = b.replicator("b", Vec::new(), SECRET).await;
+    let ra = a.replicator("a", vec![rb.listen], SECRET).await;
+    let mut synced = rb.synced();
+    tokio::time::timeout(Duration::from_secs(10), synced.wait_for(|s| !s.is_empty()))
+        .await
+        .expect("A's whole table within 10 s")
+        .expect("the receiver runs");
+    (rb, ra)
+}
+
 /// Waits (bounded) until `done` holds.
 async fn wait_until(what: &str, done: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -176,13 +188,7 @@ async fn new_flows_and_resets_stream_from_the_program_as_they_happen() {
     let spec = nat_spec(VIP, BACKEND, 65537);
     let mut a = Node::new(&spec);
     let mut b = Node::new(&spec);
-    let rb = b.replicator("b", Vec::new(), SECRET).await;
-    let _ra = a.replicator("a", vec![rb.listen], SECRET).await;
-    let mut synced = rb.synced();
-    tokio::time::timeout(Duration::from_secs(10), synced.wait_for(|s| !s.is_empty()))
-        .await
-        .expect("the (empty) bulk within 10 s")
-        .expect("the receiver runs");
+    let (_rb, _ra) = connect(&mut a, &mut b).await;
 
     // A flow created after the bulk travels as the program reports it.
     let syn = FrameSpec::tcp(CLIENT, 52_000, VIP, 5432, tcp::SYN);
@@ -263,13 +269,7 @@ async fn ten_thousand_concurrent_flows_reach_the_peer_and_the_lag_is_reported() 
     spec.nat_ports = PortRange::default();
     let mut a = Node::new(&spec);
     let mut b = Node::new(&spec);
-    let rb = b.replicator("b", Vec::new(), SECRET).await;
-    let _ra = a.replicator("a", vec![rb.listen], SECRET).await;
-    let mut synced = rb.synced();
-    tokio::time::timeout(Duration::from_secs(10), synced.wait_for(|s| !s.is_empty()))
-        .await
-        .expect("the (empty) bulk within 10 s")
-        .expect("the receiver runs");
+    let (_rb, _ra) = connect(&mut a, &mut b).await;
 
     let started = Instant::now();
     for port in 0..FLOWS {

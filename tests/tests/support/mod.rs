@@ -23,3 +23,19 @@ pub fn wait_for<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> Opt
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A session through the VIP answers (retried for a few seconds while the
+/// client's ARP cache follows the gratuitous ARP).
+pub fn vip_answers(cluster: &vipx_lab::Cluster) -> bool {
+    wait_for(Duration::from_secs(5), || {
+        vipx_lab::psql(
+            &cluster.client,
+            cluster.vip(),
+            vipx_lab::VIP_PORT,
+            "SELECT 'via the VIP'",
+        )
+        .ok()
+        .filter(|out| out == "via the VIP")
+    })
+    .is_some()
+}
