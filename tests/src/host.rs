@@ -253,6 +253,16 @@ impl Host {
             .spawn_in(self.name(), self.netns_name(), name, &spec.into())
     }
 
+    /// The id of the XDP program on the host's interface, as `ip -d link`
+    /// shows it (`prog/xdp id N`), if there is one.
+    pub fn xdp_prog_id(&self) -> Option<u32> {
+        let out = self
+            .run_stdout(&["ip", "-d", "link", "show", self.iface()])
+            .expect("ip -d link show");
+        let rest = out.split("prog/xdp id ").nth(1)?;
+        rest.split_whitespace().next()?.parse().ok()
+    }
+
     /// The log file of process `name` of this host.
     pub fn log_path(&self, name: &str) -> PathBuf {
         self.lab.log_path(self.name(), name)

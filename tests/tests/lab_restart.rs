@@ -11,19 +11,9 @@ mod support;
 
 use std::time::Duration;
 
-use vipx_lab::{Cluster, ClusterOptions, Host, Signal, agent_bin, pins_under};
+use vipx_lab::{Cluster, ClusterOptions, Signal, agent_bin, pins_under};
 
 const TAKEOVER: Duration = Duration::from_secs(10);
-
-/// The id of the XDP program on `host`'s eth0 (`prog/xdp id N` in `ip -d
-/// link`), if there is one.
-fn xdp_prog_id(host: &Host) -> Option<u32> {
-    let out = host
-        .run_stdout(&["ip", "-d", "link", "show", "eth0"])
-        .expect("ip -d link show eth0");
-    let rest = out.split("prog/xdp id ").nth(1)?;
-    rest.split_whitespace().next()?.parse().ok()
-}
 
 /// The file names of the pins under `dir`.
 fn pin_names(dir: &std::path::Path) -> Vec<String> {
@@ -40,7 +30,7 @@ fn a_killed_masters_xdp_stays_and_its_restarted_agent_adopts_it() {
     assert!(support::vip_answers(&cluster), "the VIP answers from n1");
     let n1 = cluster.nodes[0].host.clone();
     let pins = cluster.nodes[0].pin_path.clone();
-    let before = xdp_prog_id(&n1).expect("XDP on n1's eth0");
+    let before = n1.xdp_prog_id().expect("XDP on n1's eth0");
     let pinned = pin_names(&pins);
     assert!(
         pinned.iter().any(|p| p.starts_with("link_eth0_"))
@@ -61,7 +51,7 @@ fn a_killed_masters_xdp_stays_and_its_restarted_agent_adopts_it() {
         .expect("n1's agent is gone");
     cluster.wait_master(1, TAKEOVER).expect("n2 takes over");
     assert_eq!(
-        xdp_prog_id(&n1),
+        n1.xdp_prog_id(),
         Some(before),
         "the killed agent's program stays attached to n1's eth0"
     );
@@ -85,7 +75,7 @@ fn a_killed_masters_xdp_stays_and_its_restarted_agent_adopts_it() {
         since_restart.contains("maps adopted from"),
         "the restarted agent adopted the maps:\n{since_restart}"
     );
-    let after = xdp_prog_id(&n1).expect("XDP on n1's eth0");
+    let after = n1.xdp_prog_id().expect("XDP on n1's eth0");
     assert_ne!(after, before, "eth0 runs the restarted agent's program");
     assert!(
         support::vip_answers(&cluster),
@@ -97,7 +87,7 @@ fn a_killed_masters_xdp_stays_and_its_restarted_agent_adopts_it() {
         .stop_process(restarted)
         .expect("SIGTERM n1's agent");
     assert_eq!(status.code(), Some(0), "clean exit");
-    assert_eq!(xdp_prog_id(&n1), None, "a clean stop detaches XDP");
+    assert_eq!(n1.xdp_prog_id(), None, "a clean stop detaches XDP");
     assert!(
         pin_names(&pins).is_empty(),
         "a clean stop removes the pins: {:?}",

@@ -39,16 +39,6 @@ const FLOW_ENTRIES: u32 = 4096;
 /// A lease that outlives the test.
 const LEASE: Duration = Duration::from_secs(3600);
 
-/// The id of the XDP program on `host`'s eth0, as `ip -d link` shows it
-/// (`prog/xdp id N`), if there is one.
-fn xdp_prog_id(host: &Host) -> Option<u32> {
-    let out = host
-        .run_stdout(&["ip", "-d", "link", "show", "eth0"])
-        .expect("ip -d link show eth0");
-    let rest = out.split("prog/xdp id ").nth(1)?;
-    rest.split_whitespace().next()?.parse().ok()
-}
-
 /// The link pinned at `path`: its id and its program's id.
 fn pinned_link(path: &Path) -> (u32, u32) {
     let link: FdLink = aya::programs::links::PinnedLink::from_pin(path)
@@ -104,7 +94,7 @@ fn a_dropped_data_plane_leaves_xdp_attached_and_the_next_one_adopts_it() {
     let link_pin = pins.join(format!("link_eth0_{mode}"));
     let (link_id, first_prog) = pinned_link(&link_pin);
     assert_eq!(
-        xdp_prog_id(&node),
+        node.xdp_prog_id(),
         Some(first_prog),
         "eth0 runs the program of the pinned link"
     );
@@ -120,7 +110,7 @@ fn a_dropped_data_plane_leaves_xdp_attached_and_the_next_one_adopts_it() {
     // Dropped without a stop, as kill -9 would: XDP and the pins stay.
     drop(first);
     assert_eq!(
-        xdp_prog_id(&node),
+        node.xdp_prog_id(),
         Some(first_prog),
         "the program stays attached to eth0"
     );
@@ -144,7 +134,7 @@ fn a_dropped_data_plane_leaves_xdp_attached_and_the_next_one_adopts_it() {
     let (adopted_id, second_prog) = pinned_link(&link_pin);
     assert_eq!(adopted_id, link_id, "the same link");
     assert_ne!(second_prog, first_prog, "now running the new program");
-    assert_eq!(xdp_prog_id(&node), Some(second_prog));
+    assert_eq!(node.xdp_prog_id(), Some(second_prog));
     let kept: Vec<Option<u32>> = spec
         .backends
         .iter()
@@ -178,7 +168,7 @@ fn a_dropped_data_plane_leaves_xdp_attached_and_the_next_one_adopts_it() {
     // A clean stop detaches and removes every pin.
     let Rig { dataplane, .. } = second;
     dataplane.stop();
-    assert_eq!(xdp_prog_id(&node), None, "XDP detached from eth0");
+    assert_eq!(node.xdp_prog_id(), None, "XDP detached from eth0");
     assert_eq!(pins_under(&pins), Vec::<PathBuf>::new(), "no pin left");
     assert!(!pins.exists(), "the pin directory is gone");
 }
@@ -276,19 +266,19 @@ fn link_pins_follow_the_configured_interfaces_and_mode() {
     // Detached (a reload without eth0): its pin goes with it.
     second.detach("eth0").expect("detach eth0");
     assert!(link_pins(&pins).is_empty(), "{:?}", link_pins(&pins));
-    assert_eq!(xdp_prog_id(&node), None, "XDP detached");
+    assert_eq!(node.xdp_prog_id(), None, "XDP detached");
 
     // Attached again, then killed; the next data plane, whose
     // configuration has no eth0, removes the stale link.
     node.enter(|| second.attach("eth0", XdpModeConfig::Generic))
         .expect("enter node")
         .expect("generic mode again");
-    assert_ne!(xdp_prog_id(&node), None);
+    assert_ne!(node.xdp_prog_id(), None);
     drop(second);
     let mut third = Dataplane::load_pinned(FLOW_ENTRIES, &pins).expect("load pinned");
     third.remove_stale_links();
     assert!(link_pins(&pins).is_empty(), "{:?}", link_pins(&pins));
-    assert_eq!(xdp_prog_id(&node), None, "XDP left the unconfigured eth0");
+    assert_eq!(node.xdp_prog_id(), None, "XDP left the unconfigured eth0");
     third.stop();
     assert_eq!(pins_under(&pins), Vec::<PathBuf>::new(), "no pin left");
 }
