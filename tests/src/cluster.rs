@@ -11,11 +11,15 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{Host, Lab, LabOptions, PgBouncer, PgBouncerOptions, Pid, Postgres, ProcSpec, http};
+use crate::{Host, Lab, LabOptions, PgBouncer, Pid, Postgres, ProcSpec, http};
 
+mod backends;
 mod config;
+mod failure;
 
-use config::{Ipv6Group, NodeConfig, node_config, peers, sync_section, weights, with_ipv6_group};
+use backends::service_lines;
+use config::{Ipv6Group, NodeConfig, node_config, peers, service6, sync_section, with_ipv6_group};
+pub use failure::Failure;
 
 /// Port of every agent's API and `/metrics`.
 pub const API_PORT: u16 = 9469;
@@ -95,6 +99,12 @@ pub struct ClusterOptions {
     /// Flow replication between the nodes (`[sync]`, with a secret file the
     /// lab writes).
     pub sync: bool,
+    /// The service in dsr mode: each PgBouncer on a host of its own (b1,
+    /// b2, ...), holding the VIP on `lo` and listening on the VIP's port.
+    pub dsr: bool,
+    /// With [`ipv6_vip`](Self::ipv6_vip): a nat service `pgbouncer6` on the
+    /// IPv6 VIP, in front of the same PgBouncers over IPv6.
+    pub ipv6_service: bool,
     /// Lab settings.
     pub lab: LabOptions,
 }
@@ -115,6 +125,8 @@ impl ClusterOptions {
             heartbeat: None,
             ipv6_vip: false,
             sync: false,
+            dsr: false,
+            ipv6_service: false,
             lab: LabOptions::default(),
         }
     }
@@ -139,12 +151,12 @@ pub struct Cluster {
     pub postgres: Postgres,
     pub pgbouncers: Vec<PgBouncer>,
     pub agent_bin: PathBuf,
-    health: Option<String>,
-    extra_config: String,
-    group_options: String,
-    advert_interval_ms: u64,
-    heartbeat: Option<Duration>,
-    ipv6_vip: bool,
+    /// The i-th PgBouncer's address in the service (and over IPv6, with
+    /// [`ClusterOptions::ipv6_service`]).
+    backend_addrs: Vec<SocketAddr>,
+    backend_addrs6: Vec<SocketAddr>,
+    /// What the cluster was made of.
+    opts: ClusterOptions,
     /// The cluster secret's file, with `[sync]`.
     sync_secret: Option<PathBuf>,
     // Last: hosts and processes above refer to it.
@@ -165,24 +177,10 @@ impl Cluster {
             client.add_addr(&lab.v6(CLIENT))?;
         }
         let postgres = Postgres::start(&backend, PG_PORT)?;
-        let pgbouncers = (0..opts.pgbouncers)
-            .map(|i| {
-                PgBouncer::start(
-                    &backend,
-                    "*",
-                    PGBOUNCER_FIRST_PORT + i,
-                    Ipv4Addr::LOCALHOST,
-                    PG_PORT,
-                    &PgBouncerOptions {
-                        // Totals in SHOW STATS every second, for the tests.
-                        settings: vec![("stats_period".into(), "1".into())],
-                        default_pool_size: opts.pool_size.unwrap_or(20),
-                        ..PgBouncerOptions::default()
-                    },
-                )
-            })
-            .collect::<Result<Vec<_>>>()?;
-
+        if opts.ipv6_service {
+            backend.add_addr(&lab.v6(BACKEND))?;
+        }
+        let backends = backends::start(&lab, &backend, opts.pgbouncers, opts.dsr, opts.pool_size)?;
         let sync_secret = if opts.sync {
             let path = lab.tmp_dir().join("cluster.secret");
             let mut bytes = [0u8; 24];
@@ -193,77 +191,49 @@ impl Cluster {
         } else {
             None
         };
-        let mut nodes = Vec::with_capacity(opts.nodes);
-        for i in 0..opts.nodes {
-            let name = format!("n{}", i + 1);
-            let number = NODE_BASE + u32::try_from(i).context("node count")?;
-            let host = lab.add_host(&name, &lab.v4(number))?;
-            if opts.ipv6_vip {
-                host.add_addr(&lab.v6(number))?;
-            }
-            let config = lab.tmp_dir().join(format!("{name}.toml"));
-            let pin_path = lab.pin_dir(&name)?;
-            let text = node_config(&NodeConfig {
-                name: &format!("{}-{name}", lab.id()),
-                pin_path: &pin_path,
-                master: i == 0,
-                priority: node_priority(i),
-                vip: &lab.v4(VIP),
-                backend: backend.ipv4(),
-                weights: &weights(opts.pgbouncers, &opts.weights),
-                health: opts.health.as_deref(),
-                extra: &with_ipv6_group(
-                    &opts.extra_config,
-                    opts.ipv6_vip.then_some(Ipv6Group {
-                        lab: &lab,
-                        index: i,
-                        nodes: opts.nodes,
-                        advert_ms: opts.advert_interval_ms,
-                        heartbeat: opts.heartbeat,
-                    }),
-                ),
-                group: &opts.group_options,
-                advert_ms: opts.advert_interval_ms,
-                heartbeat: opts.heartbeat,
-                peers: &peers(&lab, opts.nodes, i),
-                sync: sync_secret
-                    .as_deref()
-                    .map(|secret| sync_section(&lab, opts.nodes, i, secret)),
-            });
-            std::fs::write(&config, text)
-                .with_context(|| format!("writing {}", config.display()))?;
-            let agent = host.spawn(
-                "vipx-agent",
-                ProcSpec::new(&opts.agent_bin)
-                    .arg("--config")
-                    .arg(&config)
-                    .env("RUST_LOG", "info"),
-            )?;
-            let api = SocketAddr::from((host.ipv4(), API_PORT));
-            nodes.push(Node {
-                host,
-                agent,
-                config,
-                pin_path,
-                api,
-            });
-        }
-        let cluster = Self {
-            nodes,
+        let mut cluster = Self {
+            nodes: Vec::with_capacity(opts.nodes),
             client,
             backend,
             postgres,
-            pgbouncers,
+            pgbouncers: backends.pgbouncers,
+            backend_addrs: backends.addrs,
+            backend_addrs6: backends.addrs6,
             agent_bin: opts.agent_bin.clone(),
-            health: opts.health.clone(),
-            extra_config: opts.extra_config.clone(),
-            group_options: opts.group_options.clone(),
-            advert_interval_ms: opts.advert_interval_ms,
-            heartbeat: opts.heartbeat,
-            ipv6_vip: opts.ipv6_vip,
+            opts: opts.clone(),
             sync_secret,
             lab,
         };
+        for i in 0..opts.nodes {
+            let name = format!("n{}", i + 1);
+            let number = NODE_BASE + u32::try_from(i).context("node count")?;
+            let host = cluster.lab.add_host(&name, &cluster.lab.v4(number))?;
+            if opts.ipv6_vip {
+                host.add_addr(&cluster.lab.v6(number))?;
+            }
+            let config = cluster.lab.tmp_dir().join(format!("{name}.toml"));
+            let pin_path = cluster.lab.pin_dir(&name)?;
+            let api = SocketAddr::from((host.ipv4(), API_PORT));
+            let node = Node {
+                host,
+                agent: 0,
+                config,
+                pin_path,
+                api,
+            };
+            let all: Vec<usize> = (0..cluster.pgbouncers.len()).collect();
+            let text = cluster.node_text(i, &node, &all, &opts.weights);
+            std::fs::write(&node.config, text)
+                .with_context(|| format!("writing {}", node.config.display()))?;
+            let agent = node.host.spawn(
+                "vipx-agent",
+                ProcSpec::new(&opts.agent_bin)
+                    .arg("--config")
+                    .arg(&node.config)
+                    .env("RUST_LOG", "info"),
+            )?;
+            cluster.nodes.push(Node { agent, ..node });
+        }
         for node in &cluster.nodes {
             cluster.wait_agent(node)?;
         }
@@ -302,39 +272,66 @@ impl Cluster {
         }
     }
 
-    /// Rewrites node `index`'s configuration with these PgBouncer `(port,
-    /// weight)` pairs (a PgBouncer left out leaves the service) and reloads
-    /// its agent with SIGHUP.
-    pub fn reconfigure(&self, index: usize, backends: &[(u16, u32)]) -> Result<()> {
-        let node = &self.nodes[index];
-        let text = node_config(&NodeConfig {
-            name: &format!("{}-{}", self.lab.id(), node.host.name()),
+    /// Node `index`'s configuration file, with these PgBouncers (indexes
+    /// into [`Self::pgbouncers`]) and weights (missing ones: 1).
+    fn node_text(&self, index: usize, node: &Node, picked: &[usize], weights: &[u32]) -> String {
+        let pick = |addrs: &[SocketAddr]| -> Vec<SocketAddr> {
+            picked
+                .iter()
+                .filter_map(|&i| addrs.get(i).copied())
+                .collect()
+        };
+        let lab = &self.lab;
+        let opts = &self.opts;
+        let mut extra = with_ipv6_group(
+            &opts.extra_config,
+            opts.ipv6_vip.then_some(Ipv6Group {
+                lab,
+                index,
+                nodes: self.nodes.len().max(opts.nodes),
+                advert_ms: opts.advert_interval_ms,
+                heartbeat: opts.heartbeat,
+            }),
+        );
+        if opts.ipv6_service {
+            extra.push_str(&service6(
+                lab,
+                &service_lines(&pick(&self.backend_addrs6), weights),
+            ));
+        }
+        node_config(&NodeConfig {
+            name: &format!("{}-{}", lab.id(), node.host.name()),
             pin_path: &node.pin_path,
             master: index == 0,
             priority: node_priority(index),
-            vip: &self.lab.v4(VIP),
-            backend: self.backend.ipv4(),
-            weights: backends,
-            health: self.health.as_deref(),
-            extra: &with_ipv6_group(
-                &self.extra_config,
-                self.ipv6_vip.then_some(Ipv6Group {
-                    lab: &self.lab,
-                    index,
-                    nodes: self.nodes.len(),
-                    advert_ms: self.advert_interval_ms,
-                    heartbeat: self.heartbeat,
-                }),
-            ),
-            group: &self.group_options,
-            advert_ms: self.advert_interval_ms,
-            heartbeat: self.heartbeat,
-            peers: &peers(&self.lab, self.nodes.len(), index),
+            vip: &lab.v4(VIP),
+            mode: if opts.dsr { "dsr" } else { "nat" },
+            backends: &service_lines(&pick(&self.backend_addrs), weights),
+            health: opts.health.as_deref(),
+            extra: &extra,
+            group: &opts.group_options,
+            advert_ms: opts.advert_interval_ms,
+            heartbeat: opts.heartbeat,
+            peers: &peers(lab, opts.nodes, index),
             sync: self
                 .sync_secret
                 .as_deref()
-                .map(|secret| sync_section(&self.lab, self.nodes.len(), index, secret)),
-        });
+                .map(|secret| sync_section(lab, opts.nodes, index, secret)),
+        })
+    }
+
+    /// Rewrites node `index`'s configuration with these PgBouncer `(port,
+    /// weight)` pairs, PgBouncer `PGBOUNCER_FIRST_PORT + i` being the i-th
+    /// (a PgBouncer left out leaves the service), and reloads its agent
+    /// with SIGHUP.
+    pub fn reconfigure(&self, index: usize, backends: &[(u16, u32)]) -> Result<()> {
+        let node = &self.nodes[index];
+        let picked: Vec<usize> = backends
+            .iter()
+            .map(|(port, _)| usize::from(port.saturating_sub(PGBOUNCER_FIRST_PORT)))
+            .collect();
+        let weights: Vec<u32> = backends.iter().map(|(_, w)| *w).collect();
+        let text = self.node_text(index, node, &picked, &weights);
         std::fs::write(&node.config, text)
             .with_context(|| format!("writing {}", node.config.display()))?;
         self.lab.kill(node.agent, crate::Signal::SIGHUP)

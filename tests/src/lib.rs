@@ -37,6 +37,7 @@ pub mod probe;
 mod process;
 mod procs;
 pub mod rig;
+pub mod sessions;
 mod stats;
 mod sweep;
 pub mod timeline;
@@ -47,8 +48,8 @@ pub mod xdp;
 mod selftest;
 
 pub use cluster::{
-    ADVERT_INTERVAL_MS, API_PORT, Cluster, ClusterOptions, Node, PG_PORT, PGBOUNCER_FIRST_PORT,
-    VIP_PORT, agent_bin, node_priority,
+    ADVERT_INTERVAL_MS, API_PORT, Cluster, ClusterOptions, Failure, Node, PG_PORT,
+    PGBOUNCER_FIRST_PORT, VIP_PORT, agent_bin, node_priority,
 };
 pub use host::{Host, IFACE};
 pub use lab::{BRIDGE, KEEP_ENV, Lab, LabCore, LabOptions};

@@ -76,8 +76,7 @@ fn session_survives(failure: Failure) {
         let grown: Vec<usize> = (0..now.len()).filter(|&i| now[i] > before[i]).collect();
         (grown.len() == 1).then(|| grown[0])
     });
-    let port = cluster.pgbouncers[serving].port();
-    let backend = format!("{}:{port}", cluster.backend.ipv4());
+    let backend = cluster.backend_addr(serving);
 
     // The backup holds the flow, then drains that PgBouncer: new flows there
     // would go to another one.
@@ -86,21 +85,9 @@ fn session_survives(failure: Failure) {
         Duration::from_secs(10),
         || (cluster.metric(1, installed)? >= 1.0).then_some(()),
     );
-    let drained = cluster.nodes[1]
-        .host
-        .run(&[
-            cluster.agent_bin.to_str().expect("utf-8 path"),
-            "drain",
-            "--api",
-            &format!("http://{}", cluster.nodes[1].api),
-            &backend,
-        ])
-        .expect("drain on node 1");
-    assert!(
-        drained.status.success(),
-        "drain {backend} on node 1: {}",
-        String::from_utf8_lossy(&drained.stderr)
-    );
+    cluster
+        .drain(1, backend)
+        .unwrap_or_else(|err| panic!("drain on node 1: {err:#}"));
 
     // The master fails: node 1 takes over mid-session.
     match failure {

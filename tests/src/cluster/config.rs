@@ -2,7 +2,7 @@
 
 use std::{net::Ipv4Addr, path::Path, time::Duration};
 
-use super::{API_PORT, Cluster, NODE_BASE, PGBOUNCER_FIRST_PORT, VIP, VIP_PORT, node_priority};
+use super::{API_PORT, Cluster, NODE_BASE, VIP, VIP_PORT, node_priority};
 use crate::Lab;
 
 /// What differs between the lab's node configurations.
@@ -15,9 +15,10 @@ pub(super) struct NodeConfig<'a> {
     /// VRRP priority: the first node highest.
     pub(super) priority: u8,
     pub(super) vip: &'a str,
-    pub(super) backend: Ipv4Addr,
-    /// `(port, weight)` of each PgBouncer in the service.
-    pub(super) weights: &'a [(u16, u32)],
+    /// The service's mode (`nat`, `dsr`).
+    pub(super) mode: &'a str,
+    /// The service's `backends` lines ([`super::backends::service_lines`]).
+    pub(super) backends: &'a str,
     pub(super) health: Option<&'a str>,
     pub(super) extra: &'a str,
     pub(super) group: &'a str,
@@ -61,7 +62,7 @@ fn other_nodes(nodes: usize, index: usize) -> impl Iterator<Item = u32> {
 }
 
 /// An address of the lab without its prefix length.
-fn bare(cidr: &str) -> &str {
+pub(super) fn bare(cidr: &str) -> &str {
     cidr.split('/').next().unwrap_or(cidr)
 }
 
@@ -119,28 +120,18 @@ pub(super) fn with_ipv6_group(extra: &str, group: Option<Ipv6Group<'_>>) -> Stri
     )
 }
 
-pub(super) fn weights(pgbouncers: u16, weights: &[u32]) -> Vec<(u16, u32)> {
-    (0..pgbouncers)
-        .map(|i| {
-            let weight = weights.get(usize::from(i)).copied().unwrap_or(1);
-            (PGBOUNCER_FIRST_PORT + i, weight)
-        })
-        .collect()
+/// The nat service on the IPv6 VIP, in front of the PgBouncers' IPv6
+/// addresses (`backends` lines).
+pub(super) fn service6(lab: &Lab, backends: &str) -> String {
+    format!(
+        "\n[[service]]\nname = \"pgbouncer6\"\nvip = \"{vip}\"\nport = {VIP_PORT}\nmode = \"nat\"\nbackends = [\n{backends}]\n",
+        vip = bare(&lab.v6(VIP)),
+    )
 }
 
 /// The configuration file of one lab node: one group holding the VIP, one
 /// nat service in front of the PgBouncers.
 pub(super) fn node_config(node: &NodeConfig<'_>) -> String {
-    let backends: String = node
-        .weights
-        .iter()
-        .map(|(port, weight)| {
-            format!(
-                "  {{ address = \"{}\", port = {port}, weight = {weight} }},\n",
-                node.backend
-            )
-        })
-        .collect();
     let health = node
         .health
         .map(|body| format!("\n[service.health]\n{body}\n"))
@@ -154,11 +145,13 @@ pub(super) fn node_config(node: &NodeConfig<'_>) -> String {
          [api]\nlisten = \"0.0.0.0:{API_PORT}\"\n\n\
          [[group]]\nname = \"pg\"\nvrid = 51\ninterface = \"eth0\"\nvips = [\"{vip}\"]\nstate = \"{state}\"\n\
          election = \"vrrp\"\npriority = {priority}\nadvert_interval = \"{advert_ms}ms\"\n{heartbeat}{group}\n\n\
-         [[service]]\nname = \"pgbouncer\"\nvip = \"{vip_addr}\"\nport = {VIP_PORT}\nmode = \"nat\"\nbackends = [\n{backends}]\n{health}\n{extra}{sync}",
+         [[service]]\nname = \"pgbouncer\"\nvip = \"{vip_addr}\"\nport = {VIP_PORT}\nmode = \"{mode}\"\nbackends = [\n{backends}]\n{health}\n{extra}{sync}",
         name = node.name,
         pin_path = node.pin_path.display(),
         vip = node.vip,
         vip_addr = node.vip.split('/').next().unwrap_or(node.vip),
+        mode = node.mode,
+        backends = node.backends,
         state = if node.master { "master" } else { "backup" },
         priority = node.priority,
         extra = node.extra,
