@@ -6,6 +6,9 @@
 pub const FLOW_F_FIN_CLIENT: u8 = 1;
 /// Flow flag: the backend sent a FIN.
 pub const FLOW_F_FIN_BACKEND: u8 = 2;
+/// Flow flag: installed from a peer's replication, not created by this
+/// node's XDP program (which never sets it).
+pub const FLOW_F_REPLICA: u8 = 4;
 
 /// Default size of the flow table (LRU hash).
 pub const DEFAULT_FLOW_ENTRIES: u32 = 262_144;

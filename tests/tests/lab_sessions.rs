@@ -54,6 +54,22 @@ fn sessions_survive(opts: &ClusterOptions, failure: Failure) {
         (n >= flows).then_some(n)
     })
     .unwrap_or_else(|| panic!("node 1 did not install the load's {flows} flows"));
+    // Each node tells its own flows from its peers' (counted every second).
+    let held = |node: usize, origin: &str| {
+        cluster.metric(node, &format!("vipx_flows_held{{origin=\"{origin}\"}}"))
+    };
+    support::wait_for(Duration::from_secs(5), || {
+        (held(0, "own")? >= flows && held(1, "replicated")? >= flows).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "flows held: node 0 own {:?} (replicated {:?}), node 1 replicated {:?} (own {:?}); {flows} expected",
+            held(0, "own"),
+            held(0, "replicated"),
+            held(1, "replicated"),
+            held(1, "own")
+        )
+    });
     let drained = if opts.ipv6_service {
         cluster.backend_addr6(0)
     } else {

@@ -201,5 +201,7 @@ fn report(stats: &FlowStats, table: &SharedTable, metrics: &Metrics) {
             count(&stats.nat_ports, id),
         );
     }
+    let total: u64 = stats.flows.values().sum();
+    metrics.set_flows_held(total.saturating_sub(stats.replicated), stats.replicated);
     metrics.count_expired(stats.expired);
 }

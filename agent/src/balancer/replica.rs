@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use vipx_common::{
     Backend, Flow, FlowKey, NatEntry, ServiceKey,
     addr::{from_map, to_map},
-    flow::nat_key,
+    flow::{FLOW_F_REPLICA, nat_key},
 };
 
 use crate::dataplane::{DataplaneError, Maps, Mode, ServiceTable};
@@ -114,7 +114,7 @@ pub fn install(table: &ServiceTable, record: &FlowRecord, now_ns: u64) -> Result
         backend,
         service,
         nat_port: record.nat_port,
-        flags: record.flags,
+        flags: record.flags | FLOW_F_REPLICA,
         _pad: 0,
         group: spec.group,
         created_ns: last_seen_ns,

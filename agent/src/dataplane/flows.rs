@@ -10,7 +10,7 @@ use std::{
 
 use vipx_common::{
     FlowKey,
-    flow::{FLOW_F_FIN_BACKEND, FLOW_F_FIN_CLIENT, nat_key},
+    flow::{FLOW_F_FIN_BACKEND, FLOW_F_FIN_CLIENT, FLOW_F_REPLICA, nat_key},
 };
 
 use super::{lease::monotonic_ns, maps::Maps};
@@ -29,6 +29,9 @@ pub struct FlowTimeouts {
 pub struct FlowStats {
     /// Flows per service id.
     pub flows: HashMap<u32, u64>,
+    /// Of all flows, those installed from a peer's replication (the rest
+    /// this node's XDP program created).
+    pub replicated: u64,
     /// NAT ports in use per service id.
     pub nat_ports: HashMap<u32, u64>,
     /// Flows forgotten by this collection.
@@ -86,6 +89,7 @@ fn collect(
         };
         if idle <= limit {
             *stats.flows.entry(flow.service).or_default() += 1;
+            stats.replicated += u64::from(flow.flags & FLOW_F_REPLICA != 0);
             continue;
         }
         let _ = lock(&maps.flows).remove(&key);

@@ -111,6 +111,7 @@ pub struct Metrics {
 struct ServiceFamilies {
     flows: IntGaugeVec,
     nat_ports: IntGaugeVec,
+    held: IntGaugeVec,
     flows_expired: IntCounter,
     all_down: IntGaugeVec,
 }
@@ -177,6 +178,11 @@ impl ServiceFamilies {
                 "vipx_service_nat_ports",
                 "NAT ports in use, by service (nat mode).",
                 &["service"],
+            )?,
+            held: r.int_gauges(
+                "vipx_flows_held",
+                "Flows in this node's table, by origin: own (created by its XDP program) or replicated (installed from a peer).",
+                &["origin"],
             )?,
             flows_expired: r.add(IntCounter::new(
                 "vipx_flows_expired_total",
@@ -395,6 +401,16 @@ impl Metrics {
             .nat_ports
             .with_label_values(&[service])
             .set(count(nat_ports));
+    }
+
+    /// Records the flows this node holds, its own and its peers'.
+    pub fn set_flows_held(&self, own: u64, replicated: u64) {
+        for (origin, n) in [("own", own), ("replicated", replicated)] {
+            self.services
+                .held
+                .with_label_values(&[origin])
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
     }
 
     /// Counts flows forgotten after their timeout.
