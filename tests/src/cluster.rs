@@ -506,9 +506,20 @@ impl Cluster {
             let _ = writeln!(out, "\nWatch a failover (the client keeps working):");
             let _ = writeln!(
                 out,
-                "  sudo ip netns exec {} sh -c 'while :; do psql -h {} -p {VIP_PORT} -U postgres -AtXc \"select now()\" postgres; sleep 0.1; done'",
+                "  sudo ip netns exec {} sh -c 'while :; do psql -h {} -p {VIP_PORT} -U postgres -AtXc \"select now()\" postgres; sleep 0.1; done'   # a new session every 0.1 s",
                 ns(&self.client),
                 self.vip()
+            );
+            let _ = writeln!(
+                out,
+                "  sudo ip netns exec {} sh -c 'while :; do echo \"select now();\"; sleep 0.1; done | psql -v ON_ERROR_STOP=1 -h {} -p {VIP_PORT} -U postgres -AtX postgres'   # one open session{}",
+                ns(&self.client),
+                self.vip(),
+                if self.opts.sync {
+                    ", kept across the failover (flow replication)"
+                } else {
+                    ""
+                }
             );
             let _ = writeln!(
                 out,

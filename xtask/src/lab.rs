@@ -30,6 +30,11 @@ pub struct LabArgs {
     /// leaves failure detection to VRRP alone.
     #[arg(long, default_value = "1ms", value_parser = parse_heartbeat)]
     heartbeat: Heartbeat,
+    /// Without flow replication between the nodes (`[sync]`): open
+    /// sessions then survive a failover only when the new master happens to
+    /// pick the same backend and NAT port.
+    #[arg(long)]
+    no_sync: bool,
     /// Heartbeats missed before a backup takes over. 10 x 1 ms rides out
     /// the few-millisecond packet-processing stalls of a busy 2-core
     /// machine (see the README).
@@ -77,6 +82,7 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
     let cluster = Cluster::up(&ClusterOptions {
         heartbeat: args.heartbeat.0,
         group_options: format!("heartbeat_multiplier = {}\n", args.heartbeat_multiplier),
+        sync: !args.no_sync,
         ..ClusterOptions::new(usize::from(args.nodes), agent_bin)
     })?;
     println!("{}", cluster.access_text());

@@ -3,6 +3,7 @@
 
 use std::{
     io::{BufRead as _, BufReader},
+    os::unix::process::CommandExt as _,
     process::{Command, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
@@ -25,6 +26,19 @@ impl Drop for Reaper {
             let _ = self.0.wait();
             let _ = vipx_lab::sweep_stale();
         }
+    }
+}
+
+/// A client of the test's own, in a process group of its own (a shell
+/// pipeline), ended with the test.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            let _ = nix::sys::signal::killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        let _ = self.0.wait();
     }
 }
 
@@ -92,9 +106,56 @@ fn lab_comes_up_and_ctrl_c_leaves_nothing_behind() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // The printed open session: one psql connection running a query every
+    // 0.1 s, its output read as it comes.
+    let session_line = text
+        .lines()
+        .find(|line| line.contains("# one open session"))
+        .and_then(|line| line.trim().strip_prefix("sudo "))
+        .and_then(|line| line.split(" #").next())
+        .expect("the lab prints an open psql session");
+    assert!(
+        text.contains("kept across the failover"),
+        "the lab replicates flows by default:\n{text}"
+    );
+    let mut session = KillOnDrop(
+        Command::new("sh")
+            .args(["-c", &format!("exec {session_line}")])
+            .env("PGCONNECT_TIMEOUT", "5")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("start the open session"),
+    );
+    let (answers, answered) = mpsc::channel();
+    let out = session.0.stdout.take().expect("piped stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if !line.trim().is_empty() && answers.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let count_for = |rx: &mpsc::Receiver<String>, window: Duration| {
+        let end = Instant::now() + window;
+        let mut n = 0;
+        while let Ok(_line) = rx.recv_timeout(end.saturating_duration_since(Instant::now())) {
+            n += 1;
+        }
+        n
+    };
+    let before = count_for(&answered, Duration::from_secs(2));
+    assert!(
+        before >= 5,
+        "the open session answers ({before} answers in 2 s)"
+    );
+
     // The printed failover: kill -9 the MASTER's agent; the client keeps
-    // working (new sessions through the VIP answer from the new master)
-    // and the other node's timeline shows the takeover.
+    // working (the open session goes on, new sessions through the VIP
+    // answer from the new master) and the other node's timeline shows the
+    // takeover.
     let kill = text
         .lines()
         .find(|line| line.contains("the MASTER now"))
@@ -103,6 +164,22 @@ fn lab_comes_up_and_ctrl_c_leaves_nothing_behind() {
         .and_then(|pid| pid.parse::<i32>().ok())
         .expect("the lab prints how to kill the MASTER's agent");
     nix::sys::signal::kill(Pid::from_raw(kill), Signal::SIGKILL).expect("kill -9 the MASTER");
+    let after = count_for(&answered, Duration::from_secs(3));
+    let ended = session.0.try_wait().expect("the session's status");
+    let mut errors = String::new();
+    if ended.is_some()
+        && let Some(mut err) = session.0.stderr.take()
+    {
+        let _ = std::io::Read::read_to_string(&mut err, &mut errors);
+    }
+    println!(
+        "the open session answered {before} times in the 2 s before the kill, {after} in the 3 s after"
+    );
+    assert!(
+        ended.is_none() && after >= 10,
+        "the open session keeps working across the kill of the MASTER's agent ({after} answers in 3 s, {ended:?}): {errors}"
+    );
+    drop(session);
     let answered = (0..50).any(|_| {
         let out = Command::new(argv[0])
             .args(&argv[1..])
