@@ -75,6 +75,7 @@ impl Node {
             table: Arc::clone(&self.table),
             metrics,
             events: self.rig.dataplane.take_flow_events(),
+            ready_timeout: Duration::from_secs(3),
         })
         .await
         .expect("bind the replication port")
@@ -249,6 +250,7 @@ async fn a_peer_without_the_secret_gets_nothing() {
         table: Arc::clone(&a.table),
         metrics: Arc::clone(&sync_a),
         events: None,
+        ready_timeout: Duration::from_secs(3),
     })
     .await
     .expect("bind");

@@ -80,7 +80,8 @@ async fn serve(
     let (track_tx, track_rx) = mpsc::unbounded_channel();
     let tracker = start_tracker(&config, &state, track_tx.clone());
     wait_ready(&config, &state, replicator.as_ref()).await;
-    let mut groups = start_groups(&config, dataplane, &state, ownership, ha_debug)?;
+    let gate = replicator.as_ref().map(Replicator::ready);
+    let mut groups = start_groups(&config, dataplane, &state, ownership, gate, ha_debug)?;
     groups.start(&config, &tracker.tracking).await;
     let refresher = Arc::clone(&state.groups)
         .spawn_refresher(config.dataplane.lease_refresh)
@@ -218,6 +219,7 @@ async fn start_sync(
         table: Arc::clone(&state.table),
         metrics: Arc::new(state.metrics.sync()),
         events: dataplane.take_flow_events(),
+        ready_timeout: sync.ready_timeout,
     })
     .await
     .with_context(|| format!("binding the replication port {}", sync.listen))?;
@@ -331,20 +333,10 @@ async fn wait_ready(config: &Config, state: &AgentState, replicator: Option<&Rep
         warn!("backends not all checked within {limit:?}: taking part in the groups anyway");
     }
     // A node that takes the VIP (back) must hold the flows it would serve:
-    // a peer's whole table first, when there is a peer to send one.
-    if let (Some(replicator), Some(sync)) = (replicator, &config.sync)
-        && !sync.peers.is_empty()
-    {
-        let limit = sync.ready_timeout;
-        let mut synced = replicator.synced();
-        match tokio::time::timeout(limit, synced.wait_for(|peers| !peers.is_empty())).await {
-            Ok(Ok(peers)) => {
-                info!(from = ?*peers, "the peers' flows are installed: taking part in the groups")
-            }
-            _ => warn!(
-                "no peer sent its flow table within {limit:?}: taking part in the groups anyway"
-            ),
-        }
+    // a peer's whole table first, when there is a peer to send one (the
+    // gate is bounded by `ready_timeout`, and says why it opened).
+    if let Some(replicator) = replicator {
+        let _ = replicator.ready().wait_for(|open| *open).await;
     }
 }
 
@@ -355,6 +347,7 @@ fn start_groups(
     dataplane: &mut Dataplane,
     state: &AgentState,
     ownership: Arc<Ownership>,
+    preempt_gate: Option<tokio::sync::watch::Receiver<bool>>,
     ha_debug: bool,
 ) -> anyhow::Result<GroupRunner> {
     let (heartbeat, records) = if ha_debug {
@@ -375,6 +368,7 @@ fn start_groups(
         heartbeat,
         heartbeat_port: config.node.heartbeat_port,
         records,
+        preempt_gate,
     }))
 }
 

@@ -4,7 +4,7 @@
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use tokio::{
-    sync::{mpsc, oneshot},
+    sync::{mpsc, oneshot, watch},
     task::JoinHandle,
     time::Instant,
 };
@@ -51,6 +51,10 @@ pub struct Wiring {
     /// The XDP program's records: adverts are timed by their arrival there
     /// (absent in HA debug mode).
     pub records: Option<Arc<PeerMaps>>,
+    /// Flow replication's readiness gate (see [`crate::sync::gate`]):
+    /// while it is closed, a backup does not preempt a lower-priority
+    /// master (absent without `[sync]`).
+    pub preempt_gate: Option<watch::Receiver<bool>>,
 }
 
 /// The group's registration with the heartbeat thread, ended when the
@@ -67,6 +71,19 @@ impl Drop for Registered {
     fn drop(&mut self) {
         self.thread.unregister(&self.link);
     }
+}
+
+/// The next change of the readiness gate: open or not (a gate whose
+/// sender is gone is open, and never changes again).
+async fn gate_change(gate: &mut Option<watch::Receiver<bool>>) -> bool {
+    let Some(rx) = gate else {
+        return std::future::pending().await;
+    };
+    if rx.changed().await.is_ok() {
+        return *rx.borrow_and_update();
+    }
+    *gate = None;
+    true
 }
 
 /// A running election.
@@ -110,6 +127,8 @@ struct Election {
     heartbeat_silence: Option<Duration>,
     /// The XDP program's records of adverts (absent in HA debug mode).
     records: Option<Arc<PeerMaps>>,
+    /// Flow replication's readiness gate, when `[sync]` is configured.
+    preempt_gate: Option<watch::Receiver<bool>>,
 }
 
 /// An XDP record older than this is not the advert being processed.
@@ -185,6 +204,7 @@ async fn prepare(
         heartbeat,
         heartbeat_silence: None,
         records: wiring.records,
+        preempt_gate: wiring.preempt_gate,
     })
 }
 
@@ -249,6 +269,10 @@ impl Election {
         info!(group = %self.group.name, vrid = self.group.vrid, primary = %self.socket.primary(), "VRRP election starts");
         // Start clean: no VIP until the election says so.
         self.ownership.become_backup(self.id, &self.group).await;
+        if let Some(gate) = &mut self.preempt_gate {
+            let open = *gate.borrow_and_update();
+            self.instance.hold_preemption(!open);
+        }
         let actions = self.instance.startup(self.now());
         self.execute(actions).await;
         loop {
@@ -304,6 +328,10 @@ impl Election {
                     None => return,
                 },
                 Some(loss) = next_loss(&mut self.heartbeat) => self.on_loss(loss).await,
+                open = gate_change(&mut self.preempt_gate) => {
+                    self.instance.hold_preemption(!open);
+                    debug!(group = %self.group.name, open, "preemption {}", if open { "allowed" } else { "held: this node does not hold its peers' flows yet" });
+                }
             }
         }
     }

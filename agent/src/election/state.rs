@@ -16,6 +16,10 @@
 //!   if preempt were off. An advert of our priority or higher, and every
 //!   transition, clears it. So a node coming up behind a lower master waits
 //!   about `preempt_delay + Master_Down_Interval` before preempting.
+//! - **Held preemption** ([`Instance::hold_preemption`], vipx's own): while
+//!   held, lower-priority adverts are accepted as with preempt off; once
+//!   released, the next one is discarded and the backup preempts one
+//!   `Master_Down_Interval` later (after `preempt_delay`, if set).
 //! - **Priority changes** ([`Instance::set_priority`], for tracked scripts
 //!   and interfaces): a master advertises its new priority at once and
 //!   restarts its `Adver_Timer` (on a drop this lets preempting backups see
@@ -131,6 +135,9 @@ pub struct Instance {
     /// keepalived's `preempt_time`: until when lower-priority adverts are
     /// still accepted, once the first one has been seen.
     preempt_holdoff_until: Option<Time>,
+    /// Preemption held back from outside (see
+    /// [`hold_preemption`](Self::hold_preemption)).
+    preempt_held: bool,
 }
 
 impl Instance {
@@ -158,7 +165,17 @@ impl Instance {
             timer: Timer::Stopped,
             pending: Pending::Silence,
             preempt_holdoff_until: None,
+            preempt_held: false,
         })
+    }
+
+    /// Holds preemption back (or lets it go): while held, a backup accepts
+    /// a lower-priority master's adverts as if preempt were off. vipx holds
+    /// it while this node does not yet hold its peers' flows (flow
+    /// replication), so that it does not take the VIP back before it can
+    /// serve the sessions behind it; a takeover on silence is never held.
+    pub fn hold_preemption(&mut self, held: bool) {
+        self.preempt_held = held;
     }
 
     /// The configuration, as given.
@@ -432,7 +449,7 @@ impl Instance {
             self.preempt_holdoff_until = None;
             return true;
         }
-        if !self.config.preempt {
+        if !self.config.preempt || self.preempt_held {
             return true;
         }
         if self.config.preempt_delay.is_zero() {

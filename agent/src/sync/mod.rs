@@ -16,6 +16,7 @@
 
 pub mod auth;
 mod events;
+pub mod gate;
 pub mod receiver;
 pub mod sender;
 mod session;
@@ -50,6 +51,8 @@ pub struct SyncSetup {
     /// The program's flow events (none: peers get whole tables only, at
     /// each connection).
     pub events: Option<FlowEvents>,
+    /// How long the readiness gate waits for a peer's whole table.
+    pub ready_timeout: std::time::Duration,
 }
 
 /// Replication running: the receiver, a link per peer, and the queues that
@@ -57,6 +60,8 @@ pub struct SyncSetup {
 pub struct Replicator {
     queues: Vec<Queue>,
     receiver: Arc<Receiver>,
+    /// Open while this node holds a peer's whole table (see [`gate`]).
+    ready: tokio::sync::watch::Receiver<bool>,
     tasks: Vec<JoinHandle<()>>,
     /// Where the receiver listens (the configured address, its port known
     /// once bound).
@@ -74,7 +79,12 @@ impl Replicator {
             Arc::clone(&setup.table),
             Arc::clone(&setup.metrics),
         ));
-        let mut tasks = vec![tokio::spawn(Arc::clone(&receiver).serve(listener))];
+        let (ready, gate_task) =
+            gate::spawn(receiver.synced(), setup.peers.len(), setup.ready_timeout);
+        let mut tasks = vec![
+            tokio::spawn(Arc::clone(&receiver).serve(listener)),
+            gate_task,
+        ];
         let epoch = getrandom::u64().expect("the OS random generator works");
         let mut queues = Vec::new();
         for peer in setup.peers {
@@ -103,6 +113,7 @@ impl Replicator {
         Ok(Self {
             queues,
             receiver,
+            ready,
             tasks,
             listen,
         })
@@ -121,6 +132,12 @@ impl Replicator {
     /// The peers whose whole table this node holds, as it changes.
     pub fn synced(&self) -> tokio::sync::watch::Receiver<Vec<String>> {
         self.receiver.synced()
+    }
+
+    /// The readiness gate ([`gate`]): true while this node may take a VIP
+    /// (back).
+    pub fn ready(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.ready.clone()
     }
 }
 

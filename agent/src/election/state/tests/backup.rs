@@ -430,3 +430,55 @@ fn a_live_heartbeat_holds_the_master_down_timer_on_silence_only() {
     let mut m = master(config(100, 2));
     assert!(!m.master_alive(ms(9000)), "a master has no such timer");
 }
+
+#[test]
+fn held_preemption_waits_until_released_then_preempts() {
+    let mut backup = started(config(200, 1), ms(0));
+    backup.hold_preemption(true);
+    // Held: the lower master's adverts (every second) are accepted, so
+    // the backup stays BACKUP however long it hears them.
+    for n in 1..=10 {
+        let now = ms(n * 1000);
+        assert!(backup.timer(now).is_empty(), "held at {now:?}");
+        backup.advert_received(now, ip(9), &advert(100, 100));
+    }
+    assert_eq!(backup.state(), State::Backup, "held: no preemption");
+    // Released at 10.5 s: the advert at 11 s is discarded, so the timer of
+    // the one accepted at 10 s runs out at 10 s + Master_Down_Interval
+    // (3 s + 56 * 1 000 000 / 256 us at priority 200).
+    backup.hold_preemption(false);
+    backup.advert_received(ms(11_000), ip(9), &advert(100, 100));
+    let down = ms(10_000) + us(3_000_000 + 218_750);
+    assert_eq!(
+        backup.next_deadline(),
+        Some(down),
+        "the advert at 11 s discarded"
+    );
+    let actions = backup.timer(down);
+    assert!(
+        actions.contains(&Action::BecomeMaster {
+            reason: Reason::Preempt {
+                src: ip(9),
+                priority: 100
+            }
+        }),
+        "preempts once released: {actions:?}"
+    );
+}
+
+#[test]
+fn held_preemption_never_holds_a_takeover_on_silence() {
+    let mut backup = started(config(200, 1), ms(0));
+    backup.hold_preemption(true);
+    backup.advert_received(ms(1000), ip(9), &advert(100, 100));
+    // Then silence: the master is gone, the backup takes over as usual.
+    let down = ms(1000) + us(3_000_000 + 218_750);
+    assert_eq!(backup.next_deadline(), Some(down));
+    let actions = backup.timer(down);
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::BecomeMaster { .. })),
+        "a silent master is replaced even while preemption is held: {actions:?}"
+    );
+}
