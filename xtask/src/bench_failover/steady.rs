@@ -1,6 +1,8 @@
 //! The steady-state run: pgbench at full load through the VIP of a healthy
 //! two-node cluster for a while, counting the MASTER/BACKUP transitions no
-//! failure caused (false failovers) on each agent's timeline.
+//! failure caused (false failovers) on each agent's timeline, and the
+//! pgbench clients that lost their connection. The nodes replicate their
+//! flows (`[sync]`), as a deployment that cares about sessions does.
 
 use std::{fmt::Write as _, path::Path, time::Duration};
 
@@ -96,12 +98,15 @@ fn row(
     heartbeat: Option<Duration>,
     advert_ms: u64,
 ) -> anyhow::Result<String> {
-    let label = super::system_label(heartbeat);
+    let label = steady_label(heartbeat);
     eprintln!("steady state: {label}, {advert_ms} ms adverts, {secs} s of pgbench");
     let cluster = Cluster::up(&ClusterOptions {
         advert_interval_ms: advert_ms,
         heartbeat,
         group_options: super::heartbeat_group_options(heartbeat),
+        // A false takeover moves the VIP: replication keeps the clients'
+        // sessions through it.
+        sync: true,
         ..ClusterOptions::new(2, agent.to_owned())
     })?;
     let steady = measure(&cluster, secs)?;
@@ -133,6 +138,11 @@ fn row(
     ))
 }
 
+/// The system of a steady-state row: vipx, with flow replication.
+fn steady_label(heartbeat: Option<Duration>) -> String {
+    format!("{}, [sync]", super::system_label(heartbeat))
+}
+
 /// pgbench for `secs` through the VIP of two nodes with `heartbeat` (or
 /// VRRP alone), at each advert interval; returns the table.
 pub fn run(agent: &Path, secs: u64, heartbeat: Option<Duration>, adverts_ms: &[u64]) -> String {
@@ -155,7 +165,7 @@ pub fn run(agent: &Path, secs: u64, heartbeat: Option<Duration>, adverts_ms: &[u
                 let _ = writeln!(
                     out,
                     "| {} | {advert_ms} ms | {secs} | not run: {} | - | - | - | - |",
-                    super::system_label(heartbeat),
+                    steady_label(heartbeat),
                     format!("{e:#}").replace('\n', " ")
                 );
             }
