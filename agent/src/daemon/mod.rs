@@ -41,7 +41,7 @@ use crate::{
     neigh::Neighbours,
     ownership::Ownership,
     state::AgentState,
-    sync::{Replicator, SyncSetup, auth::Secret},
+    sync::{Credentials, Replicator, SyncSetup},
     vip::VipManager,
 };
 
@@ -209,12 +209,13 @@ async fn start_sync(
     let Some(sync) = &config.sync else {
         return Ok(None);
     };
-    let secret = Secret::load(&sync.secret_file)?;
     let replicator = Replicator::start(SyncSetup {
         node: config.node.name(),
         listen: sync.listen,
         peers: sync.peers.clone(),
-        secret,
+        credentials: Credentials::load(sync)?,
+        ack: sync.ack,
+        handover_wait: sync.handover_wait,
         table: Arc::clone(&state.table),
         metrics: Arc::new(state.metrics.sync()),
         events: dataplane.take_flow_events(),
