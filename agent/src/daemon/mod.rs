@@ -153,8 +153,9 @@ impl Running<'_> {
     }
 
     /// Steps down first (priority 0 from a MASTER, so a backup takes over
-    /// at once): the VIPs leave this node before XDP does (detached by
-    /// [`run`] once this returns). Then the rest stops.
+    /// at once), once its flow changes reached the ack level (or
+    /// `handover_wait` ran out): the VIPs leave this node before XDP does
+    /// (detached by [`run`] once this returns). Then the rest stops.
     async fn stop(
         mut self,
         tasks: Vec<JoinHandle<()>>,
@@ -163,6 +164,9 @@ impl Running<'_> {
         stop_server: oneshot::Sender<()>,
     ) -> anyhow::Result<()> {
         let config = read(&self.state.config).clone();
+        if let Some(replicator) = &self.replicator {
+            replicator.before_handover().await;
+        }
         self.groups.stop(&config).await;
         drop(self.replicator);
         for task in tasks {
