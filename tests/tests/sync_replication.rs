@@ -5,102 +5,17 @@
 //! although B's Maglev would have picked another backend. A peer without
 //! the cluster secret gets nothing. Needs root (BPF).
 
-use std::{
-    net::{IpAddr, Ipv4Addr},
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+mod replica;
 
-use vipx_agent::{
-    balancer::SharedTable,
-    config::PortRange,
-    dataplane::{ServiceSpec, ServiceTable},
-    metrics::Metrics,
-    sync::{Replicator, SyncMetrics, SyncSetup, auth::Secret},
-};
+use std::time::{Duration, Instant};
+
+use replica::{BACKEND, CLIENT, Node, SECRET, VIP, connect, wait_until};
+use vipx_agent::config::PortRange;
 use vipx_common::{action, reason};
 use vipx_lab::{
     frames::{FrameSpec, tcp},
-    rig::{Rig, backend_mac, key_of, nat_spec},
+    rig::{key_of, nat_spec},
 };
-
-const VIP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 77, 0, 100));
-const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 77, 0, 50));
-const BACKEND: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 77, 0, 30));
-const SECRET: &[u8] = b"the lab's cluster secret, 32 b..";
-
-/// A node: its data plane (run through BPF_PROG_TEST_RUN) and the shared
-/// service table the replication code reads and writes.
-struct Node {
-    rig: Rig,
-    table: SharedTable,
-    /// Its replication metrics, once it replicates.
-    sync: Option<Arc<SyncMetrics>>,
-}
-
-impl Node {
-    fn new(spec: &ServiceSpec) -> Self {
-        let rig = Rig::master(std::slice::from_ref(spec)).expect("load the XDP program (root)");
-        // The same service, installed again through a table the
-        // replication code can share: same specs, same ids, same writes.
-        let mut table = ServiceTable::new(rig.dataplane.maps(), false);
-        table
-            .apply(std::slice::from_ref(spec))
-            .expect("install the service");
-        for backend in &spec.backends {
-            table
-                .set_mac(backend.addr, backend_mac(backend.addr))
-                .expect("the backend's MAC");
-        }
-        Self {
-            rig,
-            table: Arc::new(Mutex::new(table)),
-            sync: None,
-        }
-    }
-
-    async fn replicator(
-        &mut self,
-        node: &str,
-        peers: Vec<std::net::SocketAddr>,
-        secret: &[u8],
-    ) -> Replicator {
-        let metrics = Arc::new(Metrics::new(node).expect("metrics").sync());
-        self.sync = Some(Arc::clone(&metrics));
-        Replicator::start(SyncSetup {
-            node: node.into(),
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            peers,
-            secret: Secret::from_bytes(secret),
-            table: Arc::clone(&self.table),
-            metrics,
-            events: self.rig.dataplane.take_flow_events(),
-        })
-        .await
-        .expect("bind the replication port")
-    }
-}
-
-/// B listens, A streams to it; returns once B holds A's (empty) table.
-async fn connect(a: &mut Node, b: &mut Node) -> (Replicator, Replicator) {
-    let rb = b.replicator("b", Vec::new(), SECRET).await;
-    let ra = a.replicator("a", vec![rb.listen], SECRET).await;
-    let mut synced = rb.synced();
-    tokio::time::timeout(Duration::from_secs(10), synced.wait_for(|s| !s.is_empty()))
-        .await
-        .expect("A's whole table within 10 s")
-        .expect("the receiver runs");
-    (rb, ra)
-}
-
-/// Waits (bounded) until `done` holds.
-async fn wait_until(what: &str, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !done() {
-        assert!(Instant::now() < deadline, "{what} within 10 s");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 /// The destination port of a TCP frame leaving XDP (IPv4, no options).
 fn dport(frame: &[u8]) -> u16 {
@@ -239,19 +154,8 @@ async fn a_peer_without_the_secret_gets_nothing() {
     let rb = b
         .replicator("b", Vec::new(), b"another secret, just as long...")
         .await;
-    let metrics_a = Metrics::new("a").expect("metrics");
-    let sync_a = Arc::new(metrics_a.sync());
-    let _ra = Replicator::start(SyncSetup {
-        node: "a".into(),
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        peers: vec![rb.listen],
-        secret: Secret::from_bytes(SECRET),
-        table: Arc::clone(&a.table),
-        metrics: Arc::clone(&sync_a),
-        events: None,
-    })
-    .await
-    .expect("bind");
+    let _ra = a.replicator("a", vec![rb.listen], SECRET).await;
+    let sync_a = a.metrics();
     wait_until("A refuses B's proof", || sync_a.refused.get() > 0).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
