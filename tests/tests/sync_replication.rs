@@ -2,14 +2,16 @@
 //! XDP program creates a flow; A's agent code streams it to B over the
 //! authenticated replication channel; B installs it with its own ids and
 //! its XDP program then serves the flow exactly as A did, both directions,
-//! although B's Maglev would have picked another backend. A peer without
-//! the cluster secret gets nothing. Needs root (BPF).
+//! although B's Maglev would have picked another backend. A peer whose
+//! agent restarted (it holds nothing of A's run) gets A's whole table
+//! again. A peer without the cluster secret gets nothing. Needs root
+//! (BPF).
 
 mod replica;
 
 use std::time::{Duration, Instant};
 
-use replica::{BACKEND, CLIENT, Node, SECRET, VIP, connect, wait_until};
+use replica::{BACKEND, CLIENT, Node, Relay, SECRET, VIP, connect, synced, wait_until};
 use vipx_agent::config::PortRange;
 use vipx_common::{action, reason};
 use vipx_lab::{
@@ -213,4 +215,36 @@ async fn ten_thousand_concurrent_flows_reach_the_peer_and_the_lag_is_reported() 
         sync_a.lag.get_sample_count(),
         sync_a.lag.get_sample_sum() / sync_a.lag.get_sample_count().max(1) as f64 * 1e6
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_whose_agent_restarted_gets_the_whole_table_again() {
+    let spec = nat_spec(VIP, BACKEND, 65537);
+    let (mut a, mut b) = (Node::new(&spec), Node::new(&spec));
+    let rb = b.replicator("b", Vec::new(), SECRET).await;
+    let relay = Relay::to(rb.listen).await;
+    let _ra = a.replicator("a", vec![relay.addr], SECRET).await;
+    synced(&rb, "a").await;
+    // A's batches to B are numbered past 1.
+    let first = key_of(&a.open(57_000));
+    let maps_b = b.rig.dataplane.maps();
+    wait_until("B holds the first flow", || maps_b.flow(&first).is_some()).await;
+
+    // B's agent restarts: a new run, which knows nothing of A's batches.
+    let mut b2 = Node::new(&spec);
+    let rb2 = b2.replicator("b", Vec::new(), SECRET).await;
+    relay.point_to(rb2.listen);
+    relay.cut();
+    synced(&rb2, "a").await;
+    let maps_b2 = b2.rig.dataplane.maps();
+    wait_until("the restarted B holds A's flow", || {
+        maps_b2.flow(&first).is_some()
+    })
+    .await;
+    let second = key_of(&a.open(57_001));
+    wait_until("and the flows that follow", || {
+        maps_b2.flow(&second).is_some()
+    })
+    .await;
+    drop(rb);
 }

@@ -175,9 +175,11 @@ pub async fn down_peer() -> SocketAddr {
     listener.local_addr().expect("its address")
 }
 
-/// A link between two nodes that can be cut: a TCP relay to `to`.
+/// A link between two nodes that can be cut: a TCP relay to a peer (which
+/// can change, as a peer's address does when its agent restarts).
 pub struct Relay {
     pub addr: SocketAddr,
+    to: Arc<Mutex<SocketAddr>>,
     accept: JoinHandle<()>,
     conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
@@ -187,10 +189,12 @@ impl Relay {
         let listener = TcpListener::bind(LISTEN).await.expect("bind the relay");
         let addr = listener.local_addr().expect("its address");
         let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let target = Arc::new(Mutex::new(to));
         let accept = tokio::spawn({
-            let conns = Arc::clone(&conns);
+            let (conns, target) = (Arc::clone(&conns), Arc::clone(&target));
             async move {
                 while let Ok((mut inbound, _)) = listener.accept().await {
+                    let to = *target.lock().expect("relay lock");
                     let relay = tokio::spawn(async move {
                         if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
                             let _ =
@@ -203,9 +207,15 @@ impl Relay {
         });
         Self {
             addr,
+            to: target,
             accept,
             conns,
         }
+    }
+
+    /// New connections go to `to`.
+    pub fn point_to(&self, to: SocketAddr) {
+        *self.to.lock().expect("relay lock") = to;
     }
 
     /// Cuts every connection through the relay (new ones still pass).
