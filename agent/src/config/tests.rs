@@ -120,6 +120,32 @@ fn example_config_in_the_repository_parses() {
     Config::load(&path).expect("config/vipx.toml is valid");
 }
 
+#[test]
+fn the_examples_commented_sync_section_parses_with_its_documented_defaults() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/vipx.toml");
+    let example = std::fs::read_to_string(path).expect("read the example");
+    // Its commented-out keys and tables from `# [sync]` on, uncommented.
+    let start = example.find("# [sync]\n").expect("a commented [sync]");
+    let sync: String = example[start..]
+        .lines()
+        .map_while(|line| line.strip_prefix("# ").or(line.strip_prefix('#')))
+        .filter(|line| {
+            line.starts_with('[')
+                || line
+                    .split_once(" = ")
+                    .is_some_and(|(key, _)| key.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let config = parse(&format!("{GOOD}\n{sync}")).expect("the example's [sync] parses");
+    let sync = config.sync.expect("on");
+    assert_eq!(sync.ack, AckLevel::Once);
+    assert_eq!(sync.handover_wait, std::time::Duration::from_secs(1));
+    assert_eq!(sync.ready_timeout, std::time::Duration::from_secs(3));
+    let tls = sync.tls.expect("[sync.tls]");
+    assert_eq!(tls.ca_file, Path::new("/etc/vipx/tls/ca.pem"));
+}
+
 const GROUP: &str =
     "[[group]]\nname = \"pg\"\nvrid = 51\ninterface = \"eth0\"\nvips = [\"10.0.0.100/24\"]\n";
 
