@@ -110,17 +110,11 @@ impl Tls {
         let clients =
             WebPkiClientVerifier::builder_with_provider(Arc::clone(&roots), Arc::clone(&provider))
                 .build()
-                .map_err(|err| TlsError::BadCa {
-                    path: files.ca_file.clone(),
-                    reason: err.to_string(),
-                })?;
+                .map_err(|err| bad_ca(&files.ca_file, err))?;
         let servers =
             WebPkiServerVerifier::builder_with_provider(Arc::clone(&roots), Arc::clone(&provider))
                 .build()
-                .map_err(|err| TlsError::BadCa {
-                    path: files.ca_file.clone(),
-                    reason: err.to_string(),
-                })?;
+                .map_err(|err| bad_ca(&files.ca_file, err))?;
         check_own(files, &certified, listen.ip(), &*clients, &*servers)?;
         let resolved = Arc::new(SingleCertAndKey::from(certified));
         let server = ServerConfig::builder_with_provider(Arc::clone(&provider))
@@ -208,12 +202,17 @@ fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 fn roots(path: &Path) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in certificates("ca_file", path)? {
-        roots.add(cert).map_err(|err| TlsError::BadCa {
-            path: path.to_owned(),
-            reason: err.to_string(),
-        })?;
+        roots.add(cert).map_err(|err| bad_ca(path, err))?;
     }
     Ok(roots)
+}
+
+/// The CA file cannot be used.
+fn bad_ca(path: &Path, err: impl std::fmt::Display) -> TlsError {
+    TlsError::BadCa {
+        path: path.to_owned(),
+        reason: err.to_string(),
+    }
 }
 
 /// The certificate with its key, once the key is known to be its own.

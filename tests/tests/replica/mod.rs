@@ -169,6 +169,17 @@ pub async fn wait_until(what: &str, done: impl Fn() -> bool) {
     }
 }
 
+/// After a refused connection from A to B: a moment later still, B holds
+/// none of A's flows, and A sent no batch.
+pub async fn nothing_passed(a: &Node, b: &Node) {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        b.rig.dataplane.maps().flows().is_empty(),
+        "B installed nothing"
+    );
+    assert_eq!(a.metrics().batches.get(), 0, "A sent no batch");
+}
+
 /// The address of a peer that is down: nothing listens there.
 pub async fn down_peer() -> SocketAddr {
     let listener = TcpListener::bind(LISTEN).await.expect("bind");
