@@ -48,7 +48,7 @@ use std::{
 };
 
 use tokio::{net::TcpListener, task::JoinHandle};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 pub use session::SyncError;
 
@@ -196,9 +196,9 @@ impl Replicator {
     }
 
     /// Waits, at most `within`, until every change published so far has
-    /// reached the ack level: `Ok` with how long that took, `Err` with how
-    /// many of them had not when `within` ran out. With `none` (or no
-    /// peers) at once.
+    /// reached the ack level: `Ok` with how long that took (zero when none
+    /// was short of it: always with `none` or without peers), `Err` with
+    /// how many of them had not when `within` ran out.
     pub async fn drained(&self, within: Duration) -> Result<Duration, usize> {
         self.ledger.drained(within).await
     }
@@ -210,7 +210,12 @@ impl Replicator {
         let level = self.ledger.level().as_str();
         let started = Instant::now();
         match self.drained(self.handover_wait).await {
-            Ok(_) if !self.ledger.tracks() => {}
+            Ok(Duration::ZERO) => {
+                debug!(
+                    ack = level,
+                    "replication: no flow change short of the ack level"
+                )
+            }
             Ok(took) => info!(
                 ack = level,
                 "replication: every published flow change reached the ack level in {took:?}; handing over"
