@@ -9,6 +9,7 @@ use vipx_agent::{
     cli::{Cli, Command, status},
     config::Config,
     daemon,
+    sync::Credentials,
 };
 
 fn main() -> ExitCode {
@@ -36,6 +37,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run => runtime.block_on(daemon::run(&cli.config, cli.ha_debug)),
         Command::CheckConfig { path } => {
             let config = Config::load(&path)?;
+            // The files [sync] names: read as the agent will (never shown).
+            if let Some(sync) = &config.sync {
+                Credentials::load(sync)
+                    .map_err(|err| anyhow::anyhow!("{}: [sync]: {err}", path.display()))?;
+            }
             println!(
                 "{}: OK (node {}, XDP on {})",
                 path.display(),

@@ -2,106 +2,24 @@
 //! XDP program creates a flow; A's agent code streams it to B over the
 //! authenticated replication channel; B installs it with its own ids and
 //! its XDP program then serves the flow exactly as A did, both directions,
-//! although B's Maglev would have picked another backend. A peer without
-//! the cluster secret gets nothing. Needs root (BPF).
+//! although B's Maglev would have picked another backend. A peer whose
+//! agent restarted (it holds nothing of A's run) gets A's whole table
+//! again. A peer without the cluster secret gets nothing. Needs root
+//! (BPF).
 
-use std::{
-    net::{IpAddr, Ipv4Addr},
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+mod replica;
 
-use vipx_agent::{
-    balancer::SharedTable,
-    config::PortRange,
-    dataplane::{ServiceSpec, ServiceTable},
-    metrics::Metrics,
-    sync::{Replicator, SyncMetrics, SyncSetup, auth::Secret},
+use std::time::{Duration, Instant};
+
+use replica::{
+    BACKEND, CLIENT, Node, Relay, SECRET, VIP, connect, nothing_passed, synced, wait_until,
 };
+use vipx_agent::config::PortRange;
 use vipx_common::{action, reason};
 use vipx_lab::{
     frames::{FrameSpec, tcp},
-    rig::{Rig, backend_mac, key_of, nat_spec},
+    rig::{key_of, nat_spec},
 };
-
-const VIP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 77, 0, 100));
-const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 77, 0, 50));
-const BACKEND: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 77, 0, 30));
-const SECRET: &[u8] = b"the lab's cluster secret, 32 b..";
-
-/// A node: its data plane (run through BPF_PROG_TEST_RUN) and the shared
-/// service table the replication code reads and writes.
-struct Node {
-    rig: Rig,
-    table: SharedTable,
-    /// Its replication metrics, once it replicates.
-    sync: Option<Arc<SyncMetrics>>,
-}
-
-impl Node {
-    fn new(spec: &ServiceSpec) -> Self {
-        let rig = Rig::master(std::slice::from_ref(spec)).expect("load the XDP program (root)");
-        // The same service, installed again through a table the
-        // replication code can share: same specs, same ids, same writes.
-        let mut table = ServiceTable::new(rig.dataplane.maps(), false);
-        table
-            .apply(std::slice::from_ref(spec))
-            .expect("install the service");
-        for backend in &spec.backends {
-            table
-                .set_mac(backend.addr, backend_mac(backend.addr))
-                .expect("the backend's MAC");
-        }
-        Self {
-            rig,
-            table: Arc::new(Mutex::new(table)),
-            sync: None,
-        }
-    }
-
-    async fn replicator(
-        &mut self,
-        node: &str,
-        peers: Vec<std::net::SocketAddr>,
-        secret: &[u8],
-    ) -> Replicator {
-        let metrics = Arc::new(Metrics::new(node).expect("metrics").sync());
-        self.sync = Some(Arc::clone(&metrics));
-        Replicator::start(SyncSetup {
-            node: node.into(),
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            peers,
-            secret: Secret::from_bytes(secret),
-            table: Arc::clone(&self.table),
-            metrics,
-            events: self.rig.dataplane.take_flow_events(),
-            ready_timeout: Duration::from_secs(3),
-        })
-        .await
-        .expect("bind the replication port")
-    }
-}
-
-/// B listens, A streams to it; returns once B holds A's (empty) table.
-async fn connect(a: &mut Node, b: &mut Node) -> (Replicator, Replicator) {
-    let rb = b.replicator("b", Vec::new(), SECRET).await;
-    let ra = a.replicator("a", vec![rb.listen], SECRET).await;
-    let mut synced = rb.synced();
-    tokio::time::timeout(Duration::from_secs(10), synced.wait_for(|s| !s.is_empty()))
-        .await
-        .expect("A's whole table within 10 s")
-        .expect("the receiver runs");
-    (rb, ra)
-}
-
-/// Waits (bounded) until `done` holds.
-async fn wait_until(what: &str, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !done() {
-        assert!(Instant::now() < deadline, "{what} within 10 s");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 /// The destination port of a TCP frame leaving XDP (IPv4, no options).
 fn dport(frame: &[u8]) -> u16 {
@@ -240,27 +158,10 @@ async fn a_peer_without_the_secret_gets_nothing() {
     let rb = b
         .replicator("b", Vec::new(), b"another secret, just as long...")
         .await;
-    let metrics_a = Metrics::new("a").expect("metrics");
-    let sync_a = Arc::new(metrics_a.sync());
-    let _ra = Replicator::start(SyncSetup {
-        node: "a".into(),
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        peers: vec![rb.listen],
-        secret: Secret::from_bytes(SECRET),
-        table: Arc::clone(&a.table),
-        metrics: Arc::clone(&sync_a),
-        events: None,
-        ready_timeout: Duration::from_secs(3),
-    })
-    .await
-    .expect("bind");
+    let _ra = a.replicator("a", vec![rb.listen], SECRET).await;
+    let sync_a = a.metrics();
     wait_until("A refuses B's proof", || sync_a.refused.get() > 0).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        b.rig.dataplane.maps().flows().is_empty(),
-        "B installed nothing"
-    );
-    assert_eq!(sync_a.batches.get(), 0, "A sent no batch");
+    nothing_passed(&a, &b).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -311,4 +212,36 @@ async fn ten_thousand_concurrent_flows_reach_the_peer_and_the_lag_is_reported() 
         sync_a.lag.get_sample_count(),
         sync_a.lag.get_sample_sum() / sync_a.lag.get_sample_count().max(1) as f64 * 1e6
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_whose_agent_restarted_gets_the_whole_table_again() {
+    let spec = nat_spec(VIP, BACKEND, 65537);
+    let (mut a, mut b) = (Node::new(&spec), Node::new(&spec));
+    let rb = b.replicator("b", Vec::new(), SECRET).await;
+    let relay = Relay::to(rb.listen).await;
+    let _ra = a.replicator("a", vec![relay.addr], SECRET).await;
+    synced(&rb, "a").await;
+    // A's batches to B are numbered past 1.
+    let first = key_of(&a.open(57_000));
+    let maps_b = b.rig.dataplane.maps();
+    wait_until("B holds the first flow", || maps_b.flow(&first).is_some()).await;
+
+    // B's agent restarts: a new run, which knows nothing of A's batches.
+    let mut b2 = Node::new(&spec);
+    let rb2 = b2.replicator("b", Vec::new(), SECRET).await;
+    relay.point_to(rb2.listen);
+    relay.cut();
+    synced(&rb2, "a").await;
+    let maps_b2 = b2.rig.dataplane.maps();
+    wait_until("the restarted B holds A's flow", || {
+        maps_b2.flow(&first).is_some()
+    })
+    .await;
+    let second = key_of(&a.open(57_001));
+    wait_until("and the flows that follow", || {
+        maps_b2.flow(&second).is_some()
+    })
+    .await;
+    drop(rb);
 }

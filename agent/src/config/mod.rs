@@ -24,7 +24,7 @@ pub use group::{
 };
 pub use health::{AllDown, CheckKind, HealthConfig, OnDown};
 pub use service::{BackendConfig, DEFAULT_MAGLEV_SIZE, Protocol, ServiceConfig};
-pub use sync::SyncConfig;
+pub use sync::{AckLevel, MAX_HANDOVER_WAIT, SyncConfig, SyncTls};
 
 pub use crate::dataplane::{DEFAULT_PIN_PATH, Mode, PinPath, PortRange, XdpModeConfig};
 

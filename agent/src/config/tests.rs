@@ -120,6 +120,32 @@ fn example_config_in_the_repository_parses() {
     Config::load(&path).expect("config/vipx.toml is valid");
 }
 
+#[test]
+fn the_examples_commented_sync_section_parses_with_its_documented_defaults() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/vipx.toml");
+    let example = std::fs::read_to_string(path).expect("read the example");
+    // Its commented-out keys and tables from `# [sync]` on, uncommented.
+    let start = example.find("# [sync]\n").expect("a commented [sync]");
+    let sync: String = example[start..]
+        .lines()
+        .map_while(|line| line.strip_prefix("# ").or(line.strip_prefix('#')))
+        .filter(|line| {
+            line.starts_with('[')
+                || line
+                    .split_once(" = ")
+                    .is_some_and(|(key, _)| key.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let config = parse(&format!("{GOOD}\n{sync}")).expect("the example's [sync] parses");
+    let sync = config.sync.expect("on");
+    assert_eq!(sync.ack, AckLevel::Once);
+    assert_eq!(sync.handover_wait, std::time::Duration::from_secs(1));
+    assert_eq!(sync.ready_timeout, std::time::Duration::from_secs(3));
+    let tls = sync.tls.expect("[sync.tls]");
+    assert_eq!(tls.ca_file, Path::new("/etc/vipx/tls/ca.pem"));
+}
+
 const GROUP: &str =
     "[[group]]\nname = \"pg\"\nvrid = 51\ninterface = \"eth0\"\nvips = [\"10.0.0.100/24\"]\n";
 
@@ -434,4 +460,85 @@ fn sync_errors_point_at_the_key() {
         !err.contains("hunter2"),
         "and the error does not repeat it: {err}"
     );
+}
+
+#[test]
+fn sync_acks_once_and_waits_a_second_at_handover_by_default() {
+    let base = format!(
+        "{GOOD}\n[sync]\nlisten = \"10.0.0.1:9470\"\npeers = [\"10.0.0.2:9470\"]\nsecret_file = \"/s\"\n"
+    );
+    let sync = parse(&base).expect("parses").sync.expect("on");
+    assert_eq!(sync.ack, AckLevel::Once, "today's behaviour");
+    assert_eq!(sync.handover_wait, std::time::Duration::from_secs(1));
+    assert_eq!(sync.tls, None, "plain TCP without [sync.tls]");
+    for (word, level) in [
+        ("none", AckLevel::None),
+        ("once", AckLevel::Once),
+        ("quorum", AckLevel::Quorum),
+    ] {
+        let text = format!("{base}ack = \"{word}\"\nhandover_wait = \"250ms\"\n");
+        let sync = parse(&text).expect("parses").sync.expect("on");
+        assert_eq!((sync.ack, sync.ack.as_str()), (level, word));
+        assert_eq!(sync.handover_wait, std::time::Duration::from_millis(250));
+    }
+    let text = format!("{base}ack = \"all\"\n");
+    let err = error_of(&text);
+    let line = text.lines().count();
+    assert!(
+        err.starts_with(&format!("/etc/vipx/vipx.toml:{line}:7: ")),
+        "at the value: {err}"
+    );
+    assert!(
+        err.contains("none") && err.contains("quorum"),
+        "says the levels: {err}"
+    );
+    let text = format!("{base}handover_wait = \"11s\"\n");
+    let err = error_of(&text);
+    assert!(
+        err.starts_with(&format!("/etc/vipx/vipx.toml:{}:1: ", text.lines().count())),
+        "{err}"
+    );
+    assert!(err.contains("sync.handover_wait: at most 10s"), "{err}");
+}
+
+#[test]
+fn sync_tls_names_three_files_and_errors_point_at_the_key() {
+    let base = format!(
+        "{GOOD}\n[sync]\nlisten = \"10.0.0.1:9470\"\npeers = [\"10.0.0.2:9470\"]\nsecret_file = \"/s\"\n\n[sync.tls]\n"
+    );
+    let files = "cert_file = \"/etc/vipx/tls/node.pem\"\nkey_file = \"/etc/vipx/tls/node.key\"\nca_file = \"/etc/vipx/tls/ca.pem\"\n";
+    let sync = parse(&format!("{base}{files}"))
+        .expect("parses")
+        .sync
+        .expect("on");
+    assert_eq!(
+        sync.tls,
+        Some(SyncTls {
+            cert_file: "/etc/vipx/tls/node.pem".into(),
+            key_file: "/etc/vipx/tls/node.key".into(),
+            ca_file: "/etc/vipx/tls/ca.pem".into(),
+        })
+    );
+
+    let missing = format!("{base}cert_file = \"/c\"\nkey_file = \"/k\"\n");
+    let err = error_of(&missing);
+    assert!(err.contains("missing field `ca_file`"), "{err}");
+    assert!(err.starts_with("/etc/vipx/vipx.toml:"), "located: {err}");
+
+    let empty = format!("{base}{}", files.replace("/etc/vipx/tls/node.key", ""));
+    let err = error_of(&empty);
+    let line = empty[..empty.find("key_file").expect("a key_file line")]
+        .matches('\n')
+        .count()
+        + 1;
+    assert!(
+        err.starts_with(&format!(
+            "/etc/vipx/vipx.toml:{line}:1: sync.tls.key_file: a path is needed"
+        )),
+        "{err}"
+    );
+
+    let unknown = format!("{base}{files}password = \"x\"\n");
+    let err = error_of(&unknown);
+    assert!(err.contains("unknown field `password`"), "{err}");
 }

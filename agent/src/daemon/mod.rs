@@ -41,7 +41,7 @@ use crate::{
     neigh::Neighbours,
     ownership::Ownership,
     state::AgentState,
-    sync::{Replicator, SyncSetup, auth::Secret},
+    sync::{Credentials, Replicator, SyncSetup},
     vip::VipManager,
 };
 
@@ -154,8 +154,9 @@ impl Running<'_> {
     }
 
     /// Steps down first (priority 0 from a MASTER, so a backup takes over
-    /// at once): the VIPs leave this node before XDP does (detached by
-    /// [`run`] once this returns). Then the rest stops.
+    /// at once), once its flow changes reached the ack level (or
+    /// `handover_wait` ran out): the VIPs leave this node before XDP does
+    /// (detached by [`run`] once this returns). Then the rest stops.
     async fn stop(
         mut self,
         tasks: Vec<JoinHandle<()>>,
@@ -164,6 +165,9 @@ impl Running<'_> {
         stop_server: oneshot::Sender<()>,
     ) -> anyhow::Result<()> {
         let config = read(&self.state.config).clone();
+        if let Some(replicator) = &self.replicator {
+            replicator.before_handover().await;
+        }
         self.groups.stop(&config).await;
         drop(self.replicator);
         for task in tasks {
@@ -210,12 +214,13 @@ async fn start_sync(
     let Some(sync) = &config.sync else {
         return Ok(None);
     };
-    let secret = Secret::load(&sync.secret_file)?;
     let replicator = Replicator::start(SyncSetup {
         node: config.node.name(),
         listen: sync.listen,
         peers: sync.peers.clone(),
-        secret,
+        credentials: Credentials::load(sync)?,
+        ack: sync.ack,
+        handover_wait: sync.handover_wait,
         table: Arc::clone(&state.table),
         metrics: Arc::new(state.metrics.sync()),
         events: dataplane.take_flow_events(),

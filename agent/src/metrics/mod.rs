@@ -6,6 +6,7 @@
 //! ([`Metrics::register`]), built with [`family`].
 
 pub mod family;
+mod sync;
 
 use std::{collections::HashSet, time::Duration};
 
@@ -15,14 +16,11 @@ use prometheus::{
 };
 use tracing::warn;
 
+pub use sync::SyncMetrics;
+
 /// Buckets of the health checks' duration, in seconds.
 const CHECK_BUCKETS: [f64; 13] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-];
-
-/// Buckets of the replication lag, in seconds.
-const LAG_BUCKETS: [f64; 12] = [
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.0,
 ];
 
 /// What became of a VRRP advert (`vipx_vrrp_adverts_total{what}`).
@@ -70,31 +68,6 @@ pub struct HeartbeatMetrics {
     /// The detection time in force (the configured one, or more after a
     /// false takeover).
     pub detection: Gauge,
-}
-
-/// Flow replication's families, for the replication tasks.
-#[derive(Clone, Debug)]
-pub struct SyncMetrics {
-    /// Batches sent to peers (first sends).
-    pub batches: IntCounter,
-    /// Batches sent again after a reconnection.
-    pub resent: IntCounter,
-    /// Bytes of the frames sent.
-    pub bytes: IntCounter,
-    /// Whole-table transfers sent.
-    pub bulks: IntCounter,
-    /// Peers' flows installed in this node's maps.
-    pub installed: IntCounter,
-    /// Peers' flows this node has no service or backend for.
-    pub not_installed: IntCounter,
-    /// Peers' flow ends applied.
-    pub ended: IntCounter,
-    /// Connections refused: the peer could not prove the cluster secret.
-    pub refused: IntCounter,
-    /// Batches sent and not yet acknowledged, over every peer link.
-    pub unacked: IntGauge,
-    /// From a change of the flow table to the peer's acknowledgement.
-    pub lag: prometheus::Histogram,
 }
 
 /// Everything `/metrics` shows.
@@ -260,57 +233,6 @@ impl GroupFamilies {
                 "1 while a tracked weight-0 item of the group fails (FAULT).",
                 &["group"],
             )?,
-        })
-    }
-}
-
-impl SyncMetrics {
-    fn new(r: &Registrar<'_>) -> prometheus::Result<Self> {
-        let counter = |name: &str, help: &str| r.add(IntCounter::new(name, help)?);
-        Ok(Self {
-            batches: counter(
-                "vipx_sync_batches_total",
-                "Batches of flow changes sent to peers (first sends).",
-            )?,
-            resent: counter(
-                "vipx_sync_resent_batches_total",
-                "Batches sent again to a peer after a reconnection.",
-            )?,
-            bytes: counter(
-                "vipx_sync_sent_bytes_total",
-                "Bytes of replication frames sent to peers.",
-            )?,
-            bulks: counter(
-                "vipx_sync_bulk_transfers_total",
-                "Whole flow tables sent to a peer (it held nothing of this run, or its queue overflowed).",
-            )?,
-            installed: counter(
-                "vipx_sync_flows_installed_total",
-                "Flows received from peers and installed in this node's maps.",
-            )?,
-            not_installed: counter(
-                "vipx_sync_flows_not_installed_total",
-                "Flows received from peers for a service or backend this node does not have.",
-            )?,
-            ended: counter(
-                "vipx_sync_flow_ends_total",
-                "Flow ends received from peers and applied.",
-            )?,
-            refused: counter(
-                "vipx_sync_refused_total",
-                "Replication connections refused: the other side could not prove the cluster secret.",
-            )?,
-            unacked: r.add(IntGauge::new(
-                "vipx_sync_unacked_batches",
-                "Batches sent to a peer and not yet acknowledged.",
-            )?)?,
-            lag: r.add(prometheus::Histogram::with_opts(
-                HistogramOpts::new(
-                    "vipx_sync_lag_seconds",
-                    "Replication lag: from a change of the flow table (a new flow: its creation by XDP) to the peer's acknowledgement that it is installed.",
-                )
-                .buckets(LAG_BUCKETS.to_vec()),
-            )?)?,
         })
     }
 }

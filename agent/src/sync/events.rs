@@ -12,6 +12,7 @@ use vipx_common::{
 };
 
 use super::{
+    ack::Ledger,
     sender::{Change, Queue},
     wire::Entry,
 };
@@ -24,7 +25,7 @@ use crate::{
 const LOSS_CHECK: Duration = Duration::from_millis(100);
 
 /// Drains the flow events into `queues` until the task is dropped.
-pub async fn forward(events: FlowEvents, maps: Arc<Maps>, queues: Vec<Queue>) {
+pub async fn forward(events: FlowEvents, maps: Arc<Maps>, ledger: Arc<Ledger>, queues: Vec<Queue>) {
     // SAFETY: the ring buffer's descriptor is owned by `events`, which the
     // `AsyncFd` owns: it stays open, and the same, for its whole life.
     let registered =
@@ -53,7 +54,7 @@ pub async fn forward(events: FlowEvents, maps: Arc<Maps>, queues: Vec<Queue>) {
                         } else {
                             now
                         };
-                        publish(&queues, &Change { entry, at_ns });
+                        publish(&ledger, &queues, entry, at_ns);
                     }
                 }
                 guard.clear_ready();
@@ -96,9 +97,12 @@ fn entry(
     }
 }
 
-/// Queues a change for every peer; never waits.
-pub(super) fn publish(queues: &[Queue], change: &Change) {
-    for queue in queues {
-        queue.push(change.clone());
-    }
+/// Numbers a change and queues it for every peer; never waits.
+pub(super) fn publish(ledger: &Ledger, queues: &[Queue], entry: Entry, at_ns: u64) {
+    ledger.publish(at_ns, |id| {
+        let change = Change { id, entry, at_ns };
+        for queue in queues {
+            queue.push(change.clone());
+        }
+    });
 }

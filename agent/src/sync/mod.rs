@@ -4,48 +4,113 @@
 //!
 //! - [`wire`]: the frames and messages;
 //! - [`auth`]: the cluster secret and the proofs that open a connection;
+//! - [`tls`]: TLS 1.3 with client certificates under it (`[sync.tls]`);
 //! - [`sender`]: one connection per peer, kept up: handshake, resume or
 //!   whole-table transfer, then numbered batches kept until acknowledged;
 //! - [`receiver`]: installs what the peers send in this node's maps at once
 //!   and acknowledges it;
+//! - [`ack`]: the ack level, counted over the peers' acknowledgements;
 //! - [`session`]: what both ends share.
 //!
-//! Acknowledgements are the receiver's "installed"; the data path never
-//! waits for them (a flow is forwarded as soon as XDP created it), so what
-//! a failover can lose is the changes of the last round trip.
+//! Acknowledgements are the receiver's "installed". The data path never
+//! waits for any of them, at any ack level: a flow is forwarded as soon as
+//! XDP creates it, so what a failover can lose is the changes of the last
+//! round trip. The ack level (`[sync] ack`) says when a change counts as
+//! acknowledged:
+//! - `none`: never tracked. Batches are sent and forgotten, nothing is
+//!   resent; a peer that reconnects gets the whole table instead (the
+//!   changes in flight when a connection broke reach it with that).
+//! - `once` (the default): when one peer has installed it. Each peer's
+//!   batches are kept until it acknowledges them and resent after a
+//!   reconnection.
+//! - `quorum`: when a majority of the N nodes, this one included, hold it:
+//!   floor(N/2) peers (2 or 3 nodes: 1 peer; 4 or 5 nodes: 2 peers).
+//!   Batches are kept and resent as with `once`.
+//!
+//! What waits for the level is only a planned handover: a stopping MASTER
+//! waits, at most `handover_wait`, until every change it had published
+//! has reached it ([`Replicator::before_handover`]) and only then gives up
+//! its VIPs.
 
+pub mod ack;
 pub mod auth;
 mod events;
 pub mod gate;
 pub mod receiver;
 pub mod sender;
 mod session;
+pub mod tls;
 pub mod wire;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use tokio::{net::TcpListener, task::JoinHandle};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 pub use session::SyncError;
 
 pub use crate::metrics::SyncMetrics;
-use crate::{balancer::SharedTable, dataplane::FlowEvents, locks::lock};
-use auth::Secret;
+use crate::{
+    balancer::SharedTable,
+    config::{AckLevel, SyncConfig},
+    dataplane::FlowEvents,
+    locks::lock,
+};
+use ack::Ledger;
+use auth::{Secret, SecretError};
 use receiver::Receiver;
-use sender::{Link, Queue};
+use sender::{Link, Queue, Shared};
+use tls::{Tls, TlsError};
 use wire::Entry;
 
 /// Changes queued for one peer, at most: past this its link sends the whole
 /// table once it can.
 const QUEUE: usize = 65_536;
 
+/// What proves this node to its peers: the cluster secret and, with
+/// `[sync.tls]`, its certificate. Never shown.
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    pub secret: Secret,
+    pub tls: Option<Arc<Tls>>,
+}
+
+/// Why the files of `[sync]` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+impl Credentials {
+    /// Reads the secret and the TLS files of `[sync]` (at start, and by
+    /// `check-config`).
+    pub fn load(config: &SyncConfig) -> Result<Self, CredentialsError> {
+        let secret = Secret::load(&config.secret_file)?;
+        let tls = match &config.tls {
+            Some(files) => Some(Arc::new(Tls::load(files, config.listen)?)),
+            None => None,
+        };
+        Ok(Self { secret, tls })
+    }
+}
+
 /// What replication needs to start.
 pub struct SyncSetup {
     pub node: String,
     pub listen: SocketAddr,
     pub peers: Vec<SocketAddr>,
-    pub secret: Secret,
+    pub credentials: Credentials,
+    /// When a change counts as acknowledged.
+    pub ack: AckLevel,
+    /// How long [`Replicator::before_handover`] waits for the ack level.
+    pub handover_wait: Duration,
     pub table: SharedTable,
     pub metrics: Arc<SyncMetrics>,
     /// The program's flow events (none: peers get whole tables only, at
@@ -55,10 +120,12 @@ pub struct SyncSetup {
     pub ready_timeout: std::time::Duration,
 }
 
-/// Replication running: the receiver, a link per peer, and the queues that
-/// feed the links.
+/// Replication running: the receiver, a link per peer, the queues that
+/// feed the links, and the ledger of what reached the ack level.
 pub struct Replicator {
     queues: Vec<Queue>,
+    ledger: Arc<Ledger>,
+    handover_wait: Duration,
     receiver: Arc<Receiver>,
     /// Open while this node holds a peer's whole table (see [`gate`]).
     ready: tokio::sync::watch::Receiver<bool>,
@@ -75,7 +142,7 @@ impl Replicator {
         let listen = listener.local_addr()?;
         let receiver = Arc::new(Receiver::new(
             setup.node.clone(),
-            setup.secret.clone(),
+            setup.credentials.clone(),
             Arc::clone(&setup.table),
             Arc::clone(&setup.metrics),
         ));
@@ -85,18 +152,22 @@ impl Replicator {
             tokio::spawn(Arc::clone(&receiver).serve(listener)),
             gate_task,
         ];
-        let epoch = getrandom::u64().expect("the OS random generator works");
+        let ledger = Arc::new(Ledger::new(
+            setup.ack,
+            setup.peers.len(),
+            Arc::clone(&setup.metrics),
+        ));
+        let shared = Arc::new(Shared {
+            node: setup.node,
+            epoch: getrandom::u64().expect("the OS random generator works"),
+            credentials: setup.credentials,
+            table: Arc::clone(&setup.table),
+            metrics: setup.metrics,
+            ledger: Arc::clone(&ledger),
+        });
         let mut queues = Vec::new();
-        for peer in setup.peers {
-            let (link, queue) = Link::new(
-                peer,
-                setup.node.clone(),
-                epoch,
-                setup.secret.clone(),
-                Arc::clone(&setup.table),
-                Arc::clone(&setup.metrics),
-                QUEUE,
-            );
+        for (index, peer) in setup.peers.into_iter().enumerate() {
+            let (link, queue) = Link::new(peer, index, Arc::clone(&shared), QUEUE);
             tasks.push(tokio::spawn(link.run()));
             queues.push(queue);
         }
@@ -104,14 +175,23 @@ impl Replicator {
             match events.enable(true) {
                 Ok(()) => {
                     let maps = Arc::clone(lock(&setup.table).maps());
-                    tasks.push(tokio::spawn(events::forward(events, maps, queues.clone())));
+                    let forward =
+                        events::forward(events, maps, Arc::clone(&ledger), queues.clone());
+                    tasks.push(tokio::spawn(forward));
                 }
                 Err(err) => warn!("replication: turning the flow events on: {err}"),
             }
         }
-        info!(%listen, peers = queues.len(), "flow replication started");
+        let tls = if shared.credentials.tls.is_some() {
+            "TLS 1.3"
+        } else {
+            "TCP"
+        };
+        info!(%listen, peers = queues.len(), ack = setup.ack.as_str(), "flow replication started over {tls}");
         Ok(Self {
             queues,
+            ledger,
+            handover_wait: setup.handover_wait,
             receiver,
             ready,
             tasks,
@@ -122,11 +202,42 @@ impl Replicator {
     /// Queues a change for every peer; never waits (a full queue turns into
     /// a whole-table transfer to that peer).
     pub fn publish(&self, entry: &Entry) {
-        let change = sender::Change {
-            entry: entry.clone(),
-            at_ns: crate::dataplane::monotonic_ns(),
-        };
-        events::publish(&self.queues, &change);
+        let at_ns = crate::dataplane::monotonic_ns();
+        events::publish(&self.ledger, &self.queues, entry.clone(), at_ns);
+    }
+
+    /// Waits, at most `within`, until every change published so far has
+    /// reached the ack level: `Ok` with how long that took (zero when none
+    /// was short of it: always with `none` or without peers), `Err` with
+    /// how many of them had not when `within` ran out.
+    pub async fn drained(&self, within: Duration) -> Result<Duration, usize> {
+        self.ledger.drained(within).await
+    }
+
+    /// Before a planned handover (a stopping MASTER): waits, at most
+    /// `handover_wait`, for every published change to reach the ack level,
+    /// and says how it went.
+    pub async fn before_handover(&self) {
+        let level = self.ledger.level().as_str();
+        let started = Instant::now();
+        match self.drained(self.handover_wait).await {
+            Ok(Duration::ZERO) => {
+                debug!(
+                    ack = level,
+                    "replication: no flow change short of the ack level"
+                )
+            }
+            Ok(took) => info!(
+                ack = level,
+                "replication: every published flow change reached the ack level in {took:?}; handing over"
+            ),
+            Err(unacked) => warn!(
+                ack = level,
+                unacked,
+                "replication: {unacked} flow changes short of the ack level after {:?} (handover_wait); handing over anyway",
+                started.elapsed()
+            ),
+        }
     }
 
     /// The peers whose whole table this node holds, as it changes.

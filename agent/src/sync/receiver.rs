@@ -1,5 +1,6 @@
-//! The receiving end: accepts the peers' connections, checks their proof of
-//! the cluster secret, installs the flows they send in this node's maps at
+//! The receiving end: accepts the peers' connections (over TLS when
+//! configured, which checks their certificate), checks their proof of the
+//! cluster secret, installs the flows they send in this node's maps at
 //! once, and acknowledges each batch.
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};
@@ -8,9 +9,9 @@ use tokio::{net::TcpListener, sync::watch};
 use tracing::{debug, info, warn};
 
 use super::{
-    SyncMetrics,
-    auth::{Role, Secret, nonce},
-    session::{self, Conn, SyncError, framed},
+    Credentials, SyncMetrics,
+    auth::{Role, nonce},
+    session::{self, Conn, SyncError},
     wire::{Entry, Message, Resume, VERSION},
 };
 use crate::{
@@ -29,7 +30,7 @@ struct Progress {
 /// Serves the replication port.
 pub struct Receiver {
     pub node: String,
-    pub secret: Secret,
+    pub credentials: Credentials,
     pub table: SharedTable,
     pub metrics: Arc<SyncMetrics>,
     progress: std::sync::Mutex<Progress>,
@@ -40,13 +41,13 @@ pub struct Receiver {
 impl Receiver {
     pub fn new(
         node: String,
-        secret: Secret,
+        credentials: Credentials,
         table: SharedTable,
         metrics: Arc<SyncMetrics>,
     ) -> Self {
         Self {
             node,
-            secret,
+            credentials,
             table,
             metrics,
             progress: std::sync::Mutex::default(),
@@ -65,29 +66,39 @@ impl Receiver {
             match listener.accept().await {
                 Ok((stream, from)) => {
                     let this = Arc::clone(&self);
-                    tokio::spawn(async move {
-                        let mut conn = framed(stream);
-                        match this.session(&mut conn, from).await {
-                            Err(SyncError::Closed) => {
-                                debug!(%from, "replication: the sender closed")
-                            }
-                            Err(err) => {
-                                warn!(%from, "replication from {from} ended: {err}");
-                                if matches!(err, SyncError::BadProof | SyncError::Version(_)) {
-                                    let reason = err.to_string();
-                                    let _ = session::send(&mut conn, &Message::Refused { reason })
-                                        .await;
-                                }
-                            }
-                            Ok(()) => {}
-                        }
-                    });
+                    tokio::spawn(async move { this.connection(stream, from).await });
                 }
                 Err(err) => {
                     warn!("replication: accepting a connection: {err}");
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
             }
+        }
+    }
+
+    /// One sender's connection, from its first byte to its end (logged).
+    async fn connection(&self, stream: tokio::net::TcpStream, from: SocketAddr) {
+        let tls = self.credentials.tls.as_deref();
+        let mut conn = match session::accept(stream, tls).await {
+            Ok(conn) => conn,
+            Err(err) => {
+                if matches!(err, SyncError::Tls(_)) {
+                    self.metrics.refused_tls.inc();
+                }
+                warn!(%from, "replication from {from} refused: {err}");
+                return;
+            }
+        };
+        match self.session(&mut conn, from).await {
+            Err(SyncError::Closed) => debug!(%from, "replication: the sender closed"),
+            Err(err) => {
+                warn!(%from, "replication from {from} ended: {err}");
+                if matches!(err, SyncError::BadProof | SyncError::Version(_)) {
+                    let reason = err.to_string();
+                    let _ = session::send(&mut conn, &Message::Refused { reason }).await;
+                }
+            }
+            Ok(()) => {}
         }
     }
 
@@ -145,6 +156,7 @@ impl Receiver {
             other => return Err(SyncError::Unexpected(session::name(&other))),
         };
         let ours = nonce();
+        let secret = &self.credentials.secret;
         let last = lock(&self.progress)
             .last
             .get(&node)
@@ -153,13 +165,12 @@ impl Receiver {
         let welcome = Message::Welcome {
             node: self.node.clone(),
             nonce: ours,
-            proof: self.secret.prove(Role::Receiver, &ours, &theirs),
+            proof: secret.prove(Role::Receiver, &ours, &theirs),
             resume: last.map_or(Resume::Bulk, Resume::After),
         };
         session::send(conn, &welcome).await?;
         match session::recv_soon(conn).await? {
-            Message::Proven { proof }
-                if self.secret.verify(Role::Sender, &theirs, &ours, &proof) => {}
+            Message::Proven { proof } if secret.verify(Role::Sender, &theirs, &ours, &proof) => {}
             Message::Proven { .. } => {
                 self.metrics.refused.inc();
                 return Err(SyncError::BadProof);

@@ -1,26 +1,39 @@
-//! What both ends of a replication connection share: reading and writing
-//! messages with time limits, and the errors that end a connection.
+//! What both ends of a replication connection share: opening it (plain TCP
+//! or TLS), reading and writing messages with time limits, and the errors
+//! that end a connection.
 
-use std::time::Duration;
+use std::{future::Future, net::SocketAddr, time::Duration};
 
 use bytes::Bytes;
 use futures::{SinkExt as _, StreamExt as _};
-use tokio::net::TcpStream;
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpStream,
+};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
-use super::wire::{self, Message};
+use super::{
+    tls::{Tls, is_tls_failure},
+    wire::{self, Message},
+};
 
 /// How long each step of the handshake may take.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The byte stream under a connection: a TCP socket, or TLS over one.
+pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
+
 /// A replication connection, framed.
-pub type Conn = Framed<TcpStream, LengthDelimitedCodec>;
+pub type Conn = Framed<Box<dyn Stream>, LengthDelimitedCodec>;
 
 /// Why a replication connection ended.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
     #[error("connection: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(std::io::Error),
     #[error("a message that does not decode: {0}")]
     Decode(#[from] postcard::Error),
     #[error("the peer closed the connection")]
@@ -39,10 +52,52 @@ pub enum SyncError {
     Gap { last: u64, got: u64 },
 }
 
-/// Frames a connected socket.
-pub fn framed(stream: TcpStream) -> Conn {
+impl From<std::io::Error> for SyncError {
+    fn from(err: std::io::Error) -> Self {
+        if is_tls_failure(&err) {
+            Self::Tls(err)
+        } else {
+            Self::Io(err)
+        }
+    }
+}
+
+/// Connects to `peer`, over TLS when configured.
+pub async fn connect(peer: SocketAddr, tls: Option<&Tls>) -> Result<Conn, SyncError> {
+    let stream = soon(TcpStream::connect(peer)).await??;
     let _ = stream.set_nodelay(true);
-    Framed::new(stream, wire::codec())
+    match tls {
+        Some(tls) => {
+            let stream = soon(tls.connect(peer, stream))
+                .await?
+                .map_err(SyncError::Tls)?;
+            Ok(framed(stream))
+        }
+        None => Ok(framed(stream)),
+    }
+}
+
+/// Takes an accepted socket, over TLS when configured.
+pub async fn accept(stream: TcpStream, tls: Option<&Tls>) -> Result<Conn, SyncError> {
+    let _ = stream.set_nodelay(true);
+    match tls {
+        Some(tls) => {
+            let stream = soon(tls.accept(stream)).await?.map_err(SyncError::Tls)?;
+            Ok(framed(stream))
+        }
+        None => Ok(framed(stream)),
+    }
+}
+
+fn framed(stream: impl Stream + 'static) -> Conn {
+    Framed::new(Box::new(stream), wire::codec())
+}
+
+/// A step of the handshake, within [`HANDSHAKE_TIMEOUT`].
+async fn soon<T>(step: impl Future<Output = T>) -> Result<T, SyncError> {
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, step)
+        .await
+        .map_err(|_| SyncError::Timeout(HANDSHAKE_TIMEOUT))
 }
 
 /// Sends one message.
@@ -63,9 +118,7 @@ pub async fn recv(conn: &mut Conn) -> Result<Message, SyncError> {
 
 /// The next message, within [`HANDSHAKE_TIMEOUT`].
 pub async fn recv_soon(conn: &mut Conn) -> Result<Message, SyncError> {
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, recv(conn))
-        .await
-        .map_err(|_| SyncError::Timeout(HANDSHAKE_TIMEOUT))?
+    soon(recv(conn)).await?
 }
 
 /// The short name of a message, for errors.
