@@ -245,3 +245,44 @@ async fn a_peer_whose_agent_restarted_gets_the_whole_table_again() {
     .await;
     drop(rb);
 }
+
+/// A partition (nothing passes, nothing closes) is noticed within the
+/// replication's silence bound, not after TCP's retransmissions: the
+/// receiver stops counting the sender's table as held (so its readiness
+/// gate would hold a preemption), and once the link is back the flows
+/// opened meanwhile arrive and the table counts as held again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_link_is_dropped_then_resumed_when_it_is_back() {
+    let spec = nat_spec(VIP, BACKEND, 65537);
+    let (mut a, mut b) = (Node::new(&spec), Node::new(&spec));
+    let rb = b.replicator("b", Vec::new(), SECRET).await;
+    let relay = Relay::to(rb.listen).await;
+    let _ra = a.replicator("a", vec![relay.addr], SECRET).await;
+    synced(&rb, "a").await;
+
+    relay.silence(true);
+    let silenced = Instant::now();
+    let mut held = rb.synced();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        held.wait_for(|peers| !peers.iter().any(|p| p == "a")),
+    )
+    .await
+    .expect("B no longer counts A's table as held while nothing passes")
+    .expect("the receiver runs");
+    let noticed = silenced.elapsed();
+    let during = key_of(&a.open(58_000));
+
+    relay.silence(false);
+    let back = Instant::now();
+    let maps_b = b.rig.dataplane.maps();
+    wait_until("B holds the flow A opened during the partition", || {
+        maps_b.flow(&during).is_some()
+    })
+    .await;
+    synced(&rb, "a").await;
+    println!(
+        "silence noticed by B after {noticed:?}; the flow opened meanwhile installed and A's table held again {:?} after the link came back",
+        back.elapsed()
+    );
+}

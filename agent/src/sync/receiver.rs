@@ -25,6 +25,10 @@ use crate::{
 struct Progress {
     /// The sender's epoch and the last batch installed from it.
     last: HashMap<String, (u64, u64)>,
+    /// The connection through which each synced sender said `Synced`.
+    synced_by: HashMap<String, u64>,
+    /// Connections accepted so far (their numbers).
+    connections: u64,
 }
 
 /// Serves the replication port.
@@ -34,7 +38,10 @@ pub struct Receiver {
     pub table: SharedTable,
     pub metrics: Arc<SyncMetrics>,
     progress: std::sync::Mutex<Progress>,
-    /// The peers whose whole table this node holds (they said `Synced`).
+    /// The peers whose whole table this node holds now: they said `Synced`
+    /// on a connection that is still up (one that ends, silent for
+    /// [`session::SILENCE`] or closed, takes its peer out until it says
+    /// `Synced` again).
     synced: watch::Sender<Vec<String>>,
 }
 
@@ -104,10 +111,38 @@ impl Receiver {
 
     /// One sender's connection: handshake, then batches until it closes.
     async fn session(&self, conn: &mut Conn, from: SocketAddr) -> Result<(), SyncError> {
-        let (node, epoch, mut last) = self.handshake(conn).await?;
+        let (node, epoch, last) = self.handshake(conn).await?;
         info!(peer = node, %from, epoch, after = last, "replication from {node} accepted");
+        let id = {
+            let mut progress = lock(&self.progress);
+            progress.connections += 1;
+            progress.connections
+        };
+        let ended = self.take(conn, &node, (epoch, last), id).await;
+        let mut progress = lock(&self.progress);
+        if progress.synced_by.get(&node) == Some(&id) {
+            progress.synced_by.remove(&node);
+            self.synced
+                .send_modify(|synced| synced.retain(|n| n != &node));
+        }
+        ended
+    }
+
+    /// Takes `node`'s messages (its run's `epoch`, `last` batch installed)
+    /// on connection `id` until it ends.
+    async fn take(
+        &self,
+        conn: &mut Conn,
+        node: &str,
+        (epoch, mut last): (u64, u64),
+        id: u64,
+    ) -> Result<(), SyncError> {
+        let node = node.to_owned();
         loop {
-            match session::recv(conn).await? {
+            match session::recv_within(conn, session::SILENCE).await? {
+                Message::Ping => {
+                    session::send(conn, &Message::Pong).await?;
+                }
                 Message::Batch { seq, entries } => {
                     if seq <= last {
                         // A resend of what is installed already.
@@ -127,6 +162,7 @@ impl Receiver {
                         peer = node,
                         seq, "replication: this node holds every flow of {node}"
                     );
+                    lock(&self.progress).synced_by.insert(node.clone(), id);
                     self.synced.send_modify(|synced| {
                         if !synced.contains(&node) {
                             synced.push(node.clone());
@@ -180,7 +216,9 @@ impl Receiver {
         if last.is_none() {
             // A new run of that agent: what it sends now replaces nothing
             // we hold, and its `Synced` is to come again.
-            lock(&self.progress).last.insert(node.clone(), (epoch, 0));
+            let mut progress = lock(&self.progress);
+            progress.last.insert(node.clone(), (epoch, 0));
+            progress.synced_by.remove(&node);
             self.synced
                 .send_modify(|synced| synced.retain(|n| n != &node));
         }

@@ -14,7 +14,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use prometheus::IntGauge;
@@ -214,8 +214,22 @@ impl Link {
         if self.keeps() && matches!(resume, Resume::After(_)) && next == holds + 1 {
             self.resend(conn).await?;
             if self.overflowed.swap(false, Ordering::AcqRel) {
-                self.bulk(conn).await?;
+                return self.bulk(conn).await;
             }
+            // What waited while the link was down, then `Synced`: the peer
+            // holds this node's whole table again.
+            while let Ok(first) = self.changes.try_recv() {
+                let (entries, oldest, holds) = self.take_batch(first);
+                self.send_batch(conn, entries, Some(oldest), Some(holds))
+                    .await?;
+            }
+            session::send(
+                conn,
+                &Message::Synced {
+                    seq: self.next_seq - 1,
+                },
+            )
+            .await?;
             return Ok(());
         }
         self.unacked.clear();
@@ -411,6 +425,9 @@ impl Link {
 
     /// Streams changes as they come, and takes acknowledgements.
     async fn stream(&mut self, conn: &mut Conn) -> Result<(), SyncError> {
+        let mut heard = Instant::now();
+        let mut ping = tokio::time::interval(session::KEEPALIVE);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if self.overflowed.swap(false, Ordering::AcqRel) {
                 self.bulk(conn).await?;
@@ -424,9 +441,19 @@ impl Link {
                     let (entries, oldest, holds) = self.take_batch(first);
                     self.send_batch(conn, entries, Some(oldest), Some(holds)).await?;
                 }
+                _ = ping.tick() => {
+                    if heard.elapsed() > session::SILENCE {
+                        return Err(SyncError::Timeout(session::SILENCE));
+                    }
+                    session::send(conn, &Message::Ping).await?;
+                }
                 message = session::recv(conn) => match message? {
+                    Message::Pong => heard = Instant::now(),
                     // With `none` nothing waits for them.
-                    Message::Ack { seq } => self.acknowledged(seq),
+                    Message::Ack { seq } => {
+                        heard = Instant::now();
+                        self.acknowledged(seq);
+                    }
                     Message::Refused { reason } => return Err(SyncError::Refused(reason)),
                     other => return Err(SyncError::Unexpected(session::name(&other))),
                 },

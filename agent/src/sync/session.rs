@@ -19,6 +19,14 @@ use super::{
 
 /// How long each step of the handshake may take.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a sender says its connection lives ([`Message::Ping`]).
+pub const KEEPALIVE: Duration = Duration::from_millis(200);
+/// How long either end bears a silent connection (nothing received, or a
+/// frame that cannot be sent) before it drops it: a cut link or a stopped
+/// peer is noticed in this time, not after TCP's retransmissions, so the
+/// sender reconnects (and resends) as soon as the link is back, and the
+/// receiver no longer counts that peer's table as held here.
+pub const SILENCE: Duration = Duration::from_millis(1500);
 
 /// The byte stream under a connection: a TCP socket, or TLS over one.
 pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -104,7 +112,9 @@ async fn soon<T>(step: impl Future<Output = T>) -> Result<T, SyncError> {
 pub async fn send(conn: &mut Conn, message: &Message) -> Result<usize, SyncError> {
     let payload = wire::encode(message)?;
     let len = payload.len();
-    conn.send(Bytes::from(payload)).await?;
+    tokio::time::timeout(SILENCE, conn.send(Bytes::from(payload)))
+        .await
+        .map_err(|_| SyncError::Timeout(SILENCE))??;
     Ok(len)
 }
 
@@ -114,6 +124,13 @@ pub async fn recv(conn: &mut Conn) -> Result<Message, SyncError> {
         Some(frame) => Ok(wire::decode(&frame?)?),
         None => Err(SyncError::Closed),
     }
+}
+
+/// The next message, within `limit`.
+pub async fn recv_within(conn: &mut Conn, limit: Duration) -> Result<Message, SyncError> {
+    tokio::time::timeout(limit, recv(conn))
+        .await
+        .map_err(|_| SyncError::Timeout(limit))?
 }
 
 /// The next message, within [`HANDSHAKE_TIMEOUT`].
@@ -131,5 +148,7 @@ pub fn name(message: &Message) -> &'static str {
         Message::Synced { .. } => "Synced",
         Message::Ack { .. } => "Ack",
         Message::Refused { .. } => "Refused",
+        Message::Ping => "Ping",
+        Message::Pong => "Pong",
     }
 }

@@ -10,7 +10,7 @@ use tokio_util::codec::LengthDelimitedCodec;
 use crate::balancer::replica::FlowRecord;
 
 /// The protocol version this agent speaks.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 /// The largest frame accepted: a batch of [`MAX_BATCH`] records is about
 /// 100 bytes a record.
 pub const MAX_FRAME: usize = 1 << 20;
@@ -57,6 +57,12 @@ pub enum Message {
     Ack { seq: u64 },
     /// Either side: the connection is refused, and why.
     Refused { reason: String },
+    /// Sender -> receiver, every [`super::session::KEEPALIVE`]: the
+    /// connection lives (a silent link is dropped after
+    /// [`super::session::SILENCE`] by either end).
+    Ping,
+    /// Receiver -> sender: the answer to a [`Message::Ping`].
+    Pong,
 }
 
 /// Where a reconnecting sender resumes.
@@ -147,6 +153,8 @@ mod tests {
             Message::Refused {
                 reason: "bad proof".into(),
             },
+            Message::Ping,
+            Message::Pong,
         ];
         for message in messages {
             let payload = encode(&message).expect("encodes");

@@ -188,12 +188,41 @@ pub async fn down_peer() -> SocketAddr {
 }
 
 /// A link between two nodes that can be cut: a TCP relay to a peer (which
-/// can change, as a peer's address does when its agent restarts).
+/// can change, as a peer's address does when its agent restarts). A cut
+/// closes its connections; a silence keeps them open but passes nothing,
+/// either way, as a pulled cable or a partition does.
 pub struct Relay {
     pub addr: SocketAddr,
     to: Arc<Mutex<SocketAddr>>,
     accept: JoinHandle<()>,
     conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    silent: tokio::sync::watch::Sender<bool>,
+}
+
+/// Copies `from` to `to` while the relay is not silent.
+async fn pass(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut silent: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if silent.wait_for(|s| !*s).await.is_err() {
+            return;
+        }
+        let n = tokio::select! {
+            read = from.read(&mut buf) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            },
+            // Silenced while waiting: what arrives now stays unread.
+            _ = silent.wait_for(|s| *s) => continue,
+        };
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
 }
 
 impl Relay {
@@ -202,16 +231,23 @@ impl Relay {
         let addr = listener.local_addr().expect("its address");
         let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let target = Arc::new(Mutex::new(to));
+        let silent = tokio::sync::watch::Sender::new(false);
         let accept = tokio::spawn({
-            let (conns, target) = (Arc::clone(&conns), Arc::clone(&target));
+            let (conns, target, silent) = (Arc::clone(&conns), Arc::clone(&target), silent.clone());
             async move {
-                while let Ok((mut inbound, _)) = listener.accept().await {
+                while let Ok((inbound, _)) = listener.accept().await {
                     let to = *target.lock().expect("relay lock");
+                    let silent = silent.subscribe();
                     let relay = tokio::spawn(async move {
-                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
-                            let _ =
-                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                        }
+                        let Ok(outbound) = tokio::net::TcpStream::connect(to).await else {
+                            return;
+                        };
+                        let (in_read, in_write) = inbound.into_split();
+                        let (out_read, out_write) = outbound.into_split();
+                        tokio::join!(
+                            pass(in_read, out_write, silent.clone()),
+                            pass(out_read, in_write, silent),
+                        );
                     });
                     conns.lock().expect("relay lock").push(relay);
                 }
@@ -222,6 +258,7 @@ impl Relay {
             to: target,
             accept,
             conns,
+            silent,
         }
     }
 
@@ -235,6 +272,12 @@ impl Relay {
         for relay in self.conns.lock().expect("relay lock").drain(..) {
             relay.abort();
         }
+    }
+
+    /// Passes nothing (or everything again), connections kept open; new
+    /// connections are accepted but silent too.
+    pub fn silence(&self, silent: bool) {
+        self.silent.send_replace(silent);
     }
 }
 
