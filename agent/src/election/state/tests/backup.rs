@@ -229,15 +229,7 @@ fn preempt_on_a_higher_priority_backup_takes_over_from_a_lower_master() {
     );
     assert_eq!(
         backup.timer(down),
-        [
-            Action::SendAdvert { priority: 200 },
-            Action::BecomeMaster {
-                reason: Reason::Preempt {
-                    src: ip(9),
-                    priority: 100
-                }
-            }
-        ],
+        [Action::SendAdvert { priority: 200 }, preempts(ip(9), 100)],
         "preempts the lower master"
     );
 }
@@ -288,12 +280,7 @@ fn preempt_delay_holds_preemption_back_from_the_first_lower_advert() {
     assert!(backup.timer(down - NS).is_empty(), "not before");
     let actions = backup.timer(down);
     assert!(
-        actions.contains(&Action::BecomeMaster {
-            reason: Reason::Preempt {
-                src: ip(9),
-                priority: 100
-            }
-        }),
+        actions.contains(&preempts(ip(9), 100)),
         "preempts once the delay is over: {actions:?}"
     );
 }
@@ -456,12 +443,7 @@ fn held_preemption_waits_until_released_then_preempts() {
     );
     let actions = backup.timer(down);
     assert!(
-        actions.contains(&Action::BecomeMaster {
-            reason: Reason::Preempt {
-                src: ip(9),
-                priority: 100
-            }
-        }),
+        actions.contains(&preempts(ip(9), 100)),
         "preempts once released: {actions:?}"
     );
 }

@@ -45,6 +45,13 @@ fn started(config: InstanceConfig, now: Time) -> Instance {
     instance
 }
 
+/// The action of a backup that preempts the master at `src`.
+fn preempts(src: IpAddr, priority: u8) -> Action {
+    Action::BecomeMaster {
+        reason: Reason::Preempt { src, priority },
+    }
+}
+
 fn advert(priority: u8, centis: u16) -> Advert {
     Advert {
         vrid: 51,
