@@ -215,42 +215,23 @@ async fn ten_thousand_concurrent_flows_reach_the_peer_and_the_lag_is_reported() 
 }
 
 /// A streams to B through a relay (a link that can be cut or silenced);
-/// B holds A's (empty) table.
-struct Relayed {
-    a: Node,
-    b: Node,
-    rb: Replicator,
-    relay: Relay,
-    _ra: Replicator,
-}
-
-impl Relayed {
-    async fn new(spec: &vipx_agent::dataplane::ServiceSpec) -> Self {
-        let (mut a, mut b) = (Node::new(spec), Node::new(spec));
-        let rb = b.replicator("b", Vec::new(), SECRET).await;
-        let relay = Relay::to(rb.listen).await;
-        let _ra = a.replicator("a", vec![relay.addr], SECRET).await;
-        synced(&rb, "a").await;
-        Self {
-            a,
-            b,
-            rb,
-            relay,
-            _ra,
-        }
-    }
+/// B holds A's (empty) table. Returns A, B, B's replicator, the relay and
+/// A's replicator.
+async fn relayed(
+    spec: &vipx_agent::dataplane::ServiceSpec,
+) -> (Node, Node, Replicator, Relay, Replicator) {
+    let (mut a, mut b) = (Node::new(spec), Node::new(spec));
+    let rb = b.replicator("b", Vec::new(), SECRET).await;
+    let relay = Relay::to(rb.listen).await;
+    let ra = a.replicator("a", vec![relay.addr], SECRET).await;
+    synced(&rb, "a").await;
+    (a, b, rb, relay, ra)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_whose_agent_restarted_gets_the_whole_table_again() {
     let spec = nat_spec(VIP, BACKEND, 65537);
-    let Relayed {
-        mut a,
-        b,
-        rb,
-        relay,
-        _ra,
-    } = Relayed::new(&spec).await;
+    let (mut a, b, rb, relay, _ra) = relayed(&spec).await;
     // A's batches to B are numbered past 1.
     let first = key_of(&a.open(57_000));
     let maps_b = b.rig.dataplane.maps();
@@ -283,13 +264,7 @@ async fn a_peer_whose_agent_restarted_gets_the_whole_table_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_link_is_dropped_then_resumed_when_it_is_back() {
     let spec = nat_spec(VIP, BACKEND, 65537);
-    let Relayed {
-        mut a,
-        b,
-        rb,
-        relay,
-        _ra,
-    } = Relayed::new(&spec).await;
+    let (mut a, b, rb, relay, _ra) = relayed(&spec).await;
 
     relay.silence(true);
     let silenced = Instant::now();
