@@ -14,6 +14,15 @@ use vipx_agent::{
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, None | Some(Command::Run)) {
+        // A command-line tool whose reader went away (`vipx-agent events |
+        // head`) ends quietly, as Unix tools do; the daemon keeps Rust's
+        // default (SIGPIPE ignored, a write to a closed socket is an error).
+        // SAFETY: SIG_DFL for SIGPIPE, set before any other thread exists.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)

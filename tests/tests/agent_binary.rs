@@ -177,3 +177,30 @@ fn example_config_passes_check_config() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
 }
+
+#[test]
+fn a_closed_output_pipe_ends_a_subcommand_quietly() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/vipx.toml");
+    // A pipe whose reader is gone before the command writes (as `| head`
+    // leaves it once it has read its lines).
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let out = std::process::Command::new(support::agent_bin())
+        .arg("check-config")
+        .arg(&example)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run vipx-agent check-config");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+        "no panic, no error on a closed pipe: {stderr}"
+    );
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&out.status),
+        Some(libc::SIGPIPE),
+        "ended by SIGPIPE, as Unix tools are ({})",
+        out.status
+    );
+}
