@@ -39,15 +39,6 @@ pub struct Vipx {
     pub limit: Duration,
 }
 
-impl Vipx {
-    fn only_master(&self, index: usize) -> bool {
-        self.cluster.is_master(index)
-            && (0..self.cluster.nodes.len())
-                .filter(|i| *i != index)
-                .all(|i| !self.cluster.is_master(i))
-    }
-}
-
 impl System for Vipx {
     fn vip(&self) -> SocketAddr {
         SocketAddr::from((self.cluster.vip(), VIP_PORT))
@@ -73,7 +64,7 @@ impl System for Vipx {
     }
     fn settled(&self, event: Event) -> bool {
         match event {
-            Event::Failback => self.only_master(0),
+            Event::Failback => self.cluster.is_only_master(0),
             // Node 0 may be unreachable: ask node 1 only.
             Event::Kill | Event::LinkCut | Event::Stop => self.cluster.is_master(1),
         }
@@ -91,7 +82,7 @@ impl System for Vipx {
             Event::Failback => {}
         }
         wait_for("node 0 the only MASTER again", self.limit, || {
-            self.only_master(0)
+            self.cluster.is_only_master(0)
         })
     }
     fn diagnostics(&self) -> String {
@@ -120,7 +111,7 @@ impl System for Vipx {
             self.cluster.restart_agent(index)?;
         }
         wait_for("node 0 the only MASTER after a reset", self.limit, || {
-            self.only_master(0)
+            self.cluster.is_only_master(0)
         })
     }
 }
