@@ -104,6 +104,24 @@ impl<'a> Keepalived<'a> {
         let _ = self.cluster.lab.wait_exit(self.keepalived[index], limit);
     }
 
+    /// Sends `signal` to keepalived on host `index`: its parent and its
+    /// VRRP child (found in `/proc`), so that a SIGSTOP stops the adverts.
+    pub fn signal_keepalived(&self, index: usize, signal: Signal) -> anyhow::Result<()> {
+        let parent = self.keepalived[index];
+        let children = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+            .unwrap_or_default();
+        for child in children.split_whitespace().filter_map(|p| p.parse().ok()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child), signal);
+        }
+        self.cluster.lab.kill(parent, signal)
+    }
+
+    /// Stops HAProxy on host `index` (SIGTERM: a hard stop, its sessions
+    /// end).
+    pub fn stop_haproxy(&self, index: usize) -> anyhow::Result<()> {
+        self.cluster.lab.stop_process(self.haproxy[index]).map(drop)
+    }
+
     /// Starts HAProxy on host `index` again unless it runs.
     pub fn ensure_haproxy(&mut self, index: usize) -> anyhow::Result<()> {
         if !self.cluster.lab.is_running(self.haproxy[index]) {
