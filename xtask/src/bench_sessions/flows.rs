@@ -1,5 +1,5 @@
 //! New flows through the VIP at a steady rate, from the client's own
-//! address: a non-blocking `connect()` sends a SYN (XDP creates the flow
+//! address, from a thread per core: a non-blocking `connect()` sends a SYN (XDP creates the flow
 //! on it) and the socket is closed at once, so nothing waits for the
 //! handshake; the client's kernel answers the backend's SYN-ACK with a
 //! RST, which ends the flow. Each connect takes a fresh source port.
@@ -13,8 +13,12 @@ use anyhow::Context as _;
 use socket2::{Domain, Protocol, Socket, Type};
 use vipx_lab::Host;
 
-/// How often the sender catches up with its schedule.
+/// How often a sender catches up with its schedule.
 const TICK: Duration = Duration::from_micros(500);
+/// The most connects between two looks at the clock.
+const BURST: u32 = 64;
+/// Senders: one per core of the lab machine.
+const THREADS: usize = 2;
 
 /// What the sender did.
 #[derive(Clone, Copy, Debug)]
@@ -28,7 +32,7 @@ pub struct Sent {
 }
 
 /// Opens `rate` new flows a second to `target` from `client` for
-/// `length`, on one thread in the client's namespace.
+/// `length`, from [`THREADS`] threads in the client's namespace.
 pub fn open(
     client: &Host,
     target: SocketAddr,
@@ -37,29 +41,53 @@ pub fn open(
 ) -> anyhow::Result<Sent> {
     // Every port the client has, so that a port comes back seconds later.
     client.sysctl("net.ipv4.ip_local_port_range", "1024 65535")?;
-    client
-        .enter(move || {
-            let began = Instant::now();
-            let mut sent = Sent {
-                syns: 0,
-                errors: 0,
-                took: Duration::ZERO,
-            };
-            while began.elapsed() < length {
-                let due = (began.elapsed().as_secs_f64() * f64::from(rate)) as u64;
-                while sent.syns + sent.errors < due {
-                    if syn(target) {
-                        sent.syns += 1;
-                    } else {
-                        sent.errors += 1;
-                    }
-                }
-                std::thread::sleep(TICK);
+    let share = f64::from(rate) / THREADS as f64;
+    let began = Instant::now();
+    let sent = std::thread::scope(|scope| {
+        let senders: Vec<_> = (0..THREADS)
+            .map(|_| scope.spawn(|| client.enter(|| send(target, share, began, length))))
+            .collect();
+        senders
+            .into_iter()
+            .map(|sender| {
+                sender
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("a sender panicked"))?
+                    .context("entering the client's namespace")
+            })
+            .collect::<anyhow::Result<Vec<(u64, u64)>>>()
+    })?;
+    Ok(Sent {
+        syns: sent.iter().map(|(syns, _)| syns).sum(),
+        errors: sent.iter().map(|(_, errors)| errors).sum(),
+        took: began.elapsed(),
+    })
+}
+
+/// One sender: `rate` connects a second on schedule from `began` until
+/// `length` is over (behind schedule, it sends as fast as it can, and no
+/// longer). Returns the SYNs sent and the connects that failed.
+fn send(target: SocketAddr, rate: f64, began: Instant, length: Duration) -> (u64, u64) {
+    let (mut syns, mut errors) = (0u64, 0u64);
+    loop {
+        let elapsed = began.elapsed();
+        if elapsed >= length {
+            return (syns, errors);
+        }
+        let due = (elapsed.as_secs_f64() * rate) as u64;
+        let mut burst = 0;
+        while syns + errors < due && burst < BURST {
+            if syn(target) {
+                syns += 1;
+            } else {
+                errors += 1;
             }
-            sent.took = began.elapsed();
-            sent
-        })
-        .context("entering the client's namespace")
+            burst += 1;
+        }
+        if burst < BURST {
+            std::thread::sleep(TICK);
+        }
+    }
 }
 
 /// One connect, closed at once; whether its SYN went out.
