@@ -378,6 +378,12 @@ impl Cluster {
         self.metric(index, "vipx_group_master{group=\"pg\"}") == Some(1.0)
     }
 
+    /// Whether node `index` reports itself MASTER of the VIP group and no
+    /// other node does (one that does not answer counts as not MASTER).
+    pub fn is_only_master(&self, index: usize) -> bool {
+        self.is_master(index) && (0..self.nodes.len()).all(|i| i == index || !self.is_master(i))
+    }
+
     /// Waits until some node is MASTER of the VIP group; returns its index.
     pub fn wait_any_master(&self, limit: Duration) -> Result<usize> {
         let deadline = Instant::now() + limit;

@@ -41,6 +41,19 @@ pub struct BenchArgs {
     /// failover: seconds of the steady-state pgbench run (0: none).
     #[arg(long, default_value_t = 600)]
     steady_secs: u64,
+    /// sessions: the events, comma-separated (default: all); with no
+    /// value, no sessions table.
+    #[arg(long, value_enum, value_delimiter = ',', num_args = 0..)]
+    events: Option<Vec<crate::bench_sessions::Event>>,
+    /// sessions: the systems, comma-separated (default: all); with no
+    /// value, no sessions table.
+    #[arg(long, value_enum, value_delimiter = ',', num_args = 0..)]
+    systems: Option<Vec<crate::bench_sessions::System>>,
+    /// sessions: rates of new flows per second of the replication-lag
+    /// table, comma-separated (default: 1000,10000); with no value, no lag
+    /// table.
+    #[arg(long, value_delimiter = ',', num_args = 0..)]
+    rates: Option<Vec<u32>>,
     /// Skip `setup`.
     #[arg(long)]
     no_setup: bool,
@@ -56,8 +69,10 @@ enum BenchKind {
     /// The client's gap when the master dies, stops or returns, for vipx
     /// and keepalived + HAProxy.
     Failover,
-    /// Which PostgreSQL sessions survive a failover, with flow replication
-    /// and without.
+    /// Which PostgreSQL sessions and pgbench clients survive each
+    /// failover event, for vipx with flow replication and without and for
+    /// keepalived + HAProxy; and the replication lag at steady rates of
+    /// new flows.
     Sessions,
 }
 
@@ -78,7 +93,20 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             },
             agent,
         ),
-        BenchKind::Sessions => crate::bench_sessions::run(&agent),
+        BenchKind::Sessions => crate::bench_sessions::run(
+            &crate::bench_sessions::Options {
+                events: args
+                    .events
+                    .clone()
+                    .unwrap_or_else(|| crate::bench_sessions::Event::ALL.to_vec()),
+                systems: args
+                    .systems
+                    .clone()
+                    .unwrap_or_else(|| crate::bench_sessions::System::ALL.to_vec()),
+                rates: args.rates.clone().unwrap_or_else(|| vec![1_000, 10_000]),
+            },
+            &agent,
+        ),
         BenchKind::Health => {
             println!(
                 "{}",

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_failover;
 mod bench_health;
+mod bench_lab;
 mod bench_sessions;
 mod build;
 mod deps;

@@ -7,11 +7,12 @@ use prometheus::{
 
 use super::Registrar;
 
-/// Buckets of the replication lag and of the ack time, in seconds: fine
-/// below a millisecond, where a healthy link acknowledges.
-const LAG_BUCKETS: [f64; 15] = [
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-    2.0,
+/// Buckets of the replication lag and of the ack time, in seconds: 25 us
+/// to 2 s in steps of 1.5x to 2.5x, so that a sub-millisecond p50 and p99
+/// each get a bucket of their own.
+const LAG_BUCKETS: [f64; 24] = [
+    0.000025, 0.00005, 0.000075, 0.0001, 0.00015, 0.0002, 0.0003, 0.0004, 0.0005, 0.00075, 0.001,
+    0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0,
 ];
 
 /// Flow replication's families, for the replication tasks.

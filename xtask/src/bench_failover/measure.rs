@@ -16,8 +16,9 @@ use super::{
     probe::{self, Prober, monotonic_ns, wait_serving},
     report::ms,
     system_label,
-    systems::{Keepalived, System, Vipx, wait_for},
+    systems::{System, Vipx},
 };
+use crate::bench_lab::{keepalived::Keepalived, wait_for};
 
 /// Probing before the event.
 const LEAD: Duration = Duration::from_millis(300);
