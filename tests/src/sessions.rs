@@ -1,183 +1,258 @@
-//! PostgreSQL sessions through a failover: long psql sessions (a
-//! `SELECT 1`, then a 100 ms sleep, again and again on one connection) and
-//! pgbench with persistent clients, started from a client host; what
-//! survived once they end. Used by the session tests and `cargo xtask bench
-//! sessions`.
+//! The load through a VIP: long psql sessions (a `SELECT 1` every 100 ms
+//! on one connection each, until told to stop) and pgbench with
+//! persistent connections for a planned length; then what became of them.
+//! Used by the session tests and `cargo xtask bench sessions`.
 
-use std::{fmt::Display, process::ExitStatus, time::Instant};
+use std::{
+    net::IpAddr,
+    path::PathBuf,
+    process::ExitStatus,
+    time::{Duration, Instant},
+};
 
-use anyhow::Result;
+use crate::{Host, PG_USER, Pid, ProcSpec, Signal, VIP_PORT, pg_bin_dir};
 
-use crate::{Host, PG_USER, Pid, ProcSpec, Signal, pg_bin_dir, tail};
+/// Long sessions.
+pub const SESSIONS: usize = 8;
+/// pgbench's persistent clients.
+pub const CLIENTS: usize = 4;
+/// How long a process may take to end once its load is over: one still
+/// running then is stuck on a dead connection, killed and lost.
+const FINISH_WITHIN: Duration = Duration::from_secs(10);
 
-/// The load: how many sessions and clients, for how long, against what.
-#[derive(Debug, Clone)]
-pub struct LoadSpec {
-    /// Where the load goes (the VIP), and its port.
-    pub host: String,
-    pub port: u16,
-    /// Long psql sessions.
-    pub sessions: usize,
-    /// Their rounds: a `SELECT 1` and a 100 ms sleep each.
-    pub rounds: usize,
-    /// pgbench's persistent clients (`-c`, `-S -n -j 2 -R 200`).
-    pub clients: usize,
-    /// pgbench's duration (`-T`).
-    pub seconds: u64,
+/// How a session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// Every query answered, a clean exit.
+    Kept,
+    /// psql said the connection was reset or closed.
+    Reset,
+    /// Still waiting for an answer at the deadline (killed).
+    Stuck,
+    /// Another failure (an error, an unanswered query).
+    Failed,
 }
 
-impl LoadSpec {
-    /// The issue's scenario: 8 sessions and `pgbench -c 4` for about
-    /// `seconds` each, against `host:port`.
-    pub fn new(host: impl Display, port: u16, seconds: u64) -> Self {
-        Self {
-            host: host.to_string(),
-            port,
-            sessions: 8,
-            // A round takes a little over the sleep's 100 ms.
-            rounds: usize::try_from(seconds * 9).unwrap_or(usize::MAX),
-            clients: 4,
-            seconds,
-        }
-    }
-}
-
-/// The load running.
-pub struct Load {
-    spec: LoadSpec,
-    sessions: Vec<Pid>,
-    pgbench: Pid,
-}
-
-/// What survived.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    /// Sessions that answered every round and ended well.
-    pub kept: usize,
-    pub sessions: usize,
-    /// pgbench clients reported aborted.
+/// What the load saw.
+pub struct LoadOutcome {
+    pub sessions: Vec<SessionEnd>,
+    /// pgbench clients aborted.
     pub aborted: usize,
-    pub clients: usize,
-    /// pgbench's "number of failed transactions" (none: no report).
+    /// pgbench's failed transactions (none when it printed no report).
     pub failed: Option<u64>,
-    /// pgbench was still running at the deadline (then killed).
-    pub stuck: bool,
-    /// The ends of the lost sessions' output and of pgbench's, to explain
-    /// a loss.
-    pub losses: String,
+    /// pgbench was still running at its deadline (killed).
+    pub pgbench_stuck: bool,
 }
 
-impl Outcome {
-    /// Every session kept and no client aborted.
+impl LoadOutcome {
+    /// Every session kept, no pgbench client aborted or stuck, no failed
+    /// transaction.
     pub fn all_survived(&self) -> bool {
-        self.kept == self.sessions && self.aborted == 0 && !self.stuck && self.failed == Some(0)
+        self.kept() == self.sessions.len()
+            && self.aborted == 0
+            && !self.pgbench_stuck
+            && self.failed == Some(0)
+    }
+
+    pub fn kept(&self) -> usize {
+        self.count(SessionEnd::Kept)
+    }
+
+    pub fn count(&self, end: SessionEnd) -> usize {
+        self.sessions.iter().filter(|s| **s == end).count()
     }
 }
 
-impl Display for Outcome {
+impl std::fmt::Display for LoadOutcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} of {} sessions kept, {} of {} pgbench clients aborted, {} failed transactions{}",
-            self.kept,
-            self.sessions,
+            "{} of {} sessions kept ({} reset, {} stuck, {} failed otherwise), {} of {CLIENTS} pgbench clients aborted, {} failed transactions{}",
+            self.kept(),
+            self.sessions.len(),
+            self.count(SessionEnd::Reset),
+            self.count(SessionEnd::Stuck),
+            self.count(SessionEnd::Failed),
             self.aborted,
-            self.clients,
             self.failed.map_or("?".to_owned(), |n| n.to_string()),
-            if self.stuck { ", pgbench stuck" } else { "" }
+            if self.pgbench_stuck {
+                ", pgbench stuck"
+            } else {
+                ""
+            }
         )
     }
 }
 
+/// The running load.
+pub struct Load {
+    client: Host,
+    sessions: Vec<Pid>,
+    pgbench: Pid,
+    /// When pgbench's `-T` ends.
+    pgbench_end: Instant,
+    /// The file whose creation ends the sessions.
+    stop: PathBuf,
+}
+
 impl Load {
-    /// Starts the sessions and pgbench in `client` (pgbench's tables must
-    /// exist: [`crate::pgbench_init`]).
-    pub fn start(client: &Host, spec: &LoadSpec) -> Result<Self> {
-        let sessions = (0..spec.sessions)
-            .map(|i| {
-                let script = format!(
-                    "for i in $(seq {rounds}); do echo 'SELECT 1;'; echo 'SELECT pg_sleep(0.1);'; done \
-                     | psql -X -A -t -v ON_ERROR_STOP=1 -h {host} -p {port} -U {PG_USER} -d postgres",
-                    rounds = spec.rounds,
-                    host = spec.host,
-                    port = spec.port,
-                );
-                client.spawn(
-                    &format!("session{i}"),
-                    ProcSpec::new("bash")
-                        .args(["-c", &script])
-                        .env("PGCONNECT_TIMEOUT", "5"),
-                )
-            })
-            .collect::<Result<Vec<Pid>>>()?;
+    /// Starts the sessions and pgbench (`-T length`) from `client` to
+    /// `vip`:5432.
+    pub fn start(client: &Host, vip: IpAddr, length: Duration) -> anyhow::Result<Self> {
+        let stop = client.lab().tmp_dir().join("sessions.stop");
+        let _ = std::fs::remove_file(&stop);
+        let sessions = (0..SESSIONS)
+            .map(|i| start_session(client, vip, i, &stop))
+            .collect::<anyhow::Result<Vec<Pid>>>()?;
+        let seconds = length.as_secs().max(1);
         let pgbench = client.spawn(
             "pgbench",
             ProcSpec::new(pg_bin_dir()?.join("pgbench"))
-                .args(["-h", &spec.host, "-p", &spec.port.to_string()])
-                .args(["-U", PG_USER, "-S", "-n", "-c", &spec.clients.to_string()])
-                .args(["-j", "2", "-R", "200", "-T", &spec.seconds.to_string()])
+                .args(["-h", &vip.to_string(), "-p", &VIP_PORT.to_string()])
+                .args(["-U", PG_USER, "-S", "-n", "-c", &CLIENTS.to_string()])
+                .args(["-j", "2", "-R", "200", "-T", &seconds.to_string()])
                 .arg("postgres")
                 .env("PGCONNECT_TIMEOUT", "5"),
         )?;
         Ok(Self {
-            spec: spec.clone(),
+            client: client.clone(),
             sessions,
             pgbench,
+            pgbench_end: Instant::now() + Duration::from_secs(seconds),
+            stop,
         })
     }
 
-    /// Waits, at most until `deadline`, for the load to end (a session or
-    /// client still running then is stuck on a dead connection: killed,
-    /// lost) and counts what survived.
-    pub fn finish(self, client: &Host, deadline: Instant) -> Result<Outcome> {
-        let lab = client.lab();
-        let finish = |pid: Pid| -> Result<Option<ExitStatus>> {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let status = lab.wait_exit(pid, left)?;
-            if status.is_none() {
-                lab.kill(pid, Signal::SIGKILL)?;
-            }
-            Ok(status)
-        };
-        let mut kept = 0;
-        let mut losses = String::new();
-        for (i, pid) in self.sessions.into_iter().enumerate() {
-            let status = finish(pid)?;
-            let log = std::fs::read_to_string(client.log_path(&format!("session{i}")))
-                .unwrap_or_default();
-            let answered = log.lines().filter(|l| l.trim() == "1").count();
-            if status.is_some_and(|s| s.success()) && answered == self.spec.rounds {
-                kept += 1;
-            } else {
-                losses.push_str(&format!(
-                    "session {i}: {answered} of {} answered, {status:?}:\n{}\n",
-                    self.spec.rounds,
-                    tail(&log, 5)
-                ));
-            }
+    /// When pgbench's run ends.
+    pub fn pgbench_end(&self) -> Instant {
+        self.pgbench_end
+    }
+
+    /// Ends the sessions at `stop_at` (not before), waits for everything
+    /// (each at most [`FINISH_WITHIN`] after its end; the stuck are killed)
+    /// and reads their logs.
+    pub fn finish(self, stop_at: Instant) -> anyhow::Result<LoadOutcome> {
+        std::thread::sleep(stop_at.saturating_duration_since(Instant::now()));
+        std::fs::write(&self.stop, "")?;
+        let deadline = Instant::now() + FINISH_WITHIN;
+        let mut sessions = Vec::with_capacity(self.sessions.len());
+        for (i, pid) in self.sessions.iter().enumerate() {
+            let status = self.finish_one(*pid, deadline)?;
+            let log =
+                std::fs::read_to_string(self.client.log_path(&session_name(i))).unwrap_or_default();
+            sessions.push(session_end(status, &log));
         }
-        let stuck = finish(self.pgbench)?.is_none();
-        let report = std::fs::read_to_string(client.log_path("pgbench")).unwrap_or_default();
-        let aborted = report
-            .lines()
-            .filter(|l| l.contains("client ") && l.contains(" aborted"))
-            .count();
-        let failed = report
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("number of failed transactions: "))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|v| v.parse().ok());
-        if aborted > 0 || stuck || failed != Some(0) {
-            losses.push_str(&format!("pgbench:\n{}\n", tail(&report, 12)));
-        }
-        Ok(Outcome {
-            kept,
-            sessions: self.spec.sessions,
-            aborted,
-            clients: self.spec.clients,
-            failed,
-            stuck,
-            losses,
+        let status = self.finish_one(
+            self.pgbench,
+            (self.pgbench_end + FINISH_WITHIN).max(deadline),
+        )?;
+        let report = std::fs::read_to_string(self.client.log_path("pgbench")).unwrap_or_default();
+        Ok(LoadOutcome {
+            sessions,
+            aborted: report
+                .lines()
+                .filter(|l| l.contains("client ") && l.contains(" aborted"))
+                .count(),
+            failed: report
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("number of failed transactions: "))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|v| v.parse().ok()),
+            pgbench_stuck: status.is_none(),
         })
+    }
+
+    /// Waits for `pid` until `deadline`; kills it (by its pid) if it still
+    /// runs then.
+    fn finish_one(&self, pid: Pid, deadline: Instant) -> anyhow::Result<Option<ExitStatus>> {
+        let lab = self.client.lab();
+        let status = lab.wait_exit(pid, deadline.saturating_duration_since(Instant::now()))?;
+        if status.is_none() {
+            lab.kill(pid, Signal::SIGKILL)?;
+            let _ = lab.wait_exit(pid, Duration::from_secs(5))?;
+        }
+        Ok(status)
+    }
+}
+
+fn session_name(i: usize) -> String {
+    format!("session{i}")
+}
+
+/// Session `i`: psql on one connection, fed a `SELECT 1` every 100 ms until
+/// `stop` exists; the feeder then says how many it sent. psql is the
+/// process started (exec), so its pid and exit status are the session's.
+fn start_session(
+    client: &Host,
+    vip: IpAddr,
+    i: usize,
+    stop: &std::path::Path,
+) -> anyhow::Result<Pid> {
+    let script = format!(
+        "exec psql -X -A -t -v ON_ERROR_STOP=1 -h {vip} -p {VIP_PORT} -U {PG_USER} -d postgres \
+         < <(n=0; while [ ! -e '{stop}' ]; do echo 'SELECT 1;'; n=$((n+1)); sleep 0.1; done; \
+             echo \"sent $n\" >&2)",
+        stop = stop.display()
+    );
+    client.spawn(
+        &session_name(i),
+        ProcSpec::new("bash")
+            .args(["-c", &script])
+            .env("PGCONNECT_TIMEOUT", "5"),
+    )
+}
+
+/// What a session's exit status and log say.
+fn session_end(status: Option<ExitStatus>, log: &str) -> SessionEnd {
+    let Some(status) = status else {
+        return SessionEnd::Stuck;
+    };
+    let answered = log.lines().filter(|l| l.trim() == "1").count();
+    let sent = log
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("sent "))
+        .and_then(|n| n.parse::<usize>().ok());
+    if status.success() && sent.is_some_and(|n| n > 0 && n == answered) {
+        SessionEnd::Kept
+    } else if log.contains("reset") || log.contains("closed the connection") {
+        SessionEnd::Reset
+    } else {
+        SessionEnd::Failed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt as _;
+
+    use super::*;
+
+    #[test]
+    fn a_session_is_kept_only_when_every_query_was_answered() {
+        let ok = ExitStatus::from_raw(0);
+        let code2 = ExitStatus::from_raw(2 << 8);
+        let log = "=== vipx-lab: starting `bash`\n1\n1\n1\nsent 3\n";
+        assert_eq!(session_end(Some(ok), log), SessionEnd::Kept);
+        assert_eq!(
+            session_end(Some(ok), "1\n1\nsent 3\n"),
+            SessionEnd::Failed,
+            "a query without its answer"
+        );
+        assert_eq!(
+            session_end(
+                Some(code2),
+                "1\npsql:<stdin>:2: server closed the connection unexpectedly\n"
+            ),
+            SessionEnd::Reset
+        );
+        assert_eq!(
+            session_end(
+                Some(code2),
+                "1\npsql: could not receive data from server: Connection reset by peer\n"
+            ),
+            SessionEnd::Reset
+        );
+        assert_eq!(session_end(None, "1\n"), SessionEnd::Stuck);
+        assert_eq!(session_end(Some(ok), "sent 0\n"), SessionEnd::Failed);
     }
 }

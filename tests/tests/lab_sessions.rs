@@ -12,17 +12,20 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::{
+    net::IpAddr,
+    time::{Duration, Instant},
+};
 
 use vipx_lab::{
-    Cluster, ClusterOptions, Failure, PG_PORT, VIP_PORT, agent_bin, pgbench_init,
-    sessions::{Load, LoadSpec},
+    Cluster, ClusterOptions, Failure, PG_PORT, agent_bin, pgbench_init,
+    sessions::{CLIENTS, Load, SESSIONS},
 };
 
 /// When the failure happens, after the load started.
 const EVENT_AT: Duration = Duration::from_secs(4);
-/// How long after its planned end the load may still take.
-const SLACK: Duration = Duration::from_secs(20);
+/// How long the load goes on after the failure's last move.
+const TAIL: Duration = Duration::from_secs(4);
 
 fn options() -> ClusterOptions {
     ClusterOptions {
@@ -39,16 +42,19 @@ fn sessions_survive(opts: &ClusterOptions, failure: Failure) {
         .wait_master(0, Duration::from_secs(10))
         .expect("node 0 is MASTER");
     pgbench_init(&cluster.client, cluster.backend.ipv4(), PG_PORT, 1).expect("pgbench -i");
-    let target = if opts.ipv6_vip {
-        cluster.vip6().to_string()
+    let target: IpAddr = if opts.ipv6_vip {
+        cluster.vip6().into()
     } else {
-        cluster.vip().to_string()
+        cluster.vip().into()
     };
-    let spec = LoadSpec::new(&target, VIP_PORT, failure.load_seconds(EVENT_AT));
-    let deadline = Instant::now() + Duration::from_secs(spec.seconds) + SLACK;
     let started = Instant::now();
-    let load = Load::start(&cluster.client, &spec).expect("start the load");
-    let flows = (spec.sessions + spec.clients) as f64;
+    let load = Load::start(
+        &cluster.client,
+        target,
+        Duration::from_secs(failure.load_seconds(EVENT_AT)),
+    )
+    .expect("start the load");
+    let flows = (SESSIONS + CLIENTS) as f64;
     let installed = support::wait_for(Duration::from_secs(10), || {
         let n = cluster.metric(1, "vipx_sync_flows_installed_total")?;
         (n >= flows).then_some(n)
@@ -84,17 +90,30 @@ fn sessions_survive(opts: &ClusterOptions, failure: Failure) {
         .fail_master(failure)
         .unwrap_or_else(|err| panic!("{}: {err:#}", failure.name()));
     let outcome = load
-        .finish(&cluster.client, deadline)
+        .finish(Instant::now() + TAIL)
         .expect("the load's outcome");
     println!("{} ({target}): {outcome}", failure.name());
     assert!(
         outcome.all_survived(),
         "{}: {outcome}\n{}\nnode 0:\n{}\nnode 1:\n{}",
         failure.name(),
-        outcome.losses,
+        client_logs(&cluster),
         cluster.lab.log_tail(cluster.nodes[0].agent, 25),
         cluster.lab.log_tail(cluster.nodes[1].agent, 25),
     );
+}
+
+/// The ends of the client's logs (sessions, pgbench), to explain a loss.
+fn client_logs(cluster: &Cluster) -> String {
+    (0..SESSIONS)
+        .map(|i| format!("session{i}"))
+        .chain(["pgbench".to_owned()])
+        .map(|name| {
+            let log = std::fs::read_to_string(cluster.client.log_path(&name)).unwrap_or_default();
+            format!("{name}:\n{}", vipx_lab::tail(&log, 4))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[test]

@@ -53,18 +53,6 @@ impl Failure {
         }
     }
 
-    /// A short name (`--events`, test names).
-    pub fn key(self) -> &'static str {
-        match self {
-            Self::LinkCut => "link-cut",
-            Self::Kill => "kill",
-            Self::Stall => "stall",
-            Self::Stop => "stop",
-            Self::Return => "return",
-            Self::Restart => "restart",
-        }
-    }
-
     /// How long a load must run so that it spans the whole event when the
     /// event starts `at` into it (the moves, and a few seconds after).
     pub fn load_seconds(self, at: Duration) -> u64 {

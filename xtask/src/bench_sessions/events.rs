@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use vipx_lab::{Cluster, Signal};
+use vipx_lab::{Cluster, Failure, Signal};
 
 use crate::bench_lab::{keepalived::Keepalived, wait_for};
 
@@ -16,11 +16,6 @@ const STALL: Duration = Duration::from_secs(5);
 const AWAY: Duration = Duration::from_secs(3);
 /// The longest a takeover (or a preemption) may take.
 const TAKEOVER: Duration = Duration::from_secs(10);
-/// The longest a stopping agent or keepalived may take to exit.
-const EXIT: Duration = Duration::from_secs(10);
-/// The longest a restarted node may take to be MASTER again (the agent
-/// serves its metrics within 30 s, and preempts once it has synced).
-const BACK: Duration = Duration::from_secs(30);
 
 /// What happens to the master.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -99,53 +94,18 @@ impl Event {
     }
 }
 
-/// Does `event` to vipx's node 0 and waits for its last move.
+/// Does `event` to vipx's node 0 and waits for its last move (the lab's
+/// [`Failure`], as the session tests do it).
 pub fn vipx(cluster: &mut Cluster, event: Event) -> anyhow::Result<()> {
-    let lab = &cluster.lab;
-    let agent = cluster.nodes[0].agent;
-    let link = &cluster.nodes[0].host;
-    let taken_over = |c: &Cluster| wait_for("node 1 MASTER", TAKEOVER, || c.is_master(1));
-    let back = |c: &Cluster, limit| {
-        wait_for("node 0 the only MASTER again", limit, || {
-            c.is_only_master(0)
-        })
+    let failure = match event {
+        Event::Kill => Failure::Kill,
+        Event::LinkCut => Failure::LinkCut,
+        Event::Sigstop => Failure::Stall,
+        Event::Sigterm => Failure::Stop,
+        Event::Preempt => Failure::Return,
+        Event::Restart => Failure::Restart,
     };
-    match event {
-        Event::Kill => {
-            lab.kill(agent, Signal::SIGKILL)?;
-            taken_over(cluster)
-        }
-        Event::LinkCut => {
-            link.set_connected(false)?;
-            taken_over(cluster)
-        }
-        Event::Sigstop => {
-            lab.kill(agent, Signal::SIGSTOP)?;
-            std::thread::sleep(STALL);
-            lab.kill(agent, Signal::SIGCONT)?;
-            back(cluster, TAKEOVER)
-        }
-        Event::Sigterm => {
-            lab.kill(agent, Signal::SIGTERM)?;
-            taken_over(cluster)
-        }
-        Event::Preempt => {
-            link.set_connected(false)?;
-            let away = taken_over(cluster);
-            std::thread::sleep(AWAY);
-            link.set_connected(true)?;
-            away?;
-            back(cluster, TAKEOVER)
-        }
-        Event::Restart => {
-            lab.kill(agent, Signal::SIGTERM)?;
-            if lab.wait_exit(agent, EXIT)?.is_none() {
-                anyhow::bail!("node 0's agent still ran {EXIT:?} after SIGTERM");
-            }
-            cluster.restart_agent(0)?;
-            back(cluster, BACK)
-        }
-    }
+    cluster.fail_master(failure)
 }
 
 /// Does `event`'s counterpart to keepalived + HAProxy on k1 and waits for

@@ -14,19 +14,18 @@
 mod events;
 mod flows;
 mod lag;
-mod load;
 mod rates;
 
 use std::{
     fmt::Write as _,
-    net::Ipv4Addr,
+    net::IpAddr,
     path::Path,
     time::{Duration, Instant},
 };
 
 pub use events::Event;
 use lag::{Histogram, LAG};
-use load::{CLIENTS, Load, LoadOutcome, SESSIONS, SessionEnd};
+use vipx_lab::sessions::{CLIENTS, Load, LoadOutcome, SESSIONS, SessionEnd};
 use vipx_lab::{Cluster, ClusterOptions, Host, PG_PORT, pgbench_init};
 
 use crate::bench_lab::keepalived::{KA_VIP, Keepalived};
@@ -204,7 +203,7 @@ fn measure(agent: &Path, system: System, event: Event) -> anyhow::Result<Measure
         System::VipxSync | System::Vipx => {
             let mut cluster = Cluster::up(&vipx_options(agent, system == System::VipxSync))?;
             pgbench_init(&cluster.client, cluster.backend.ipv4(), PG_PORT, 1)?;
-            let running = Running::start(&cluster.client, cluster.vip(), event)?;
+            let running = Running::start(&cluster.client, cluster.vip().into(), event)?;
             let lag = cluster
                 .metrics(0)
                 .ok()
@@ -218,7 +217,7 @@ fn measure(agent: &Path, system: System, event: Event) -> anyhow::Result<Measure
             let limit = Duration::from_millis(4 * KA_ADVERT_MS + 10_000);
             let mut ka = Keepalived::up(&cluster, 2, KA_ADVERT_MS, limit)?;
             pgbench_init(&cluster.client, cluster.backend.ipv4(), PG_PORT, 1)?;
-            let running = Running::start(&cluster.client, KA_VIP, event)?;
+            let running = Running::start(&cluster.client, KA_VIP.into(), event)?;
             let result = events::keepalived(&mut ka, event);
             if result.is_err() {
                 eprintln!("  keepalived:\n{}", ka.diagnostics());
@@ -236,7 +235,7 @@ struct Running {
 impl Running {
     /// Starts the load, planned to outlast the event, and waits until it
     /// is time for the event.
-    fn start(client: &Host, vip: Ipv4Addr, event: Event) -> anyhow::Result<Self> {
+    fn start(client: &Host, vip: IpAddr, event: Event) -> anyhow::Result<Self> {
         let load = Load::start(client, vip, EVENT_AT + event.expected() + TAIL)?;
         std::thread::sleep(EVENT_AT);
         Ok(Self { load })
