@@ -34,7 +34,15 @@ fn main() {
             })
             .collect(),
     };
-    for candidate in &candidates {
+    // Cargo treats a watched file that does not exist as changed, so
+    // watching a profile never built (xtask builds the release object only)
+    // rebuilt the agent on every run: only the objects that exist are
+    // watched, or the first candidate while there is none.
+    let existing: Vec<&PathBuf> = candidates.iter().filter(|p| p.exists()).collect();
+    if existing.is_empty() {
+        println!("cargo:rerun-if-changed={}", candidates[0].display());
+    }
+    for candidate in existing {
         println!("cargo:rerun-if-changed={}", candidate.display());
     }
     let newest = candidates
