@@ -36,6 +36,9 @@ pub enum EventKind {
     Drain,
     /// A tracked item moved a group's priority (or FAULT).
     Track,
+    /// An operator handed a group over (`held`), or that ended
+    /// (`released`).
+    Handover,
 }
 
 impl fmt::Display for EventKind {
@@ -47,6 +50,7 @@ impl fmt::Display for EventKind {
             Self::Reload => "reload",
             Self::Drain => "drain",
             Self::Track => "track",
+            Self::Handover => "handover",
         })
     }
 }
@@ -148,10 +152,23 @@ impl Event {
     }
 }
 
-/// A bounded, thread-safe event log.
-#[derive(Default)]
+/// Events a slow subscriber may fall behind by before it misses some.
+const SUBSCRIBER_BACKLOG: usize = 256;
+
+/// A bounded, thread-safe event log; subscribers get each event as it is
+/// recorded (the notify hooks follow the groups' changes this way).
 pub struct EventLog {
     inner: Mutex<(u64, VecDeque<Event>)>,
+    live: tokio::sync::broadcast::Sender<Event>,
+}
+
+impl Default for EventLog {
+    fn default() -> Self {
+        Self {
+            inner: Mutex::default(),
+            live: tokio::sync::broadcast::channel(SUBSCRIBER_BACKLOG).0,
+        }
+    }
 }
 
 impl EventLog {
@@ -185,7 +202,15 @@ impl EventLog {
         if inner.1.len() == CAPACITY {
             inner.1.pop_front();
         }
+        // Sent under the lock, so subscribers see the log's order (no
+        // subscriber is no error).
+        let _ = self.live.send(event.clone());
         inner.1.push_back(event);
+    }
+
+    /// Every event recorded from now on, in order.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.live.subscribe()
     }
 
     /// Events with a sequence number above `after`, oldest first.

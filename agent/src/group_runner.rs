@@ -1,7 +1,10 @@
 //! The VIP groups of this node: each either elected with VRRP or held in
 //! its configured static state, tracked items applied, stepped down on stop.
 
-use std::{collections::HashMap, net::IpAddr};
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+};
 
 use tracing::error;
 
@@ -10,6 +13,7 @@ use crate::{
     election::runner::{self, Command, ElectionHandle, Wiring},
     events::{EventKind, GroupState},
     health::track::{Effective, Tracking},
+    operator::{HandoverError, Hold},
 };
 
 /// Runs the groups of a configuration.
@@ -47,8 +51,14 @@ impl GroupRunner {
     }
 
     /// Starts every group of `config`: elections for `vrrp` groups, the
-    /// configured state for `static` ones.
-    pub async fn start(&mut self, config: &Config, tracking: &Tracking) {
+    /// configured state for `static` ones; the groups of `held` start
+    /// handed over (BACKUP, not taking the VIPs back).
+    pub async fn start(
+        &mut self,
+        config: &Config,
+        tracking: &Tracking,
+        held: &BTreeMap<String, Hold>,
+    ) {
         for (id, group) in config.groups_with_ids() {
             let effective = tracking.effective(&group.name).unwrap_or(Effective {
                 priority: group.priority,
@@ -63,7 +73,13 @@ impl GroupRunner {
                 Election::Vrrp => {
                     self.wiring.metrics.set_group_master(&group.name, false);
                     self.set_filter(group, &group.unicast_peers);
-                    match runner::spawn(id, group, effective.priority, self.wiring.clone()) {
+                    match runner::spawn(
+                        id,
+                        group,
+                        effective.priority,
+                        held.contains_key(&group.name),
+                        self.wiring.clone(),
+                    ) {
                         Ok(handle) => {
                             if effective.fault {
                                 handle.send(Command::Fault(true));
@@ -97,6 +113,36 @@ impl GroupRunner {
                 state(master),
                 reason,
             );
+        }
+    }
+
+    /// The elected groups this node is MASTER of, by name.
+    pub fn masters(&self, config: &Config) -> Vec<String> {
+        config
+            .groups_with_ids()
+            .filter(|(id, g)| g.election == Election::Vrrp && self.wiring.ownership.is_master(*id))
+            .map(|(_, g)| g.name.clone())
+            .collect()
+    }
+
+    /// Checks that `name` is an elected group of `config`, and says
+    /// whether this node is its MASTER.
+    pub fn check_hold(&self, config: &Config, name: &str) -> Result<bool, HandoverError> {
+        let (id, group) = config
+            .groups_with_ids()
+            .find(|(_, g)| g.name == name)
+            .ok_or_else(|| HandoverError::NoSuchGroup(name.to_owned()))?;
+        if group.election != Election::Vrrp || !self.elections.contains_key(name) {
+            return Err(HandoverError::Static(name.to_owned()));
+        }
+        Ok(self.wiring.ownership.is_master(id))
+    }
+
+    /// A manual handover of group `name` (`held`), or its end: see
+    /// [`Command::Hold`].
+    pub fn hold(&self, name: &str, held: bool) {
+        if let Some(election) = self.elections.get(name) {
+            election.send(Command::Hold(held));
         }
     }
 

@@ -26,6 +26,8 @@ pub mod heartbeat;
 pub mod locks;
 pub mod metrics;
 pub mod neigh;
+pub mod notify;
+pub mod operator;
 pub mod ownership;
 pub mod rank;
 pub mod state;

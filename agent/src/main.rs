@@ -9,6 +9,7 @@ use vipx_agent::{
     cli::{Cli, Command, status},
     config::Config,
     daemon,
+    operator::{HandoverGroup, HandoverRequest},
     sync::Credentials,
 };
 
@@ -71,6 +72,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{answer}");
             Ok(())
         }
+        Command::Handover {
+            group,
+            undo,
+            hold,
+            api,
+        } => {
+            let base = api_base(api, &cli.config)?;
+            let request = HandoverRequest {
+                group,
+                undo,
+                hold_ms: hold.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            };
+            for done in runtime.block_on(client::handover(&base, &request))? {
+                println!("{}", describe_handover(&done));
+            }
+            Ok(())
+        }
         Command::Events { api } => {
             let base = api_base(api, &cli.config)?;
             for event in runtime.block_on(client::events(&base))? {
@@ -98,6 +116,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// One line per group a handover touched.
+fn describe_handover(done: &HandoverGroup) -> String {
+    let group = &done.group;
+    if !done.held {
+        return format!("{group}: handover undone; the group's priority applies again");
+    }
+    let what = if done.was_master {
+        "handed to the best backup"
+    } else {
+        "not MASTER here"
+    };
+    let until = match done.until_unix_ms {
+        Some(ms) => format!(
+            "until {}",
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)
+            )
+        ),
+        None => "until `vipx-agent handover --undo`".to_owned(),
+    };
+    format!("{group}: {what}; stays BACKUP {until}")
 }
 
 /// The API's base URL: given, or from the config file's `[api] listen`.

@@ -14,8 +14,9 @@ use crate::{
     dataplane::{Attachment, CounterMaps, GroupStates},
     events::EventLog,
     health::{HealthRunner, track::Tracking},
-    locks::{lock, write},
+    locks::{lock, read, write},
     metrics::Metrics,
+    operator::{HandoverCall, OperatorState},
 };
 
 /// The running agent, as the API handlers see it.
@@ -33,12 +34,42 @@ pub struct AgentState {
     pub config: RwLock<Config>,
     pub attachments: RwLock<Vec<Attachment>>,
     pub tracking: RwLock<Arc<Tracking>>,
+    /// Drains and handovers set by hand, as `[node] state_file` keeps them.
+    pub operator: Mutex<OperatorState>,
+    /// Handovers asked through the API, for the daemon.
+    pub handovers: tokio::sync::mpsc::UnboundedSender<HandoverCall>,
 }
 
 impl AgentState {
-    /// Drains (or undrains) a backend; false if no service has it.
+    /// Drains (or undrains) a backend and keeps it in the state file;
+    /// false if no service has it.
     pub fn drain(&self, backend: SocketAddr, drain: bool) -> bool {
-        lock(&self.health).drain(backend, drain)
+        if !lock(&self.health).drain(backend, drain) {
+            return false;
+        }
+        let mut operator = lock(&self.operator);
+        let changed = if drain {
+            operator.drained.insert(backend)
+        } else {
+            operator.drained.remove(&backend)
+        };
+        if changed {
+            self.save_operator(&operator);
+        }
+        true
+    }
+
+    /// Writes the operator's settings to `[node] state_file` (a failure is
+    /// logged: the setting holds until the agent stops).
+    pub fn save_operator(&self, operator: &OperatorState) {
+        let path = read(&self.config).node.state_file.clone();
+        if self.ha_debug {
+            tracing::info!(path = %path.display(), "HA debug mode: the state file is not written");
+            return;
+        }
+        if let Err(err) = operator.save(&path) {
+            tracing::error!("keeping drains and handovers across a restart: {err}");
+        }
     }
 
     /// Records where XDP is attached now.

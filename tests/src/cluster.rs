@@ -302,6 +302,9 @@ impl Cluster {
         node_config(&NodeConfig {
             name: &format!("{}-{}", lab.id(), node.host.name()),
             pin_path: &node.pin_path,
+            state_file: &lab
+                .tmp_dir()
+                .join(format!("{}.state.json", node.host.name())),
             master: index == 0,
             priority: node_priority(index),
             vip: &lab.v4(VIP),

@@ -32,8 +32,9 @@ fn agent_serves_xdp_counters_and_detaches_on_sigterm() {
         &lab,
         "node.toml",
         &format!(
-            "[node]\nname = \"{}\"\n[dataplane]\ninterfaces = [\"eth0\"]\n[api]\nlisten = \"0.0.0.0:{API_PORT}\"\n",
-            lab.id()
+            "[node]\nname = \"{}\"\nstate_file = \"{}\"\n[dataplane]\ninterfaces = [\"eth0\"]\n[api]\nlisten = \"0.0.0.0:{API_PORT}\"\n",
+            lab.id(),
+            lab.tmp_dir().join("node.state.json").display()
         ),
     );
     let agent = node

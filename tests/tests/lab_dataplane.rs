@@ -157,10 +157,12 @@ fn dsr_backends_answer_clients_directly() {
         .map(|last| format!("{{ address = \"10.77.0.{last}\" }}"))
         .join(", ");
     let config = lab.tmp_dir().join("n1.toml");
+    let state = lab.tmp_dir().join("n1.state.json");
+    let state = state.display();
     std::fs::write(
         &config,
         format!(
-            "[dataplane]\ninterfaces = [\"eth0\"]\n[api]\nlisten = \"0.0.0.0:9469\"\n\
+            "[node]\nstate_file = \"{state}\"\n[dataplane]\ninterfaces = [\"eth0\"]\n[api]\nlisten = \"0.0.0.0:9469\"\n\
              [[group]]\nname = \"pg\"\nvrid = 51\ninterface = \"eth0\"\nvips = [\"{vip}/24\"]\nstate = \"master\"\n\
              [[service]]\nname = \"pg-dsr\"\nvip = \"{vip}\"\nport = 5432\nmode = \"dsr\"\nbackends = [{backends}]\n"
         ),

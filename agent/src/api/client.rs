@@ -6,7 +6,10 @@ use std::{net::SocketAddr, time::Duration};
 use anyhow::Context as _;
 
 use super::wire::{DrainRequest, Status};
-use crate::events::Event;
+use crate::{
+    events::Event,
+    operator::{HandoverGroup, HandoverRequest},
+};
 
 /// The API URL of an agent listening on `listen` (a wildcard address is
 /// reached through loopback).
@@ -38,10 +41,28 @@ pub async fn fetch(base_url: &str) -> anyhow::Result<Status> {
 
 /// Asks a running agent to drain (or undrain) a backend.
 pub async fn drain(base_url: &str, backend: SocketAddr, drain: bool) -> anyhow::Result<String> {
-    let url = endpoint(base_url, "drain");
+    post(base_url, "drain", &DrainRequest { backend, drain }).await
+}
+
+/// Asks a running agent for a manual handover (or its end).
+pub async fn handover(
+    base_url: &str,
+    request: &HandoverRequest,
+) -> anyhow::Result<Vec<HandoverGroup>> {
+    let body = post(base_url, "handover", request).await?;
+    serde_json::from_str(&body).with_context(|| format!("the agent answered {body}"))
+}
+
+/// POSTs `request` as JSON; the answer's body, or an error with it.
+async fn post(
+    base_url: &str,
+    name: &str,
+    request: &impl serde::Serialize,
+) -> anyhow::Result<String> {
+    let url = endpoint(base_url, name);
     let response = client()?
         .post(&url)
-        .json(&DrainRequest { backend, drain })
+        .json(request)
         .send()
         .await
         .with_context(|| format!("no agent answers at {url}"))?;

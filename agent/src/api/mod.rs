@@ -19,7 +19,10 @@ use axum::{
 };
 use serde::Deserialize;
 
-use crate::state::AgentState;
+use crate::{
+    operator::{HandoverCall, HandoverError, HandoverRequest},
+    state::AgentState,
+};
 use wire::DrainRequest;
 
 /// Prometheus text exposition format.
@@ -32,6 +35,7 @@ pub fn router(state: Arc<AgentState>) -> Router {
         .route("/api/v1/status", get(status))
         .route("/api/v1/events", get(events))
         .route("/api/v1/drain", post(drain))
+        .route("/api/v1/handover", post(handover))
         .with_state(state)
 }
 
@@ -76,5 +80,40 @@ async fn drain(
             Json(serde_json::json!({ "error": format!("no service has backend {}", request.backend) })),
         )
             .into_response()
+    }
+}
+
+/// `POST /api/v1/handover`: the daemon runs the groups, so the request goes
+/// there and its answer comes back.
+async fn handover(
+    State(state): State<Arc<AgentState>>,
+    Json(request): Json<HandoverRequest>,
+) -> Response {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let answer = if state
+        .handovers
+        .send(HandoverCall { request, reply })
+        .is_ok()
+    {
+        answer.await.unwrap_or(Err(HandoverError::Stopping))
+    } else {
+        Err(HandoverError::Stopping)
+    };
+    match answer {
+        Ok(groups) => (StatusCode::OK, Json(groups)).into_response(),
+        Err(err) => {
+            let status = match err {
+                HandoverError::NoSuchGroup(_) => StatusCode::NOT_FOUND,
+                HandoverError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
+                HandoverError::Static(_) | HandoverError::NotMaster | HandoverError::NotHeld => {
+                    StatusCode::CONFLICT
+                }
+            };
+            (
+                status,
+                Json(serde_json::json!({ "error": err.to_string() })),
+            )
+                .into_response()
+        }
     }
 }

@@ -22,6 +22,7 @@ pub fn status(state: &AgentState) -> Status {
     };
     let config = read(&state.config);
     let tracking = read(&state.tracking);
+    let held = lock(&state.operator).held.clone();
     let groups = config
         .groups_with_ids()
         .map(|(id, g)| {
@@ -33,6 +34,7 @@ pub fn status(state: &AgentState) -> Status {
                 vips: g.vips.iter().map(ToString::to_string).collect(),
                 priority: effective.map_or(g.priority, |e| e.priority),
                 fault: effective.is_some_and(|e| e.fault),
+                handed_over: held.get(&g.name).copied(),
             }
         })
         .collect();

@@ -37,6 +37,10 @@ pub struct GroupStatus {
     /// A tracked weight-0 item failed.
     #[serde(default)]
     pub fault: bool,
+    /// Handed over by hand (`vipx-agent handover`): BACKUP at priority 1
+    /// until undone or until its time (`until_unix_ms`).
+    #[serde(default)]
+    pub handed_over: Option<crate::operator::Hold>,
 }
 
 /// One service and its backends.

@@ -45,6 +45,28 @@ pub enum Command {
         #[arg(long)]
         api: Option<String>,
     },
+    /// Hand the VIPs of GROUP (every group this node is MASTER of, when
+    /// absent) to the best backup, at once and without a probe lost (the
+    /// ordered handover of a stopping agent), and stay BACKUP until
+    /// `--undo`, `--for` or `[node] handover_hold` ends it. Kept across a
+    /// restart of the agent.
+    Handover {
+        /// The group (default: every group this node is MASTER of; with
+        /// `--undo`, every group handed over).
+        group: Option<String>,
+        /// End the handover: the group's priority applies again (and with
+        /// preempt, the VIPs come back).
+        #[arg(long)]
+        undo: bool,
+        /// Stay BACKUP this long, then end the handover by itself
+        /// (`10m`, `1h`; default: `[node] handover_hold`, else until
+        /// `--undo`).
+        #[arg(long = "for", value_parser = humantime::parse_duration, conflicts_with = "undo")]
+        hold: Option<std::time::Duration>,
+        /// Base URL of the agent's API (default: from the config file).
+        #[arg(long)]
+        api: Option<String>,
+    },
     /// Print the running agent's event timeline.
     Events {
         /// Base URL of the agent's API (default: from the config file).

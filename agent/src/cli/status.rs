@@ -43,7 +43,7 @@ pub fn render(status: &Status) -> String {
     for group in &status.groups {
         let _ = writeln!(
             out,
-            "group      {} (vrid {}, priority {}): {} {}",
+            "group      {} (vrid {}, priority {}): {} {}{}",
             group.name,
             group.vrid,
             group.priority,
@@ -52,7 +52,12 @@ pub fn render(status: &Status) -> String {
                 (true, false) => "MASTER",
                 (false, false) => "BACKUP",
             },
-            group.vips.join(", ")
+            group.vips.join(", "),
+            if group.handed_over.is_some() {
+                " (handed over by hand)"
+            } else {
+                ""
+            }
         );
     }
     for service in &status.services {
@@ -108,6 +113,7 @@ mod tests {
                 vips: vec!["10.0.0.100/24".into()],
                 priority: 100,
                 fault: false,
+                handed_over: None,
             }],
             services: Vec::new(),
             counters: vec![

@@ -83,6 +83,33 @@ pub struct GroupConfig {
     /// cannot reach its pool hands the VIP to one that can.
     #[serde(default)]
     pub track_service: Vec<TrackService>,
+    /// keepalived's notify scripts: a command and its arguments, run when
+    /// the group becomes MASTER, BACKUP or FAULT, and when the agent stops.
+    /// Run in the background, one at a time per group and in the order of
+    /// the changes, each ended after `notify_timeout`: a hook never holds
+    /// up the election. This is how a VIP moves where gratuitous ARP does
+    /// not (clouds: re-assign the address through the provider's API).
+    #[serde(default)]
+    pub notify_master: Option<Vec<String>>,
+    #[serde(default)]
+    pub notify_backup: Option<Vec<String>>,
+    #[serde(default)]
+    pub notify_fault: Option<Vec<String>>,
+    #[serde(default)]
+    pub notify_stop: Option<Vec<String>>,
+    /// keepalived's generic `notify`: run on every change, after the
+    /// state's own hook, with keepalived's arguments appended: `INSTANCE`,
+    /// the group's name, the state (`MASTER`, `BACKUP`, `FAULT`, `STOP`)
+    /// and the priority.
+    #[serde(default)]
+    pub notify: Option<Vec<String>>,
+    /// How long a hook may run before it is killed (and counted as failed).
+    #[serde(default = "default_notify_timeout", with = "humantime_serde")]
+    pub notify_timeout: std::time::Duration,
+}
+
+fn default_notify_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(10)
 }
 
 /// `[[group.track_service]]`
@@ -325,6 +352,19 @@ impl GroupConfig {
         Ok(())
     }
 
+    /// The notify hooks that are set, with their keys.
+    pub fn notify_hooks(&self) -> impl Iterator<Item = (&'static str, &Vec<String>)> {
+        [
+            ("notify_master", &self.notify_master),
+            ("notify_backup", &self.notify_backup),
+            ("notify_fault", &self.notify_fault),
+            ("notify_stop", &self.notify_stop),
+            ("notify", &self.notify),
+        ]
+        .into_iter()
+        .filter_map(|(key, hook)| Some((key, hook.as_ref()?)))
+    }
+
     pub(super) fn check(&self) -> Result<(), String> {
         if self.vrid == 0 {
             return Err(format!("group {}: vrid must be 1-255", self.name));
@@ -375,6 +415,20 @@ impl GroupConfig {
                     self.name, track.name
                 ));
             }
+        }
+        for (key, hook) in self.notify_hooks() {
+            if hook.is_empty() || hook[0].is_empty() {
+                return Err(format!(
+                    "group {}: {key}: give the command and its arguments, as [\"/path/to/script\", \"arg\"]",
+                    self.name
+                ));
+            }
+        }
+        if self.notify_timeout.is_zero() {
+            return Err(format!(
+                "group {}: notify_timeout must be non-zero",
+                self.name
+            ));
         }
         for script in &self.track_script {
             if script.command.is_empty() {

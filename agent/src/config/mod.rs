@@ -91,6 +91,14 @@ pub struct NodeConfig {
     /// XDP). Every node of a cluster uses the same.
     #[serde(default = "default_heartbeat_port")]
     pub heartbeat_port: u16,
+    /// Where the agent keeps what an operator set by hand (drained
+    /// backends, groups handed over), so that a restart keeps it.
+    #[serde(default = "default_state_file")]
+    pub state_file: PathBuf,
+    /// How long `vipx-agent handover` keeps a node BACKUP when the command
+    /// gives no `--for`; absent: until `vipx-agent handover --undo`.
+    #[serde(default, with = "humantime_serde::option")]
+    pub handover_hold: Option<Duration>,
 }
 
 impl Default for NodeConfig {
@@ -98,9 +106,18 @@ impl Default for NodeConfig {
         Self {
             name: None,
             heartbeat_port: default_heartbeat_port(),
+            state_file: default_state_file(),
+            handover_hold: None,
         }
     }
 }
+
+fn default_state_file() -> PathBuf {
+    PathBuf::from(DEFAULT_STATE_FILE)
+}
+
+/// `[node] state_file` by default.
+pub const DEFAULT_STATE_FILE: &str = "/var/lib/vipx/state.json";
 
 fn default_heartbeat_port() -> u16 {
     vipx_common::peer::DEFAULT_HEARTBEAT_PORT

@@ -4,6 +4,7 @@
 //! SIGTERM/SIGINT step down, detach, unpin and stop). [`run`] reads as
 //! those steps; each is a function of this module or of [`reload`].
 
+mod handover;
 mod reload;
 
 use std::{
@@ -39,6 +40,7 @@ use crate::{
     locks::{lock, read, write},
     metrics::Metrics,
     neigh::Neighbours,
+    notify::Notifier,
     ownership::Ownership,
     state::AgentState,
     sync::{Credentials, Replicator, SyncSetup},
@@ -74,15 +76,18 @@ async fn serve(
     vips: VipManager,
     ha_debug: bool,
 ) -> anyhow::Result<()> {
+    let (handover_tx, handover_rx) = mpsc::unbounded_channel();
     let (state, ownership, neighbours) =
-        start_services(config_path, &config, dataplane, vips, ha_debug).await?;
+        start_services(config_path, &config, dataplane, vips, handover_tx, ha_debug).await?;
+    let held = handover::restore(&state);
     let replicator = start_sync(&config, dataplane, &state).await?;
+    let notifier = start_notifier(&config, &state)?;
     let (track_tx, track_rx) = mpsc::unbounded_channel();
     let tracker = start_tracker(&config, &state, track_tx.clone());
     wait_ready(&config, &state, replicator.as_ref()).await;
     let gate = replicator.as_ref().map(Replicator::ready);
     let mut groups = start_groups(&config, dataplane, &state, ownership, gate, ha_debug)?;
-    groups.start(&config, &tracker.tracking).await;
+    groups.start(&config, &tracker.tracking, &held).await;
     let refresher = Arc::clone(&state.groups)
         .spawn_refresher(config.dataplane.lease_refresh)
         .context("starting the lease refresher")?;
@@ -99,6 +104,8 @@ async fn serve(
         track_rx,
         specs,
         replicator,
+        notifier,
+        handover_rx,
     };
     running.follow_signals().await?;
     running.stop(tasks, refresher, server, stop_server).await
@@ -117,6 +124,10 @@ struct Running<'a> {
     specs: Arc<Mutex<Vec<ServiceSpec>>>,
     /// Flow replication, when `[sync]` is configured.
     replicator: Option<Replicator>,
+    /// The groups' notify hooks.
+    notifier: Notifier,
+    /// Handovers asked through the API.
+    handover_rx: mpsc::UnboundedReceiver<crate::operator::HandoverCall>,
 }
 
 impl Running<'_> {
@@ -127,8 +138,14 @@ impl Running<'_> {
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sighup = signal(SignalKind::hangup())?;
         loop {
+            let hold_ends = handover::next_expiry(&self.state);
             tokio::select! {
                 _ = sigterm.recv() => { info!("SIGTERM: stopping"); return Ok(()); }
+                Some(call) = self.handover_rx.recv() => {
+                    let answer = handover::handle(&self.state, &self.groups, call.request);
+                    let _ = call.reply.send(answer);
+                }
+                () = handover::sleep_until(hold_ends) => handover::expire(&self.state, &self.groups),
                 _ = sigint.recv() => { info!("SIGINT: stopping"); return Ok(()); }
                 _ = sighup.recv() => self.reload().await,
                 Some((group, effective)) = self.track_rx.recv() => {
@@ -145,10 +162,12 @@ impl Running<'_> {
         let running = read(&self.state.config).clone();
         if reload::reload(self.config_path, &self.state, self.dataplane, &self.specs) {
             let new = read(&self.state.config).clone();
+            self.notifier.set_config(&new);
             self.tracker = start_tracker(&new, &self.state, self.track_tx.clone());
             if new.groups != running.groups {
                 self.groups.stop(&running).await;
-                self.groups.start(&new, &self.tracker.tracking).await;
+                let held = lock(&self.state.operator).held.clone();
+                self.groups.start(&new, &self.tracker.tracking, &held).await;
             }
         }
     }
@@ -169,6 +188,7 @@ impl Running<'_> {
             replicator.before_handover().await;
         }
         self.groups.stop(&config).await;
+        self.notifier.stop().await;
         drop(self.replicator);
         for task in tasks {
             task.abort();
@@ -255,6 +275,7 @@ async fn start_services(
     config: &Config,
     dataplane: &Dataplane,
     vips: VipManager,
+    handovers: mpsc::UnboundedSender<crate::operator::HandoverCall>,
     ha_debug: bool,
 ) -> anyhow::Result<(Arc<AgentState>, Arc<Ownership>, Neighbours)> {
     let maps = dataplane.maps();
@@ -294,6 +315,8 @@ async fn start_services(
         config: RwLock::new(config.clone()),
         attachments: RwLock::new(Vec::new()),
         tracking: RwLock::new(Arc::default()),
+        operator: Mutex::new(handover::load(config)),
+        handovers,
     });
     state.set_attachments(dataplane.attachments());
     Ok((state, ownership, neighbours))
@@ -442,6 +465,25 @@ fn timeouts(config: &Config) -> FlowTimeouts {
         udp_idle: config.dataplane.udp_idle_timeout,
         fin: config.dataplane.fin_timeout,
     }
+}
+
+/// The groups' notify hooks, following the event log; the generic hook's
+/// priority is the group's tracked one.
+fn start_notifier(config: &Config, state: &Arc<AgentState>) -> anyhow::Result<Notifier> {
+    let tracking = Arc::clone(state);
+    let (notifier, collectors) = Notifier::start(config, &state.events, move |group| {
+        read(&tracking.tracking)
+            .effective(group)
+            .map(|e| e.priority)
+    })
+    .context("registering the notify metrics")?;
+    for collector in collectors {
+        state
+            .metrics
+            .register(collector)
+            .context("registering the notify metrics")?;
+    }
+    Ok(notifier)
 }
 
 /// Starts the tracked items of every group; their changes come back on

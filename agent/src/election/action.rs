@@ -68,6 +68,9 @@ pub enum Reason {
     },
     /// [`Instance::shutdown`](super::Instance::shutdown) (sections 6.4.2 and 6.4.3).
     Shutdown,
+    /// [`Instance::hand_over`](super::Instance::hand_over): an operator
+    /// asked this MASTER to hand its VIPs to the best backup.
+    Handover,
     /// vipx's fast heartbeat: the master's heartbeats stopped (or it said
     /// it is stopping) and no live peer outranks us
     /// ([`Instance::master_lost`](super::Instance::master_lost)). Not in the RFC: VRRP's own timer stays
@@ -97,6 +100,7 @@ impl fmt::Display for Reason {
                 "advert from {src} with equal priority {priority} and a higher address"
             ),
             Self::Shutdown => f.write_str("shutdown"),
+            Self::Handover => f.write_str("manual handover"),
             Self::HeartbeatLost {
                 src,
                 stopping: false,

@@ -35,7 +35,15 @@ pub enum Command {
     Fault(bool),
     /// Stop: a MASTER sends priority 0 first; answered when done.
     Shutdown(oneshot::Sender<()>),
+    /// A manual handover (true): a MASTER hands the VIPs to the best
+    /// backup, and the node stays BACKUP at [`HELD_PRIORITY`] until it is
+    /// undone (false), when the tracked priority applies again.
+    Hold(bool),
 }
+
+/// The priority of a node handed over by hand: below every real one, so it
+/// never preempts, and still a candidate if no other node is.
+pub const HELD_PRIORITY: u8 = 1;
 
 /// What an election works with besides its group.
 #[derive(Clone)]
@@ -129,6 +137,10 @@ struct Election {
     records: Option<Arc<PeerMaps>>,
     /// Flow replication's readiness gate, when `[sync]` is configured.
     preempt_gate: Option<watch::Receiver<bool>>,
+    /// Handed over by hand ([`Command::Hold`]).
+    held: bool,
+    /// The priority the tracked items ask for (applied when not held).
+    tracked_priority: u8,
 }
 
 /// An XDP record older than this is not the advert being processed.
@@ -142,6 +154,7 @@ pub fn spawn(
     id: u32,
     group: &GroupConfig,
     priority: u8,
+    held: bool,
     wiring: Wiring,
 ) -> anyhow::Result<ElectionHandle> {
     let iface = group.interface.as_str();
@@ -152,7 +165,10 @@ pub fn spawn(
     let group = group.clone();
     let task = tokio::spawn(async move {
         match prepare(id, group, priority, wiring).await {
-            Ok(election) => election.run(rx).await,
+            Ok(mut election) => {
+                election.held = held;
+                election.run(rx).await;
+            }
             Err(err) => error!("{err:#}"),
         }
     });
@@ -205,6 +221,8 @@ async fn prepare(
         heartbeat_silence: None,
         records: wiring.records,
         preempt_gate: wiring.preempt_gate,
+        held: false,
+        tracked_priority: priority,
     })
 }
 
@@ -273,6 +291,12 @@ impl Election {
             let open = *gate.borrow_and_update();
             self.instance.hold_preemption(!open);
         }
+        if self.held {
+            // Handed over before a restart: back as a BACKUP that does not
+            // take the VIPs back.
+            self.instance.hand_over(self.now(), HELD_PRIORITY);
+            info!(group = %self.group.name, "handed over by hand: staying BACKUP until undone");
+        }
         let actions = self.instance.startup(self.now());
         self.execute(actions).await;
         loop {
@@ -304,9 +328,13 @@ impl Election {
                 }
                 command = commands.recv() => match command {
                     Some(Command::SetPriority(priority)) => {
-                        let actions = self.instance.set_priority(self.now(), priority);
-                        self.execute(actions).await;
+                        self.tracked_priority = priority;
+                        if !self.held {
+                            let actions = self.instance.set_priority(self.now(), priority);
+                            self.execute(actions).await;
+                        }
                     }
+                    Some(Command::Hold(held)) => self.hold(held).await,
                     Some(Command::Fault(true)) if !self.faulted => {
                         self.faulted = true;
                         let actions = self.instance.shutdown(self.now());
@@ -334,6 +362,26 @@ impl Election {
                 }
             }
         }
+    }
+
+    /// A manual handover, or its end.
+    async fn hold(&mut self, held: bool) {
+        if held == self.held {
+            return;
+        }
+        self.held = held;
+        let now = self.now();
+        let actions = if held {
+            info!(group = %self.group.name, "manual handover: staying BACKUP at priority {HELD_PRIORITY} until undone");
+            self.instance.hand_over(now, HELD_PRIORITY)
+        } else {
+            info!(group = %self.group.name, priority = self.tracked_priority, "manual handover undone");
+            self.instance.set_priority(now, self.tracked_priority)
+        };
+        if !self.faulted {
+            self.execute(actions).await;
+        }
+        self.publish();
     }
 
     /// The heartbeat declared the master lost and us the one to take over.
@@ -470,6 +518,22 @@ impl Election {
                             Some(GroupState::Master),
                             to,
                             &reason.to_string(),
+                        );
+                    } else if reason == Reason::Startup {
+                        // The first state, on the timeline and for the
+                        // notify hooks (keepalived runs notify_backup at
+                        // start too).
+                        let why = if self.held {
+                            "election starts (handed over by hand: held BACKUP)"
+                        } else {
+                            "election starts"
+                        };
+                        self.events.record(
+                            EventKind::Group,
+                            &self.group.name,
+                            None,
+                            GroupState::Backup,
+                            why,
                         );
                     }
                 }

@@ -424,6 +424,24 @@ impl Instance {
         }
     }
 
+    /// A manual handover (FortiGate's `exec ha failover set 1`): a MASTER
+    /// sends priority 0, as a stopping one does, so that the best backup
+    /// takes over after its `Skew_Time`, and becomes BACKUP itself. From
+    /// now on it runs at `priority` (the caller holds it low, so that it
+    /// does not take the VIPs back; it still takes over if no one else
+    /// does). Any other state only takes the priority.
+    pub fn hand_over(&mut self, now: Time, priority: u8) -> Vec<Action> {
+        self.priority = priority.max(1);
+        if self.state != State::Master {
+            return Vec::new();
+        }
+        let mut actions = vec![Action::SendAdvert {
+            priority: PRIORITY_STOP,
+        }];
+        actions.extend(self.become_backup(now, Reason::Handover));
+        actions
+    }
+
     /// A tracked item changed our priority (0 is taken as 1: it is reserved
     /// for stopping). See the module documentation for the effects.
     pub fn set_priority(&mut self, now: Time, priority: u8) -> Vec<Action> {

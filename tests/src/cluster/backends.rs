@@ -101,21 +101,26 @@ impl Cluster {
     /// Drains `backend` on node `index` only (`vipx-agent drain`, through
     /// its API): that node sends it no new flow, its flows stay.
     pub fn drain(&self, index: usize, backend: SocketAddr) -> Result<()> {
+        self.cli(index, &["drain", &backend.to_string()]).map(drop)
+    }
+
+    /// Runs `vipx-agent ARGS --api NODE` in node `index`'s namespace (a
+    /// command of the running agent); its standard output, or an error
+    /// with its standard error.
+    pub fn cli(&self, index: usize, args: &[&str]) -> Result<String> {
         let node = &self.nodes[index];
-        let out = node.host.run_unchecked(&[
-            self.agent_bin.to_str().context("a UTF-8 agent path")?,
-            "drain",
-            "--api",
-            &format!("http://{}", node.api),
-            &backend.to_string(),
-        ])?;
+        let api = format!("http://{}", node.api);
+        let mut argv = vec![self.agent_bin.to_str().context("a UTF-8 agent path")?];
+        argv.extend_from_slice(args);
+        argv.extend(["--api", &api]);
+        let out = node.host.run_unchecked(&argv)?;
         if !out.status.success() {
             bail!(
-                "drain {backend} on {}: {}",
+                "{args:?} on {}: {}",
                 node.host.name(),
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        Ok(())
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 }

@@ -287,3 +287,63 @@ fn actions_read_well_in_the_event_timeline() {
     );
     assert_eq!(State::Backup.to_string(), "BACKUP", "state");
 }
+
+#[test]
+fn a_manual_handover_steps_down_like_a_shutdown_and_stays_down() {
+    let mut node = master(config(150, 1));
+    assert_eq!(
+        node.hand_over(ms(9000), 1),
+        [
+            Action::SendAdvert { priority: 0 },
+            Action::BecomeBackup {
+                reason: Reason::Handover
+            }
+        ],
+        "priority 0 first, so the best backup takes over after its Skew_Time (6.4.2)"
+    );
+    assert_eq!(node.state(), State::Backup);
+    assert_eq!(node.priority(), 1, "held at the lowest priority");
+    // The new master, priority 100: accepted, even though 100 < 150 and
+    // preempt is on: the node was handed over.
+    assert_eq!(
+        node.advert_received(ms(9010), ip(2), &advert(100, 100)),
+        [],
+        "the new master's advert is accepted"
+    );
+    assert_eq!(node.state(), State::Backup, "no preemption while held");
+    // Undone (the tracked priority back): the lower master's adverts are
+    // discarded and the node preempts at Master_Down_Interval (6.4.2).
+    node.set_priority(ms(9500), 150);
+    assert_eq!(
+        node.advert_received(ms(10_010), ip(2), &advert(100, 100)),
+        [],
+        "discarded"
+    );
+    let down = node.next_deadline().expect("Master_Down_Timer runs");
+    assert_eq!(
+        node.timer(down),
+        [Action::SendAdvert { priority: 150 }, preempts(ip(2), 100)],
+        "back at 150 with preempt on: takes the VIPs back"
+    );
+}
+
+#[test]
+fn a_held_backup_still_takes_over_when_no_one_else_does() {
+    let mut node = started(config(150, 1), ms(0));
+    assert_eq!(
+        node.hand_over(ms(0), 1),
+        [],
+        "a backup only takes the priority"
+    );
+    let at = node.next_deadline().expect("backup has a timer");
+    assert_eq!(
+        node.timer(at),
+        [
+            Action::SendAdvert { priority: 1 },
+            Action::BecomeMaster {
+                reason: Reason::MasterDown
+            }
+        ],
+        "a VIP with no master is worse than a held node holding it"
+    );
+}
