@@ -312,6 +312,10 @@ async fn run(job: &Job, counters: &Counters) {
         .env("VIPX_GROUP", &job.group)
         .env("VIPX_STATE", job.state.word())
         .env("VIPX_PRIORITY", job.priority.to_string())
+        // systemd's socket and watchdog are the agent's, not the hook's.
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -20,6 +20,11 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "bpftool",
     "ethtool",
     "curl",
+    // systemd-analyze (the unit's test); util-linux's setpriv and libcap2's
+    // capsh run the agent with the unit's capabilities only.
+    "systemd",
+    "util-linux",
+    "libcap2-bin",
 ];
 
 /// The bpf-linker release known to work with the nightly's LLVM 22.

@@ -6,6 +6,7 @@
 
 mod handover;
 mod reload;
+mod systemd;
 
 use std::{
     path::Path,
@@ -88,12 +89,31 @@ async fn serve(
     let gate = replicator.as_ref().map(Replicator::ready);
     let mut groups = start_groups(&config, dataplane, &state, ownership, gate, ha_debug)?;
     groups.start(&config, &tracker.tracking, &held).await;
+    let watchdog = systemd::Watchdog::start(config.dataplane.lease_refresh);
+    let ping = watchdog.as_ref().map(systemd::Watchdog::pinger);
     let refresher = Arc::clone(&state.groups)
-        .spawn_refresher(config.dataplane.lease_refresh)
+        .spawn_refresher(config.dataplane.lease_refresh, move || {
+            if let Some(ping) = &ping {
+                ping();
+            }
+        })
         .context("starting the lease refresher")?;
     let specs = Arc::new(Mutex::new(balancer::specs(&config)));
     let tasks = spawn_background(&config, dataplane, &state, neighbours, &specs);
     let (server, stop_server) = serve_api(&config, &state).await?;
+    let groups_now: std::collections::BTreeMap<String, String> = config
+        .groups_with_ids()
+        .map(|(id, g)| {
+            let word = if state.groups.is_master(id) {
+                "MASTER"
+            } else {
+                "BACKUP"
+            };
+            (g.name.clone(), word.to_owned())
+        })
+        .collect();
+    systemd::ready(&systemd::summary(&groups_now));
+    let status_line = systemd::follow_groups(&state.events, groups_now);
     let mut running = Running {
         config_path,
         state,
@@ -108,7 +128,11 @@ async fn serve(
         handover_rx,
     };
     running.follow_signals().await?;
-    running.stop(tasks, refresher, server, stop_server).await
+    systemd::stopping();
+    status_line.abort();
+    let stopped = running.stop(tasks, refresher, server, stop_server).await;
+    drop(watchdog);
+    stopped
 }
 
 /// What the daemon holds while it runs.
@@ -159,6 +183,12 @@ impl Running<'_> {
     /// SIGHUP: a valid new configuration restarts the tracked items, and
     /// the groups if they changed.
     async fn reload(&mut self) {
+        systemd::reloading();
+        self.reload_config().await;
+        systemd::ready("reloaded");
+    }
+
+    async fn reload_config(&mut self) {
         let running = read(&self.state.config).clone();
         if reload::reload(self.config_path, &self.state, self.dataplane, &self.specs) {
             let new = read(&self.state.config).clone();

@@ -106,9 +106,14 @@ impl GroupStates {
     /// Starts the lease refresher on a thread of its own, at real-time
     /// priority when the system allows it (as keepalived runs its VRRP
     /// process): a busy tokio scheduler or a loaded machine must not let
-    /// the lease lapse while the agent is healthy. Stops when the returned
-    /// guard is dropped.
-    pub fn spawn_refresher(self: Arc<Self>, every: Duration) -> std::io::Result<Refresher> {
+    /// the lease lapse while the agent is healthy. `refreshed` is called
+    /// after each refresh that worked (systemd's watchdog is pinged there).
+    /// Stops when the returned guard is dropped.
+    pub fn spawn_refresher(
+        self: Arc<Self>,
+        every: Duration,
+        refreshed: impl Fn() + Send + 'static,
+    ) -> std::io::Result<Refresher> {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
@@ -116,8 +121,9 @@ impl GroupStates {
             .spawn(move || {
                 realtime::raise("lease refresher");
                 while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                    if let Err(err) = self.refresh() {
-                        tracing::error!("refreshing the data-plane lease: {err}");
+                    match self.refresh() {
+                        Ok(()) => refreshed(),
+                        Err(err) => tracing::error!("refreshing the data-plane lease: {err}"),
                     }
                     std::thread::sleep(every);
                 }
