@@ -23,6 +23,7 @@ pub mod events;
 pub mod group_runner;
 pub mod health;
 pub mod heartbeat;
+pub mod import;
 pub mod locks;
 pub mod metrics;
 pub mod neigh;

@@ -89,6 +89,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Import {
+            keepalived,
+            haproxy,
+            output,
+        } => import(keepalived.as_deref(), haproxy.as_deref(), output.as_deref()),
         Command::Events { api } => {
             let base = api_base(api, &cli.config)?;
             for event in runtime.block_on(client::events(&base))? {
@@ -116,6 +121,36 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `vipx-agent import`: the configuration, checked as `check-config`
+/// would, and the notes on stderr.
+fn import(
+    keepalived: Option<&std::path::Path>,
+    haproxy: Option<&std::path::Path>,
+    output: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let imported = vipx_agent::import::import(keepalived, haproxy)?;
+    for note in &imported.notes {
+        eprintln!("not carried over: {note}");
+    }
+    let name = output.map_or_else(
+        || "the imported configuration".into(),
+        |p| p.display().to_string(),
+    );
+    if let Err(err) = Config::parse(std::path::Path::new(&name), &imported.toml) {
+        eprintln!("{}", imported.toml);
+        anyhow::bail!("the imported configuration needs a hand: {err}");
+    }
+    match output {
+        Some(path) => {
+            std::fs::write(path, &imported.toml)
+                .map_err(|err| anyhow::anyhow!("writing {}: {err}", path.display()))?;
+            eprintln!("wrote {} ({} notes)", path.display(), imported.notes.len());
+        }
+        None => print!("{}", imported.toml),
+    }
+    Ok(())
 }
 
 /// One line per group a handover touched.

@@ -67,6 +67,21 @@ pub enum Command {
         #[arg(long)]
         api: Option<String>,
     },
+    /// Write a vipx.toml from a keepalived.conf and a haproxy.cfg (either
+    /// or both): VRRP instances become groups, TCP listeners and LVS
+    /// virtual servers become services. Every setting that could not be
+    /// carried over is listed (on stderr, and at the top of the file).
+    Import {
+        /// keepalived's configuration.
+        #[arg(long)]
+        keepalived: Option<PathBuf>,
+        /// HAProxy's configuration.
+        #[arg(long)]
+        haproxy: Option<PathBuf>,
+        /// Write the configuration here (default: standard output).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
     /// Print the running agent's event timeline.
     Events {
         /// Base URL of the agent's API (default: from the config file).
