@@ -8,6 +8,7 @@ mod bench_sessions;
 mod build;
 mod deps;
 mod lab;
+mod package;
 mod setup;
 mod test;
 mod util;
@@ -44,6 +45,10 @@ enum Task {
     /// Check that the agent's modules depend on each other one way: no
     /// import cycle.
     Deps,
+    /// A Debian package (.deb) of the agent: the binary with its XDP
+    /// object, the systemd unit, the example config, man pages and shell
+    /// completions.
+    Package(package::PackageArgs),
     /// Benchmarks, printed as tables with ratios measured in one run.
     Bench(bench::BenchArgs),
     /// Remove what killed labs and tests left: namespaces, temp dirs and
@@ -60,6 +65,7 @@ fn main() -> anyhow::Result<()> {
         Task::Lab(args) => lab::run(&args),
         Task::Deps => deps::run(),
         Task::Bench(args) => bench::run(&args),
+        Task::Package(args) => package::run(&args),
         Task::Sweep => {
             let namespaces = vipx_lab::sweep_stale()?;
             let dirs = vipx_lab::sweep_stale_dirs()?;

@@ -25,6 +25,8 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "systemd",
     "util-linux",
     "libcap2-bin",
+    // strip (cargo xtask package).
+    "binutils",
 ];
 
 /// The bpf-linker release known to work with the nightly's LLVM 22.

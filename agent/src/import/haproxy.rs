@@ -139,7 +139,10 @@ fn read_defaults(file: &str, section: &Section, model: &mut Model) -> Defaults {
 
 fn timeout_note(file: &str, line: usize, words: &[String], model: &mut Model) {
     let what = words.join(" ");
-    if matches!(words.get(1).map(String::as_str), Some("client" | "server" | "tunnel")) {
+    if matches!(
+        words.get(1).map(String::as_str),
+        Some("client" | "server" | "tunnel")
+    ) {
         model.note(file, line, format!("{what}: vipx keeps idle TCP flows for [dataplane] tcp_idle_timeout (1h by default): set it there if you need a bound"));
     } else {
         model.note(file, line, format!("{what}: not carried over (vipx does not proxy: the client connects to the backend itself)"));
