@@ -396,6 +396,20 @@ impl GroupConfig {
         }
         if self.election == Election::Vrrp {
             self.check_vrrp_family()?;
+            // One advert carries every VIP: its count is one byte, and it
+            // must fit a 1500-byte frame (RFC 5798 section 5.2.5).
+            let (most, family) = if self.ipv6() {
+                (90, "IPv6")
+            } else {
+                (255, "IPv4")
+            };
+            if self.vips.len() > most {
+                return Err(format!(
+                    "group {}: {} VIPs, at most {most} {family} VIPs per vrrp group (one advert carries them all): split them into groups",
+                    self.name,
+                    self.vips.len()
+                ));
+            }
         }
         if let Some(interval) = self.heartbeat_interval {
             self.check_heartbeat(interval)?;

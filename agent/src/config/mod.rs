@@ -355,6 +355,12 @@ impl Config {
                 return fail(format!("at most {MAX_GROUPS} groups"));
             }
             group.check().or_else(fail)?;
+            if !self.dataplane.interfaces.contains(&group.interface) {
+                return fail(format!(
+                    "group {}: interface {} is not in dataplane.interfaces: XDP must see the VIPs' traffic there",
+                    group.name, group.interface
+                ));
+            }
             if !names.insert(group.name.as_str()) {
                 return fail(format!("group {}: the name is used twice", group.name));
             }
@@ -391,6 +397,13 @@ impl Config {
                 return fail(format!("at most {MAX_SERVICES} services"));
             }
             service.check().or_else(fail)?;
+            let ports = service.nat_ports;
+            if service.mode == Mode::Nat && (ports.first..=ports.last).contains(&service.port) {
+                return fail(format!(
+                    "service {}: port {} is inside its nat_ports {}-{}: the backends' replies to that NAT port and the clients' packets to the service would be one flow",
+                    service.name, service.port, ports.first, ports.last
+                ));
+            }
             if !names.insert(service.name.as_str()) {
                 return fail(format!("service {}: the name is used twice", service.name));
             }
@@ -483,5 +496,7 @@ fn find_key(text: &str, key: &str) -> Option<usize> {
     None
 }
 
+#[cfg(test)]
+mod holes_tests;
 #[cfg(test)]
 mod tests;
