@@ -68,7 +68,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Drain { backend, undo, api } => {
             let base = api_base(api, &cli.config)?;
-            let answer = runtime.block_on(client::drain(&base, backend, !undo))?;
+            let secret = api_secret(&cli.config)?;
+            let answer = runtime.block_on(client::drain(&base, secret.as_ref(), backend, !undo))?;
             println!("{answer}");
             Ok(())
         }
@@ -84,7 +85,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 undo,
                 hold_ms: hold.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             };
-            for done in runtime.block_on(client::handover(&base, &request))? {
+            let secret = api_secret(&cli.config)?;
+            for done in runtime.block_on(client::handover(&base, secret.as_ref(), &request))? {
                 println!("{}", describe_handover(&done));
             }
             Ok(())
@@ -174,6 +176,23 @@ fn describe_handover(done: &HandoverGroup) -> String {
         None => "until `vipx-agent handover --undo`".to_owned(),
     };
     format!("{group}: {what}; stays BACKUP {until}")
+}
+
+/// The API's secret, when the config file sets `[api] secret_file` (a
+/// config file that is not there means none: the agent then accepts
+/// changes from this node only).
+fn api_secret(config: &std::path::Path) -> anyhow::Result<Option<vipx_agent::sync::auth::Secret>> {
+    if !config.exists() {
+        return Ok(None);
+    }
+    let config = Config::load(config)?;
+    config
+        .api
+        .secret_file
+        .as_deref()
+        .map(vipx_agent::sync::auth::Secret::load)
+        .transpose()
+        .map_err(|err| anyhow::anyhow!("[api] secret_file: {err}"))
 }
 
 /// The API's base URL: given, or from the config file's `[api] listen`.

@@ -367,17 +367,10 @@ fn drain_keeps_sessions_and_sends_new_ones_elsewhere() {
     let cluster = Cluster::up(&ClusterOptions::new(1, agent_bin())).expect("bring the cluster up");
     let drained = &cluster.pgbouncers[1];
     let backend = format!("{}:{}", cluster.backend.ipv4(), drained.port());
-    let api = format!("http://{}", cluster.nodes[0].api);
-    let bin = agent_bin();
+    // From the node itself (without [api] secret_file, the API takes
+    // changes from this node only).
     let out = cluster
-        .client
-        .run_stdout(&[
-            bin.to_str().expect("utf-8"),
-            "drain",
-            &backend,
-            "--api",
-            &api,
-        ])
+        .cli(0, &["drain", &backend])
         .expect("vipx-agent drain");
     assert!(out.contains("\"drained\":true"), "{out}");
     let weight = format!("vipx_backend_weight{{backend=\"{backend}\",service=\"pgbouncer\"}}");
@@ -388,29 +381,11 @@ fn drain_keeps_sessions_and_sends_new_ones_elsewhere() {
     let after = drained.transactions().expect("stats");
     assert_eq!(after, before, "a drained PgBouncer takes no new session");
     cluster
-        .client
-        .run_stdout(&[
-            bin.to_str().expect("utf-8"),
-            "drain",
-            &backend,
-            "--undo",
-            "--api",
-            &api,
-        ])
+        .cli(0, &["drain", &backend, "--undo"])
         .expect("vipx-agent drain --undo");
     assert_eq!(cluster.metric(0, &weight), Some(1.0));
-    let unknown = cluster
-        .client
-        .run_unchecked(&[
-            bin.to_str().expect("utf-8"),
-            "drain",
-            "10.77.0.99:1",
-            "--api",
-            &api,
-        ])
-        .expect("run");
     assert!(
-        !unknown.status.success(),
+        cluster.cli(0, &["drain", "10.77.0.99:1"]).is_err(),
         "draining an unknown backend is an error"
     );
 }

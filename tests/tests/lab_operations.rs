@@ -206,3 +206,142 @@ fn a_drain_survives_a_restart_of_the_agent() {
         .expect("undrain");
     assert_eq!(weight(&cluster), Some(1), "back in");
 }
+
+/// POSTs `body` to `path` on `addr` with curl from `host`; the HTTP status.
+fn post(host: &vipx_lab::Host, url: &str, body: &str, bearer: Option<&str>) -> u16 {
+    let auth = bearer.map(|b| format!("Authorization: Bearer {b}"));
+    let mut argv = vec![
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--max-time",
+        "5",
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        body,
+    ];
+    if let Some(auth) = &auth {
+        argv.extend(["-H", auth.as_str()]);
+    }
+    argv.push(url);
+    let out = host.run_unchecked(&argv).expect("run curl");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("curl said {:?}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[test]
+fn changing_state_takes_this_node_or_the_secret() {
+    let mut cluster =
+        Cluster::up(&ClusterOptions::new(1, agent_bin())).expect("bring the cluster up");
+    let backend = cluster.backend_addr(1);
+    let drain = format!(r#"{{"backend":"{backend}","drain":true}}"#);
+    let weight = |cluster: &Cluster| {
+        status(cluster, 0).services[0]
+            .backends
+            .iter()
+            .find(|b| b.address == backend)
+            .map(|b| b.weight)
+    };
+    // Without [api] secret_file: the client reaches the node's API through
+    // the VIP itself, and may read but not change anything.
+    let through_vip = format!("http://{}:{}", cluster.vip(), cluster.nodes[0].api.port());
+    let (code, _) = vipx_lab::http::get_from(
+        &cluster.client,
+        format!("{}:{}", cluster.vip(), cluster.nodes[0].api.port())
+            .parse()
+            .expect("addr"),
+        "/api/v1/status",
+    )
+    .expect("GET status through the VIP");
+    assert_eq!(code, 200, "reading stays open");
+    let client = cluster.client.clone();
+    assert_eq!(
+        post(
+            &client,
+            &format!("{through_vip}/api/v1/drain"),
+            &drain,
+            None
+        ),
+        401
+    );
+    assert_eq!(
+        post(
+            &client,
+            &format!("{through_vip}/api/v1/handover"),
+            "{}",
+            None
+        ),
+        401
+    );
+    assert_eq!(weight(&cluster), Some(1), "nothing drained");
+    assert!(cluster.is_master(0), "nothing handed over");
+
+    // With a secret: only the secret opens, also from the node itself.
+    let secret = "a secret of the lab, long enough";
+    let secret_file = cluster.lab.tmp_dir().join("api.secret");
+    std::fs::write(&secret_file, format!("{secret}\n")).expect("write the secret");
+    let config_path = cluster.nodes[0].config.clone();
+    let config = std::fs::read_to_string(&config_path).expect("node config");
+    let config = config.replacen(
+        "[api]\n",
+        &format!("[api]\nsecret_file = \"{}\"\n", secret_file.display()),
+        1,
+    );
+    std::fs::write(&config_path, config).expect("rewrite the config");
+    let stopped = cluster
+        .lab
+        .stop_process(cluster.nodes[0].agent)
+        .expect("stop the agent");
+    assert_eq!(stopped.code(), Some(0));
+    cluster.restart_agent(0).expect("start it with the secret");
+    cluster
+        .wait_master(0, TAKEOVER)
+        .expect("MASTER again after the restart");
+    let url = format!("{through_vip}/api/v1/drain");
+    assert_eq!(
+        post(
+            &client,
+            &url,
+            &drain,
+            Some("a secret of the lab, long enougH")
+        ),
+        401
+    );
+    assert_eq!(post(&client, &url, &drain, None), 401);
+    let local = format!(
+        "http://127.0.0.1:{}/api/v1/drain",
+        cluster.nodes[0].api.port()
+    );
+    assert_eq!(
+        post(&cluster.nodes[0].host, &local, &drain, None),
+        401,
+        "with a secret, the node itself needs it too"
+    );
+    assert_eq!(weight(&cluster), Some(1), "still nothing drained");
+    assert_eq!(
+        post(&client, &url, &drain, Some(secret)),
+        200,
+        "the secret opens"
+    );
+    assert_eq!(weight(&cluster), Some(0), "drained");
+    // The command line reads the secret from the node's config.
+    cluster
+        .cli(0, &["drain", "--undo", &backend.to_string()])
+        .expect("vipx-agent drain --undo with the config's secret");
+    assert_eq!(weight(&cluster), Some(1), "undrained");
+    let log = cluster.lab.log_tail(cluster.nodes[0].agent, 400);
+    assert!(log.contains("API: refused"), "refusals are logged:\n{log}");
+    assert!(!log.contains(secret), "the secret is never logged");
+    assert!(
+        log.contains("POST /api/v1/drain") && log.contains(" 401 "),
+        "an access log line per request:\n{log}"
+    );
+}

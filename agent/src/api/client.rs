@@ -9,6 +9,7 @@ use super::wire::{DrainRequest, Status};
 use crate::{
     events::Event,
     operator::{HandoverGroup, HandoverRequest},
+    sync::auth::Secret,
 };
 
 /// The API URL of an agent listening on `listen` (a wildcard address is
@@ -39,30 +40,40 @@ pub async fn fetch(base_url: &str) -> anyhow::Result<Status> {
         .with_context(|| format!("{url} did not return a status"))
 }
 
-/// Asks a running agent to drain (or undrain) a backend.
-pub async fn drain(base_url: &str, backend: SocketAddr, drain: bool) -> anyhow::Result<String> {
-    post(base_url, "drain", &DrainRequest { backend, drain }).await
+/// Asks a running agent to drain (or undrain) a backend (with the API's
+/// secret, when there is one).
+pub async fn drain(
+    base_url: &str,
+    secret: Option<&Secret>,
+    backend: SocketAddr,
+    drain: bool,
+) -> anyhow::Result<String> {
+    post(base_url, secret, "drain", &DrainRequest { backend, drain }).await
 }
 
 /// Asks a running agent for a manual handover (or its end).
 pub async fn handover(
     base_url: &str,
+    secret: Option<&Secret>,
     request: &HandoverRequest,
 ) -> anyhow::Result<Vec<HandoverGroup>> {
-    let body = post(base_url, "handover", request).await?;
+    let body = post(base_url, secret, "handover", request).await?;
     serde_json::from_str(&body).with_context(|| format!("the agent answered {body}"))
 }
 
 /// POSTs `request` as JSON; the answer's body, or an error with it.
 async fn post(
     base_url: &str,
+    secret: Option<&Secret>,
     name: &str,
     request: &impl serde::Serialize,
 ) -> anyhow::Result<String> {
     let url = endpoint(base_url, name);
-    let response = client()?
-        .post(&url)
-        .json(request)
+    let mut post = client()?.post(&url).json(request);
+    if let Some(secret) = secret {
+        post = post.bearer_auth(String::from_utf8_lossy(secret.expose()));
+    }
+    let response = post
         .send()
         .await
         .with_context(|| format!("no agent answers at {url}"))?;

@@ -5,7 +5,9 @@
 //! - [`client`]: the API as the command line uses it.
 
 pub mod client;
+pub mod guard;
 mod report;
+pub mod server;
 pub mod wire;
 
 use std::sync::Arc;
@@ -28,14 +30,22 @@ use wire::DrainRequest;
 /// Prometheus text exposition format.
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// The routes the agent serves.
-pub fn router(state: Arc<AgentState>) -> Router {
+/// The routes the agent serves: reading is open, changing state passes
+/// the [`guard`]; every request is logged.
+pub fn router(state: Arc<AgentState>, guard: Arc<guard::Guard>) -> Router {
+    let changes = Router::new()
+        .route("/api/v1/drain", post(drain))
+        .route("/api/v1/handover", post(handover))
+        .route_layer(axum::middleware::from_fn_with_state(
+            guard,
+            guard::require_secret,
+        ));
     Router::new()
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
         .route("/api/v1/events", get(events))
-        .route("/api/v1/drain", post(drain))
-        .route("/api/v1/handover", post(handover))
+        .merge(changes)
+        .layer(axum::middleware::from_fn(guard::access_log))
         .with_state(state)
 }
 
@@ -68,7 +78,16 @@ async fn drain(
     State(state): State<Arc<AgentState>>,
     Json(request): Json<DrainRequest>,
 ) -> Response {
-    if state.drain(request.backend, request.drain) {
+    // A drain rewrites Maglev tables (65,537 slots each) under the table's
+    // lock: on a blocking thread, not on the runtime's two workers, which
+    // run the elections.
+    let drained = {
+        let state = Arc::clone(&state);
+        tokio::task::spawn_blocking(move || state.drain(request.backend, request.drain))
+            .await
+            .unwrap_or(false)
+    };
+    if drained {
         (
             StatusCode::OK,
             Json(serde_json::json!({ "backend": request.backend, "drained": request.drain })),

@@ -231,14 +231,30 @@ pub struct ApiConfig {
     /// Address of the HTTP API and `/metrics`.
     #[serde(default = "default_api_listen")]
     pub listen: SocketAddr,
+    /// A file holding the API's secret (at least 16 bytes): what changes
+    /// state (drain, handover) needs it as `Authorization: Bearer`; the
+    /// command line reads it from here. Without it, only this node itself
+    /// (a loopback peer) may change state. Reading stays open.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// How long a connection may take to send a request's headers, and
+    /// stay idle between requests, before it is closed.
+    #[serde(default = "default_header_timeout", with = "humantime_serde")]
+    pub header_timeout: Duration,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             listen: default_api_listen(),
+            secret_file: None,
+            header_timeout: default_header_timeout(),
         }
     }
+}
+
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 fn default_api_listen() -> SocketAddr {

@@ -465,14 +465,15 @@ async fn serve_api(
         "API on {0}/api/v1/status, metrics on {0}/metrics",
         api_url(listener.local_addr()?)
     );
+    let guard =
+        api::guard::Guard::load(config.api.secret_file.as_deref()).context("[api] secret_file")?;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let server = tokio::spawn(
-        axum::serve(listener, api::router(Arc::clone(state)))
-            .with_graceful_shutdown(async {
-                let _ = stop_rx.await;
-            })
-            .into_future(),
-    );
+    let server = tokio::spawn(api::server::serve(
+        listener,
+        api::router(Arc::clone(state), Arc::new(guard)),
+        config.api.header_timeout,
+        stop_rx,
+    ));
     Ok((server, stop_tx))
 }
 

@@ -75,6 +75,11 @@ impl Secret {
         Ok(Self(secret))
     }
 
+    /// The secret, to present it (the API's bearer token). Never log it.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+
     /// A secret given as bytes (tests).
     pub fn from_bytes(bytes: &[u8]) -> Self {
         Self(bytes.to_vec())
@@ -104,6 +109,23 @@ impl Secret {
     }
 }
 
+impl Secret {
+    /// Whether `presented` is the secret itself (an API bearer token): both
+    /// go through one HMAC and the digests are compared in constant time,
+    /// so neither the content nor the length of the secret leaks through
+    /// the time a refusal takes.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        let digest = |bytes: &[u8]| {
+            let mut mac = Hmac::<Sha256>::new_from_slice(b"vipx api bearer")
+                .expect("HMAC takes a key of any length");
+            mac.update(bytes);
+            mac
+        };
+        let theirs = digest(presented).finalize().into_bytes();
+        digest(&self.0).verify_slice(&theirs).is_ok()
+    }
+}
+
 /// A fresh nonce from the operating system's generator.
 pub fn nonce() -> Nonce {
     let mut nonce = Nonce::default();
@@ -116,6 +138,15 @@ mod tests {
     use super::*;
 
     const KEY: &[u8] = b"a cluster secret of enough bytes";
+
+    #[test]
+    fn a_bearer_matches_only_the_secret_itself() {
+        let secret = Secret::from_bytes(KEY);
+        assert!(secret.matches(KEY));
+        assert!(!secret.matches(b"a cluster secret of enough byteS"));
+        assert!(!secret.matches(&KEY[..KEY.len() - 1]), "a prefix is not it");
+        assert!(!secret.matches(b""));
+    }
 
     #[test]
     fn a_proof_holds_only_for_its_role_nonces_and_secret() {

@@ -104,13 +104,20 @@ impl Cluster {
         self.cli(index, &["drain", &backend.to_string()]).map(drop)
     }
 
-    /// Runs `vipx-agent ARGS --api NODE` in node `index`'s namespace (a
-    /// command of the running agent); its standard output, or an error
-    /// with its standard error.
+    /// Runs `vipx-agent --config NODE.toml ARGS --api` in node `index`'s
+    /// namespace, through loopback (a command of the running agent, as an
+    /// operator on the node runs it: the API takes changes from the node
+    /// itself, or with the config's `[api] secret_file`); its standard
+    /// output, or an error with its standard error.
     pub fn cli(&self, index: usize, args: &[&str]) -> Result<String> {
         let node = &self.nodes[index];
-        let api = format!("http://{}", node.api);
-        let mut argv = vec![self.agent_bin.to_str().context("a UTF-8 agent path")?];
+        let api = format!("http://127.0.0.1:{}", node.api.port());
+        let config = node.config.to_str().context("a UTF-8 config path")?;
+        let mut argv = vec![
+            self.agent_bin.to_str().context("a UTF-8 agent path")?,
+            "--config",
+            config,
+        ];
         argv.extend_from_slice(args);
         argv.extend(["--api", &api]);
         let out = node.host.run_unchecked(&argv)?;
