@@ -57,24 +57,22 @@ fn a_manual_handover_moves_the_vip_holds_across_a_restart_and_is_undone() {
         )
         .unwrap_or_default()
     };
-    assert!(
-        support::wait_for(TAKEOVER, || log(&cluster, 0)
-            .contains("master pg MASTER")
-            .then_some(()))
-        .is_some(),
-        "notify_master ran on node 0: {:?}",
-        log(&cluster, 0)
-    );
-    assert!(
-        log(&cluster, 0).contains("generic pg MASTER INSTANCE pg MASTER 150"),
-        "the generic hook got keepalived's arguments (INSTANCE, name, state, priority): {:?}",
-        log(&cluster, 0)
-    );
-    assert!(
-        log(&cluster, 1).contains("backup pg BACKUP"),
-        "notify_backup ran on node 1 at start: {:?}",
-        log(&cluster, 1)
-    );
+    // Hooks run in the background: wait (bounded) for each line.
+    let ran = |cluster: &Cluster, index: usize, line: &str| {
+        support::wait_for(TAKEOVER, || {
+            log(cluster, index).contains(line).then_some(())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "node {index} ran no hook saying {line:?}: {:?}",
+                log(cluster, index)
+            )
+        });
+    };
+    ran(&cluster, 0, "master pg MASTER");
+    // keepalived's arguments: INSTANCE, the name, the state, the priority.
+    ran(&cluster, 0, "generic pg MASTER INSTANCE pg MASTER 150");
+    ran(&cluster, 1, "backup pg BACKUP");
 
     // The handover: node 1 takes the VIP, node 0 stays BACKUP although its
     // priority is higher and preempt is on.
@@ -112,19 +110,8 @@ fn a_manual_handover_moves_the_vip_holds_across_a_restart_and_is_undone() {
         cluster.is_only_master(1),
         "node 0 does not take the VIP back while handed over"
     );
-    assert!(
-        support::wait_for(TAKEOVER, || log(&cluster, 1)
-            .contains("master pg MASTER")
-            .then_some(()))
-        .is_some(),
-        "notify_master ran on node 1: {:?}",
-        log(&cluster, 1)
-    );
-    assert!(
-        log(&cluster, 0).contains("backup pg BACKUP"),
-        "notify_backup ran on node 0: {:?}",
-        log(&cluster, 0)
-    );
+    ran(&cluster, 1, "master pg MASTER");
+    ran(&cluster, 0, "backup pg BACKUP");
     let group = &status(&cluster, 0).groups[0];
     assert!(
         group.handed_over.is_some_and(|h| h.until_unix_ms.is_none()),

@@ -44,8 +44,9 @@ fn echo(log: &Path, word: &str) -> String {
     )
 }
 
-fn config(group_keys: &str) -> Config {
-    let text = format!(
+/// A config of one group `pg` with `group_keys`, as text.
+fn config_text(group_keys: &str) -> String {
+    format!(
         r#"
 [dataplane]
 interfaces = ["eth0"]
@@ -58,8 +59,12 @@ vips = ["10.0.1.100/24"]
 priority = 101
 {group_keys}
 "#
-    );
-    Config::parse(Path::new("/etc/vipx/vipx.toml"), &text).expect("test config parses")
+    )
+}
+
+fn config(group_keys: &str) -> Config {
+    Config::parse(Path::new("/etc/vipx/vipx.toml"), &config_text(group_keys))
+        .expect("test config parses")
 }
 
 fn record(events: &EventLog, from: Option<GroupState>, to: GroupState) {
@@ -195,18 +200,8 @@ async fn a_hook_that_fails_or_cannot_start_is_counted() {
 
 #[test]
 fn an_empty_hook_is_refused_by_the_config_check() {
-    let text = r#"
-[dataplane]
-interfaces = ["eth0"]
-
-[[group]]
-name = "pg"
-vrid = 51
-interface = "eth0"
-vips = ["10.0.1.100/24"]
-notify_master = []
-"#;
-    let err = Config::parse(Path::new("/etc/vipx/vipx.toml"), text)
+    let text = config_text("notify_master = []");
+    let err = Config::parse(Path::new("/etc/vipx/vipx.toml"), &text)
         .expect_err("an empty command is refused")
         .to_string();
     assert!(err.contains("notify_master"), "{err}");
