@@ -60,6 +60,50 @@ impl GroupRunner {
         held: &BTreeMap<String, Hold>,
     ) {
         for (id, group) in config.groups_with_ids() {
+            self.start_one(id, group, tracking, held).await;
+        }
+    }
+
+    /// A reload: only the groups whose configuration (or place in the
+    /// file, which is their id in the data plane) changed stop and start
+    /// again; the others run on untouched (no failover). Returns the names
+    /// of the groups restarted, removed or added.
+    pub async fn reconfigure(
+        &mut self,
+        old: &Config,
+        new: &Config,
+        tracking: &Tracking,
+        held: &BTreeMap<String, Hold>,
+    ) -> Vec<String> {
+        let same = |config: &Config, id: GroupId, group: &GroupConfig| {
+            config.groups_with_ids().any(|(i, g)| i == id && g == group)
+        };
+        let mut changed = Vec::new();
+        for (id, group) in old.groups_with_ids() {
+            if !same(new, id, group) {
+                self.stop_one(id, group).await;
+                changed.push(group.name.clone());
+            }
+        }
+        for (id, group) in new.groups_with_ids() {
+            if !same(old, id, group) {
+                self.start_one(id, group, tracking, held).await;
+                if !changed.contains(&group.name) {
+                    changed.push(group.name.clone());
+                }
+            }
+        }
+        changed
+    }
+
+    async fn start_one(
+        &mut self,
+        id: GroupId,
+        group: &GroupConfig,
+        tracking: &Tracking,
+        held: &BTreeMap<String, Hold>,
+    ) {
+        {
             let effective = tracking.effective(&group.name).unwrap_or(Effective {
                 priority: group.priority,
                 fault: false,
@@ -94,6 +138,28 @@ impl GroupRunner {
                     self.set_static(id, group, master, "configured state").await;
                 }
             }
+        }
+    }
+
+    /// Stops one group: its election sends priority 0 and releases its
+    /// VIPs; a static MASTER releases them.
+    async fn stop_one(&mut self, id: GroupId, group: &GroupConfig) {
+        if let Some(election) = self.elections.remove(&group.name) {
+            election.shutdown().await;
+        }
+        if group.election == Election::Vrrp {
+            self.set_filter(group, &[]);
+        }
+        if self.wiring.ownership.is_master(id) {
+            self.wiring.ownership.become_backup(id, group).await;
+            self.wiring.metrics.set_group_master(&group.name, false);
+            self.wiring.events.record(
+                EventKind::Group,
+                &group.name,
+                Some(GroupState::Master),
+                GroupState::Backup,
+                "stopping",
+            );
         }
     }
 
@@ -174,26 +240,8 @@ impl GroupRunner {
     /// Steps down everywhere: elections send priority 0 and release their
     /// VIPs (and leave the heartbeat), static masters release theirs.
     pub async fn stop(&mut self, config: &Config) {
-        for (_, election) in self.elections.drain() {
-            election.shutdown().await;
-        }
-        for (_, group) in config.groups_with_ids() {
-            if group.election == Election::Vrrp {
-                self.set_filter(group, &[]);
-            }
-        }
         for (id, group) in config.groups_with_ids() {
-            if self.wiring.ownership.is_master(id) {
-                self.wiring.ownership.become_backup(id, group).await;
-                self.wiring.metrics.set_group_master(&group.name, false);
-                self.wiring.events.record(
-                    EventKind::Group,
-                    &group.name,
-                    Some(GroupState::Master),
-                    GroupState::Backup,
-                    "stopping",
-                );
-            }
+            self.stop_one(id, group).await;
         }
     }
 }

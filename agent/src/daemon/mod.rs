@@ -99,7 +99,8 @@ async fn serve(
         })
         .context("starting the lease refresher")?;
     let specs = Arc::new(Mutex::new(balancer::specs(&config)));
-    let tasks = spawn_background(&config, dataplane, &state, neighbours, &specs);
+    let (flow_timeouts, timeouts_rx) = tokio::sync::watch::channel(timeouts(&config));
+    let tasks = spawn_background(dataplane, &state, neighbours, &specs, timeouts_rx);
     let (server, stop_server) = serve_api(&config, &state).await?;
     let groups_now: std::collections::BTreeMap<String, String> = config
         .groups_with_ids()
@@ -126,6 +127,7 @@ async fn serve(
         replicator,
         notifier,
         handover_rx,
+        flow_timeouts,
     };
     running.follow_signals().await?;
     systemd::stopping();
@@ -152,6 +154,8 @@ struct Running<'a> {
     notifier: Notifier,
     /// Handovers asked through the API.
     handover_rx: mpsc::UnboundedReceiver<crate::operator::HandoverCall>,
+    /// The flow collector's idle timeouts (a reload changes them).
+    flow_timeouts: tokio::sync::watch::Sender<FlowTimeouts>,
 }
 
 impl Running<'_> {
@@ -193,11 +197,16 @@ impl Running<'_> {
         if reload::reload(self.config_path, &self.state, self.dataplane, &self.specs) {
             let new = read(&self.state.config).clone();
             self.notifier.set_config(&new);
+            self.state.groups.set_lease(new.dataplane.lease_timeout);
+            self.flow_timeouts.send_replace(timeouts(&new));
             self.tracker = start_tracker(&new, &self.state, self.track_tx.clone());
-            if new.groups != running.groups {
-                self.groups.stop(&running).await;
-                let held = lock(&self.state.operator).held.clone();
-                self.groups.start(&new, &self.tracker.tracking, &held).await;
+            let held = lock(&self.state.operator).held.clone();
+            let restarted = self
+                .groups
+                .reconfigure(&running, &new, &self.tracker.tracking, &held)
+                .await;
+            if !restarted.is_empty() {
+                info!(groups = ?restarted, "reload: these groups changed and restarted; the others ran on");
             }
         }
     }
@@ -433,12 +442,13 @@ fn start_groups(
 /// The tasks that keep the data plane current: backend MACs and the flow
 /// collector.
 fn spawn_background(
-    config: &Config,
     dataplane: &Dataplane,
     state: &AgentState,
     neighbours: Neighbours,
     specs: &Arc<Mutex<Vec<ServiceSpec>>>,
+    flow_timeouts: tokio::sync::watch::Receiver<FlowTimeouts>,
 ) -> Vec<JoinHandle<()>> {
+    let initial = *flow_timeouts.borrow();
     vec![
         tokio::spawn(balancer::run_resolver(
             Arc::clone(&state.table),
@@ -446,9 +456,10 @@ fn spawn_background(
             Arc::clone(specs),
         )),
         tokio::spawn(balancer::run_collector(
-            FlowCollector::new(dataplane.maps(), timeouts(config)),
+            FlowCollector::new(dataplane.maps(), initial),
             Arc::clone(&state.table),
             Arc::clone(&state.metrics),
+            flow_timeouts,
         )),
     ]
 }

@@ -21,34 +21,34 @@ pub(super) fn reload(
     specs: &Mutex<Vec<ServiceSpec>>,
 ) -> bool {
     let subject = path.display().to_string();
+    let reject = |why: String| {
+        error!("reload rejected, keeping the running config: {why}");
+        state.events.record(
+            EventKind::Reload,
+            &subject,
+            None,
+            ReloadOutcome::Rejected,
+            &why,
+        );
+        false
+    };
     let new = match Config::load(path) {
         Ok(new) => new,
-        Err(err) => {
-            error!("reload rejected, keeping the running config: {err}");
-            state.events.record(
-                EventKind::Reload,
-                &subject,
-                None,
-                ReloadOutcome::Rejected,
-                &err.to_string(),
-            );
-            return false;
-        }
+        Err(err) => return reject(err.to_string()),
     };
     let running = read(&state.config).clone();
     if new == running {
         info!("reload: configuration unchanged");
         return false;
     }
-    if new.api != running.api
-        || new.node != running.node
-        || new.sync != running.sync
-        || new.dataplane.flow_table_size != running.dataplane.flow_table_size
-        || new.dataplane.pin_path != running.dataplane.pin_path
-    {
-        warn!(
-            "reload: [api], [node], [sync], flow_table_size and pin_path changes take effect at the next restart"
-        );
+    let fixed = restart_only(&running, &new);
+    if !fixed.is_empty() {
+        return reject(format!(
+            "{} changed: only a restart of the agent applies {} (the rest of the file was not applied either; revert {} to reload the rest)",
+            fixed.join(", "),
+            if fixed.len() == 1 { "it" } else { "them" },
+            if fixed.len() == 1 { "it" } else { "them" },
+        ));
     }
     reattach(&running, &new, state, dataplane);
     let new_specs = balancer::specs(&new);
@@ -67,6 +67,39 @@ pub(super) fn reload(
     *write(&state.config) = new;
     info!("reload: configuration applied");
     true
+}
+
+/// The keys a running agent cannot change (sockets, the maps' sizes and
+/// pins, the cluster's identity) that differ between `running` and `new`.
+/// Everything else a reload applies: groups (only those that changed
+/// restart), services, health checks, XDP interfaces and mode, lease and
+/// flow timeouts, handover_hold, state_file.
+fn restart_only(running: &Config, new: &Config) -> Vec<&'static str> {
+    let (a, b) = (running, new);
+    [
+        ("[api]", a.api != b.api),
+        ("[node] name", a.node.name != b.node.name),
+        (
+            "[node] heartbeat_port",
+            a.node.heartbeat_port != b.node.heartbeat_port,
+        ),
+        ("[sync]", a.sync != b.sync),
+        (
+            "[dataplane] flow_table_size",
+            a.dataplane.flow_table_size != b.dataplane.flow_table_size,
+        ),
+        (
+            "[dataplane] pin_path",
+            a.dataplane.pin_path != b.dataplane.pin_path,
+        ),
+        (
+            "[dataplane] lease_refresh",
+            a.dataplane.lease_refresh != b.dataplane.lease_refresh,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(key, changed)| changed.then_some(key))
+    .collect()
 }
 
 /// Detaches XDP from the interfaces (or the mode) the new configuration no
@@ -95,4 +128,41 @@ fn reattach(running: &Config, new: &Config, state: &AgentState, dataplane: &mut 
         }
     }
     state.set_attachments(dataplane.attachments());
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    const BASE: &str = "[node]\nname = \"a\"\n[dataplane]\ninterfaces = [\"eth0\"]\n[api]\nlisten = \"0.0.0.0:9469\"\n";
+
+    fn parse(text: &str) -> Config {
+        Config::parse(Path::new("x.toml"), text).expect("test config")
+    }
+
+    #[test]
+    fn only_sockets_sizes_pins_and_identity_wait_for_a_restart() {
+        let base = parse(BASE);
+        assert!(restart_only(&base, &base).is_empty());
+        let live = parse(&BASE.replace(
+            "[dataplane]\n",
+            "[dataplane]\nlease_timeout = \"200ms\"\ntcp_idle_timeout = \"5m\"\n",
+        ));
+        assert!(
+            restart_only(&base, &live).is_empty(),
+            "timeouts apply at once"
+        );
+        let fixed = parse(
+            &BASE
+                .replace("9469", "9470")
+                .replace("name = \"a\"", "name = \"b\"")
+                .replace("[dataplane]\n", "[dataplane]\nflow_table_size = 4096\n"),
+        );
+        assert_eq!(
+            restart_only(&base, &fixed),
+            ["[api]", "[node] name", "[dataplane] flow_table_size"]
+        );
+    }
 }

@@ -59,6 +59,11 @@ impl FlowCollector {
         }
     }
 
+    /// A reload changed the idle timeouts: the next run uses these.
+    pub fn set_timeouts(&mut self, timeouts: FlowTimeouts) {
+        self.timeouts = timeouts;
+    }
+
     /// Removes expired flows and their NAT entries, then NAT entries whose
     /// flow is gone (evicted by the LRU), and counts what stays.
     pub fn collect(&mut self) -> FlowStats {

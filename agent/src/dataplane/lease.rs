@@ -21,10 +21,15 @@ pub fn monotonic_ns() -> u64 {
         + u64::try_from(now.tv_nsec()).unwrap_or(0)
 }
 
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// Writes the group map: master flags and lease.
 pub struct GroupStates {
     maps: Arc<Maps>,
-    lease: Duration,
+    /// The lease, in nanoseconds (a reload may change it).
+    lease_ns: std::sync::atomic::AtomicU64,
     dry_run: bool,
     masters: Mutex<Vec<bool>>,
 }
@@ -34,10 +39,17 @@ impl GroupStates {
     pub fn new(maps: Arc<Maps>, lease: Duration, dry_run: bool) -> Self {
         Self {
             maps,
-            lease,
+            lease_ns: std::sync::atomic::AtomicU64::new(nanos(lease)),
             dry_run,
             masters: Mutex::new(vec![false; MAX_GROUPS as usize]),
         }
+    }
+
+    /// A reload changed `[dataplane] lease_timeout`: the next refresh
+    /// writes leases of the new length.
+    pub fn set_lease(&self, lease: Duration) {
+        self.lease_ns
+            .store(nanos(lease), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Makes this node MASTER (or not) of `group` in the data plane, with a
@@ -85,7 +97,7 @@ impl GroupStates {
     }
 
     fn write(&self, group: u32, master: bool, now: u64) -> Result<(), DataplaneError> {
-        let lease_ns = u64::try_from(self.lease.as_nanos()).unwrap_or(u64::MAX);
+        let lease_ns = self.lease_ns.load(std::sync::atomic::Ordering::Relaxed);
         let value = Group {
             master: u32::from(master),
             _pad: 0,
