@@ -93,8 +93,13 @@ pub mod reason {
     /// whose lease is stale while its master flag is set (dropped: a hung
     /// agent's kernel must stop answering for the VIP).
     pub const VIP_FENCED: u32 = 20;
+    /// A VRRP advert or a vipx heartbeat whose TTL (IPv6: hop limit) is
+    /// not 255, dropped unrecorded: it did not come from the link itself
+    /// (GTSM, RFC 5082; RFC 5798 section 5.1.1.3), so a host beyond a
+    /// router cannot forge one.
+    pub const TTL_NOT_255: u32 = 21;
     /// Number of slots.
-    pub const COUNT: u32 = 21;
+    pub const COUNT: u32 = 22;
     /// Metric label of each slot, indexed by slot.
     pub const NAMES: [&str; COUNT as usize] = [
         "malformed",
@@ -118,5 +123,6 @@ pub mod reason {
         "peer_unknown",
         "nat_reply_miss",
         "vip_fenced",
+        "ttl_not_255",
     ];
 }

@@ -68,7 +68,9 @@ pub fn vrrp(ctx: &XdpContext, l3: L3, off: usize) -> Decision {
     };
     match admit_and_record(ctx, l3, vrid, KIND_VRRP, &said) {
         Ok(()) => Decision::pass(reason::VRRP),
-        Err(why) if why == reason::PEER_UNKNOWN => Decision::drop(why),
+        Err(why) if why == reason::PEER_UNKNOWN || why == reason::TTL_NOT_255 => {
+            Decision::drop(why)
+        }
         // Not recorded, but userspace can still judge the advert itself.
         Err(why) => Decision::pass(why),
     }
@@ -105,7 +107,13 @@ pub fn heartbeat(ctx: &XdpContext, l3: L3, off: usize) -> Decision {
     match admit_and_record(ctx, l3, hb.vrid, KIND_HEARTBEAT, &said) {
         Ok(()) => Decision::drop(reason::HEARTBEAT),
         // No socket would read it anyway.
-        Err(why) if why == reason::PEER_UNKNOWN || why == reason::MAP_ERROR => Decision::drop(why),
+        Err(why)
+            if why == reason::PEER_UNKNOWN
+                || why == reason::MAP_ERROR
+                || why == reason::TTL_NOT_255 =>
+        {
+            Decision::drop(why)
+        }
         Err(why) => Decision::pass(why),
     }
 }
@@ -115,6 +123,16 @@ pub fn heartbeat(ctx: &XdpContext, l3: L3, off: usize) -> Decision {
 /// (not recorded), `MALFORMED` or `MAP_ERROR`.
 #[inline(always)]
 fn admit_and_record(ctx: &XdpContext, l3: L3, vrid: u8, kind: u8, said: &Said) -> Result<(), u32> {
+    // GTSM (RFC 5082): only a packet sent on this link arrives with 255.
+    let ttl_off = match l3 {
+        L3::V4 { off } => off + 8,
+        L3::V6 { off } => off + 7,
+    };
+    let ttl = bytes::<1>(ctx, ttl_off).ok_or(reason::MALFORMED)?;
+    // SAFETY: bounds-checked by `bytes`.
+    if unsafe { *ttl }[0] != 255 {
+        return Err(reason::TTL_NOT_255);
+    }
     let (addr, family) = match l3 {
         L3::V4 { off } => {
             let src = bytes::<4>(ctx, off + 12).ok_or(reason::MALFORMED)?;

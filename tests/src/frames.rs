@@ -50,6 +50,9 @@ pub struct FrameSpec {
     pub ipv4_options: Vec<u8>,
     /// IPv4 "more fragments" (makes the frame a first fragment).
     pub more_fragments: bool,
+    /// IPv4 TTL / IPv6 hop limit (64 by default; 255 for what must come
+    /// from the link itself: heartbeats).
+    pub ttl: u8,
 }
 
 impl FrameSpec {
@@ -67,6 +70,7 @@ impl FrameSpec {
             payload: Vec::new(),
             ipv4_options: Vec::new(),
             more_fragments: false,
+            ttl: 64,
         }
     }
 
@@ -76,6 +80,13 @@ impl FrameSpec {
             transport: Transport::Udp,
             ..Self::tcp(src, sport, dst, dport, 0)
         }
+    }
+
+    /// With this TTL / hop limit.
+    #[must_use]
+    pub fn ttl(mut self, ttl: u8) -> Self {
+        self.ttl = ttl;
+        self
     }
 
     /// With these MACs.
@@ -112,7 +123,7 @@ impl FrameSpec {
         };
         let ip = match (self.src, self.dst) {
             (IpAddr::V4(src), IpAddr::V4(dst)) => {
-                let mut header = Ipv4Header::new(0, 64, proto, src.octets(), dst.octets())
+                let mut header = Ipv4Header::new(0, self.ttl, proto, src.octets(), dst.octets())
                     .expect("valid IPv4 header");
                 header.options = Ipv4Options::try_from(self.ipv4_options.as_slice())
                     .expect("IPv4 options: a multiple of 4 bytes, at most 40");
@@ -126,7 +137,7 @@ impl FrameSpec {
                     flow_label: Default::default(),
                     payload_length: 0,
                     next_header: proto,
-                    hop_limit: 64,
+                    hop_limit: self.ttl,
                     source: src.octets(),
                     destination: dst.octets(),
                 },
@@ -233,9 +244,12 @@ pub fn vrrp_frame(
     out
 }
 
-/// A vipx heartbeat from `src` to `dst`, both on UDP port `port`.
+/// A vipx heartbeat from `src` to `dst`, both on UDP port `port`, with
+/// TTL 255 as vipx sends them (GTSM).
 pub fn heartbeat(src: IpAddr, dst: IpAddr, port: u16, heartbeat: &Heartbeat) -> FrameSpec {
-    FrameSpec::udp(src, port, dst, port).payload(&heartbeat.encode())
+    FrameSpec::udp(src, port, dst, port)
+        .payload(&heartbeat.encode())
+        .ttl(255)
 }
 
 /// ARP operation "request" (RFC 826).

@@ -297,6 +297,9 @@ fn heartbeats_from_outside_the_peer_list_are_dropped() {
         .client
         .enter(move || {
             let socket = UdpSocket::bind("0.0.0.0:0").expect("bind in the client namespace");
+            // TTL 255, as if sent on the link: past GTSM, the peer filter
+            // must drop them.
+            socket.set_ttl(255).expect("TTL 255");
             for _ in 0..50 {
                 socket
                     .send_to(&forged, target)

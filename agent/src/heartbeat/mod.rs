@@ -245,6 +245,14 @@ impl HeartbeatThread {
     ) -> std::io::Result<Arc<HeartbeatLink>> {
         let socket = UdpSocket::bind(SocketAddr::new(spec.source, 0))?;
         socket.set_nonblocking(true)?;
+        // GTSM (RFC 5082): heartbeats leave with TTL / hop limit 255, and
+        // the peers' XDP drops any that arrive with less (sent from beyond
+        // the link).
+        if spec.source.is_ipv4() {
+            socket.set_ttl(255)?;
+        } else {
+            socket2::SockRef::from(&socket).set_unicast_hops_v6(255)?;
+        }
         let targets = spec
             .peers
             .iter()
