@@ -148,13 +148,25 @@ impl Event {
     }
 }
 
+/// Called with each event as it is recorded.
+pub type Observer = Box<dyn Fn(&Event) + Send + Sync>;
+
 /// A bounded, thread-safe event log.
 #[derive(Default)]
 pub struct EventLog {
     inner: Mutex<(u64, VecDeque<Event>)>,
+    observer: Option<Observer>,
 }
 
 impl EventLog {
+    /// A log that also hands each event to `observer` (the metrics).
+    pub fn with_observer(observer: Observer) -> Self {
+        Self {
+            inner: Mutex::default(),
+            observer: Some(observer),
+        }
+    }
+
     /// Records (and logs) that `subject` went from `from` (None: no earlier
     /// state worth showing) to `to`, because of `reason`.
     pub fn record<S: fmt::Display>(
@@ -185,7 +197,21 @@ impl EventLog {
         if inner.1.len() == CAPACITY {
             inner.1.pop_front();
         }
+        if let Some(observer) = &self.observer {
+            observer(&event);
+        }
         inner.1.push_back(event);
+    }
+
+    /// The newest event of `kind` about `subject`.
+    pub fn last_of(&self, kind: EventKind, subject: &str) -> Option<Event> {
+        let inner = lock(&self.inner);
+        inner
+            .1
+            .iter()
+            .rev()
+            .find(|e| e.kind == kind && e.subject == subject)
+            .cloned()
     }
 
     /// Events with a sequence number above `after`, oldest first.

@@ -40,7 +40,7 @@ use crate::{
     metrics::Metrics,
     neigh::Neighbours,
     ownership::Ownership,
-    state::AgentState,
+    state::{AgentState, count_event},
     sync::{Credentials, Replicator, SyncSetup},
     vip::VipManager,
 };
@@ -260,8 +260,13 @@ async fn start_services(
     let maps = dataplane.maps();
     let table: SharedTable = Arc::new(Mutex::new(ServiceTable::new(Arc::clone(&maps), ha_debug)));
     let specs = balancer::specs(config);
-    let events = Arc::new(EventLog::default());
     let metrics = Arc::new(start_metrics(config, dataplane, &table)?);
+    let events = {
+        let metrics = Arc::clone(&metrics);
+        Arc::new(EventLog::with_observer(Box::new(move |event| {
+            count_event(&metrics, event);
+        })))
+    };
     // Installs the services, then keeps their backend sets in line with
     // the health checks.
     let health = HealthRunner::start(
@@ -294,6 +299,7 @@ async fn start_services(
         config: RwLock::new(config.clone()),
         attachments: RwLock::new(Vec::new()),
         tracking: RwLock::new(Arc::default()),
+        peers: RwLock::new(None),
     });
     state.set_attachments(dataplane.attachments());
     Ok((state, ownership, neighbours))
@@ -317,6 +323,8 @@ fn start_metrics(
     table: &SharedTable,
 ) -> anyhow::Result<Metrics> {
     let metrics = Metrics::new(&config.node.name()).context("registering metrics")?;
+    metrics.set_reload(true);
+    metrics.set_flow_table_capacity(config.dataplane.flow_table_size);
     metrics
         .register(Box::new(XdpCollector::new(dataplane.counters())?))
         .context("registering the XDP counters")?;
@@ -364,6 +372,7 @@ fn start_groups(
             .context("telling XDP the heartbeat port")?;
         let thread = HeartbeatThread::start(Arc::clone(&peers), dataplane.take_peer_events())
             .context("starting the heartbeat thread")?;
+        *write(&state.peers) = Some(Arc::clone(&peers));
         (Some(Arc::new(thread)), Some(peers))
     };
     Ok(GroupRunner::new(Wiring {

@@ -12,7 +12,7 @@ use super::counters::CounterMaps;
 use crate::metrics::family::{Kind, descs, family};
 
 /// `(name, help, labels)` of the families, in `collect` order.
-const FAMILIES: [(&str, &str, &[&str]); 5] = [
+pub const FAMILIES: [(&str, &str, &[&str]); 5] = [
     (
         "vipx_xdp_packets_total",
         "Packets seen by the XDP program, by the action it returned.",
@@ -24,13 +24,13 @@ const FAMILIES: [(&str, &str, &[&str]); 5] = [
         &["action"],
     ),
     (
-        "vipx_xdp_reason_packets_total",
-        "Packets seen by the XDP program, by the reason of its decision.",
+        "vipx_xdp_decisions_total",
+        "Decisions of the XDP program (one per packet), by reason; the same packets as vipx_xdp_packets_total, counted another way.",
         &["reason"],
     ),
     (
-        "vipx_xdp_reason_bytes_total",
-        "Bytes seen by the XDP program, by the reason of its decision.",
+        "vipx_xdp_decision_bytes_total",
+        "Bytes of the packets of the XDP program's decisions, by reason.",
         &["reason"],
     ),
     (

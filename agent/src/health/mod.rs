@@ -29,7 +29,7 @@ use crate::{
     config::Config,
     dataplane::ServiceSpec,
     events::EventLog,
-    metrics::{CheckResult, Metrics},
+    metrics::{CheckResult, Keep, Metrics},
 };
 
 /// Reports in flight between the checks and the controller.
@@ -45,6 +45,7 @@ pub struct HealthRunner {
     unchecked: Arc<Mutex<HashSet<Target>>>,
     ready: watch::Receiver<bool>,
     ready_tx: watch::Sender<bool>,
+    metrics: Arc<Metrics>,
 }
 
 /// Exports one check's result.
@@ -54,6 +55,7 @@ fn observe(metrics: &Metrics, report: &Report) {
         service: &report.target.service,
         backend: &backend,
         took: report.took,
+        failed: matches!(report.verdict, checks::Verdict::Down { .. }),
         state: report.health.name(),
         states: &Health::ALL.map(Health::name),
         changed: report.changed_from.is_some(),
@@ -74,6 +76,7 @@ impl HealthRunner {
         let unchecked: Arc<Mutex<HashSet<Target>>> = Arc::default();
         let (ready_tx, ready) = watch::channel(false);
         let receiver = {
+            let metrics = Arc::clone(&metrics);
             let controller = Arc::clone(&controller);
             let unchecked = Arc::clone(&unchecked);
             let ready_tx = ready_tx.clone();
@@ -112,6 +115,7 @@ impl HealthRunner {
             unchecked,
             ready,
             ready_tx,
+            metrics,
         };
         runner.reload(config, specs);
         runner
@@ -123,6 +127,7 @@ impl HealthRunner {
         for monitor in self.monitors.drain(..) {
             monitor.abort();
         }
+        self.metrics.retain(&keep(&specs));
         let mut policies = HashMap::new();
         for service in &config.services {
             let service = service.get_ref();
@@ -155,6 +160,12 @@ impl HealthRunner {
                     ),
                 };
                 let initial = lock(&self.controller).health(&service.name, addr);
+                self.metrics.init_backend(
+                    &service.name,
+                    &addr.to_string(),
+                    initial.name(),
+                    &Health::ALL.map(Health::name),
+                );
                 if !*self.ready.borrow() {
                     lock(&self.unchecked).insert(target.clone());
                 }
@@ -184,15 +195,41 @@ impl HealthRunner {
         }
     }
 
-    /// Drains or undrains a backend; false if no service has it.
     /// Whether every backend of a service is down, for `track_service`.
     pub fn service_down(&self) -> track::ServiceDown {
         let controller = Arc::clone(&self.controller);
         Arc::new(move |service: &str| lock(&controller).all_down().contains(service))
     }
 
+    /// Drains or undrains a backend; false if no service has it.
     pub fn drain(&self, backend: SocketAddr, drain: bool) -> bool {
         lock(&self.controller).set_drain(backend, drain)
+    }
+
+    /// A backend's health (`None`: not checked) and whether it is drained.
+    pub fn backend_view(&self, service: &str, backend: SocketAddr) -> (Option<Health>, bool) {
+        let controller = lock(&self.controller);
+        (
+            controller
+                .checked(service)
+                .then(|| controller.health(service, backend)),
+            controller.is_drained(backend),
+        )
+    }
+}
+
+/// The services and backends of `specs`, whose series the metrics keep.
+fn keep(specs: &[ServiceSpec]) -> Keep {
+    Keep {
+        services: specs.iter().map(|s| s.name.clone()).collect(),
+        backends: specs
+            .iter()
+            .flat_map(|s| {
+                s.backends
+                    .iter()
+                    .map(|b| (s.name.clone(), SocketAddr::new(b.addr, b.port).to_string()))
+            })
+            .collect(),
     }
 }
 
