@@ -148,6 +148,13 @@ impl Event {
     }
 }
 
+/// The wall clock, in milliseconds since the Unix epoch.
+pub fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Called with each event as it is recorded.
 pub type Observer = Box<dyn Fn(&Event) + Send + Sync>;
 
@@ -180,9 +187,7 @@ impl EventLog {
         let from = from.map(|s| s.to_string()).unwrap_or_default();
         let to = to.to_string();
         tracing::info!(%kind, subject, from, to, reason, "event");
-        let unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let unix_ms = now_unix_ms();
         let mut inner = lock(&self.inner);
         inner.0 += 1;
         let event = Event {

@@ -53,9 +53,9 @@ pub async fn drain(base_url: &str, backend: SocketAddr, drain: bool) -> anyhow::
     Ok(body)
 }
 
-/// A running agent's event timeline.
-pub async fn events(base_url: &str) -> anyhow::Result<Vec<Event>> {
-    let url = endpoint(base_url, "events");
+/// A running agent's event timeline, after sequence number `after`.
+pub async fn events(base_url: &str, after: u64) -> anyhow::Result<Vec<Event>> {
+    let url = format!("{}?after={after}", endpoint(base_url, "events"));
     client()?
         .get(&url)
         .send()

@@ -12,6 +12,10 @@ use crate::dataplane::{AttachedMode, Mode};
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Status {
     pub node: String,
+    /// The agent's wall clock when it answered, ms since the Unix epoch
+    /// (what `since_unix_ms` and `last_heard_ms` are relative to).
+    #[serde(default)]
+    pub now_unix_ms: u64,
     pub version: String,
     pub ha_debug: bool,
     pub uptime_seconds: u64,
@@ -37,6 +41,33 @@ pub struct GroupStatus {
     /// A tracked weight-0 item failed.
     #[serde(default)]
     pub fault: bool,
+    /// MASTER, BACKUP or FAULT.
+    #[serde(default)]
+    pub state: String,
+    /// When the group entered its state (ms since the Unix epoch), if the
+    /// timeline still holds it.
+    #[serde(default)]
+    pub since_unix_ms: Option<u64>,
+    /// The peers XDP recorded adverts or heartbeats from.
+    #[serde(default)]
+    pub peers: Vec<PeerStatus>,
+}
+
+/// One peer of a group, from the XDP program's records of the last advert
+/// or heartbeat it sent.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PeerStatus {
+    pub address: std::net::IpAddr,
+    /// `vrrp` (adverts) or `heartbeat`.
+    pub kind: String,
+    /// What it says of itself: MASTER, BACKUP, STOPPING (heartbeats); an
+    /// advert comes from a MASTER, RELEASED when its priority is 0.
+    pub state: String,
+    pub priority: u8,
+    /// How long ago its last packet arrived, in milliseconds.
+    pub last_heard_ms: u64,
+    /// Packets recorded from it.
+    pub packets: u64,
 }
 
 /// One service and its backends.
@@ -55,6 +86,18 @@ pub struct BackendStatus {
     pub address: SocketAddr,
     /// Its weight in the Maglev table (0: no new flows).
     pub weight: u32,
+    /// up, degraded or down; `None` when the service has no health check.
+    #[serde(default)]
+    pub health: Option<String>,
+    /// An operator drained it.
+    #[serde(default)]
+    pub drained: bool,
+    /// Its flows in the flow table (at the flow collector's last run).
+    #[serde(default)]
+    pub flows: u64,
+    /// Packets forwarded to or from it.
+    #[serde(default)]
+    pub packets: u64,
 }
 
 impl std::fmt::Display for BackendStatus {
@@ -124,6 +167,10 @@ mod tests {
             backends: vec![BackendStatus {
                 address: "10.0.0.31:6432".parse().expect("addr"),
                 weight: 100,
+                health: Some("up".into()),
+                drained: false,
+                flows: 2,
+                packets: 9,
             }],
         };
         let json = serde_json::to_value(&service).expect("serialise");
