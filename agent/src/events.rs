@@ -155,6 +155,13 @@ pub fn now_unix_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// A time in milliseconds since the Unix epoch, RFC 3339 in UTC with
+/// milliseconds (`2026-01-02T03:04:05.678Z`).
+pub fn timestamp(unix_ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + std::time::Duration::from_millis(unix_ms))
+        .to_string()
+}
+
 /// Called with each event as it is recorded.
 pub type Observer = Box<dyn Fn(&Event) + Send + Sync>;
 
@@ -208,15 +215,10 @@ impl EventLog {
         inner.1.push_back(event);
     }
 
-    /// The newest event of `kind` about `subject`.
-    pub fn last_of(&self, kind: EventKind, subject: &str) -> Option<Event> {
+    /// The time of the newest event that `matches`.
+    pub fn last_time(&self, matches: impl Fn(&Event) -> bool) -> Option<u64> {
         let inner = lock(&self.inner);
-        inner
-            .1
-            .iter()
-            .rev()
-            .find(|e| e.kind == kind && e.subject == subject)
-            .cloned()
+        inner.1.iter().rev().find(|e| matches(e)).map(|e| e.unix_ms)
     }
 
     /// Events with a sequence number above `after`, oldest first.

@@ -12,10 +12,8 @@ use super::wire::{
     XdpAttachment,
 };
 use crate::{
-    balancer::SharedTable,
     dataplane::{CounterSnapshot, PeerMaps, key_addr, monotonic_ns},
     events::{EventKind, GroupState, now_unix_ms},
-    health::HealthRunner,
     locks::{lock, read},
     state::AgentState,
 };
@@ -49,8 +47,7 @@ pub fn status(state: &AgentState) -> Status {
                     state: group_state(master, fault).to_string(),
                     since_unix_ms: state
                         .events
-                        .last_of(EventKind::Group, &g.name)
-                        .map(|e| e.unix_ms),
+                        .last_time(|e| e.kind == EventKind::Group && e.subject == g.name),
                     peers: peers
                         .as_deref()
                         .map(|p| peer_status(p, g.vrid))
@@ -74,7 +71,7 @@ pub fn status(state: &AgentState) -> Status {
             })
             .collect(),
         groups,
-        services: services(&state.table, &lock(&state.health)),
+        services: services(state),
         counters,
     }
 }
@@ -88,8 +85,9 @@ fn group_state(master: bool, fault: bool) -> GroupState {
 }
 
 /// The services and their backends, as installed in the data plane.
-fn services(table: &SharedTable, health: &HealthRunner) -> Vec<ServiceStatus> {
-    let table = lock(table);
+fn services(state: &AgentState) -> Vec<ServiceStatus> {
+    let health = lock(&state.health);
+    let table = lock(&state.table);
     let maps = table.maps();
     table
         .installed()
@@ -106,6 +104,12 @@ fn services(table: &SharedTable, health: &HealthRunner) -> Vec<ServiceStatus> {
                 .map(|(b, id)| {
                     let address = SocketAddr::new(b.addr, b.port);
                     let (checked, drained) = health.backend_view(&spec.name, address);
+                    let health_subject = format!("{} {address}", spec.name);
+                    let drain_subject = address.to_string();
+                    let last_change = state.events.last_time(|e| {
+                        (e.kind == EventKind::Health && e.subject == health_subject)
+                            || (e.kind == EventKind::Drain && e.subject == drain_subject)
+                    });
                     BackendStatus {
                         address,
                         weight: b.weight,
@@ -113,6 +117,7 @@ fn services(table: &SharedTable, health: &HealthRunner) -> Vec<ServiceStatus> {
                         drained,
                         flows: table.backend_flows(id),
                         packets: maps.backend_counter(id).map_or(0, |c| c.packets),
+                        last_change_unix_ms: last_change,
                     }
                 })
                 .collect(),

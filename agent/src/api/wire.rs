@@ -98,6 +98,10 @@ pub struct BackendStatus {
     /// Packets forwarded to or from it.
     #[serde(default)]
     pub packets: u64,
+    /// Its last change of health or drain (ms since the Unix epoch), if
+    /// the timeline holds one.
+    #[serde(default)]
+    pub last_change_unix_ms: Option<u64>,
 }
 
 impl std::fmt::Display for BackendStatus {
@@ -141,6 +145,16 @@ pub struct NamedCounter {
     pub bytes: u64,
 }
 
+/// A duration in milliseconds, as `1h02m03s`, `2m05s` or `4.2s`.
+pub fn span(ms: u64) -> String {
+    let secs = ms / 1000;
+    match secs {
+        0..60 => format!("{:.1}s", ms as f64 / 1000.0),
+        60..3600 => format!("{}m{:02}s", secs / 60, secs % 60),
+        _ => format!("{}h{:02}m{:02}s", secs / 3600, secs / 60 % 60, secs % 60),
+    }
+}
+
 /// `POST /api/v1/drain`: `{"backend": "10.0.0.31:6432", "drain": true}`.
 #[derive(Debug, Deserialize, Serialize)]
 pub struct DrainRequest {
@@ -171,6 +185,7 @@ mod tests {
                 drained: false,
                 flows: 2,
                 packets: 9,
+                last_change_unix_ms: None,
             }],
         };
         let json = serde_json::to_value(&service).expect("serialise");

@@ -2,22 +2,15 @@
 //! an RFC 3339 UTC timestamp (or one JSON object per line with `--json`),
 //! and with `--follow` the new events as they come, until interrupted.
 
-use std::{
-    io::Write as _,
-    time::{Duration, UNIX_EPOCH},
-};
+use std::{io::Write as _, time::Duration};
 
 use serde::Serialize;
 
+pub use crate::events::timestamp;
 use crate::{api::client, events::Event};
 
 /// How often `--follow` asks for new events.
 const FOLLOW_POLL: Duration = Duration::from_millis(500);
-
-/// An event's time, RFC 3339 in UTC with milliseconds.
-pub fn timestamp(unix_ms: u64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(unix_ms)).to_string()
-}
 
 /// One event as a line of text.
 pub fn line(event: &Event) -> String {

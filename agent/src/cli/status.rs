@@ -1,21 +1,12 @@
 //! How `vipx-agent status` prints the status report: the node, then one
 //! row per group (state, time in state), per peer (state, priority, last
 //! heard, from the XDP records), per backend (health, weight, drain,
-//! flows), and the XDP counters that moved.
+//! flows, last change), and the XDP counters that moved.
 
 use std::fmt::Write as _;
 
 use crate::api::wire::Status;
-
-/// A duration in seconds as `1h02m03s`, `2m05s` or `4.2s`.
-pub fn span(ms: u64) -> String {
-    let secs = ms / 1000;
-    match secs {
-        0..60 => format!("{:.1}s", ms as f64 / 1000.0),
-        60..3600 => format!("{}m{:02}s", secs / 60, secs % 60),
-        _ => format!("{}h{:02}m{:02}s", secs / 3600, secs / 60 % 60, secs % 60),
-    }
-}
+pub use crate::api::wire::span;
 
 /// The human-readable form printed by `vipx-agent status`.
 pub fn render(status: &Status) -> String {
@@ -138,13 +129,16 @@ fn backends(out: &mut String, status: &Status) {
         );
         let _ = writeln!(
             out,
-            "  {:<40} {:<8} {:>6} {:<7} {:>8} {:>12}",
+            "  {:<40} {:<9} {:>6} {:<7} {:>8} {:>12}  LAST CHANGE",
             "BACKEND", "HEALTH", "WEIGHT", "DRAIN", "FLOWS", "PACKETS"
         );
         for b in &service.backends {
+            let changed = b.last_change_unix_ms.map_or("-".to_owned(), |at| {
+                format!("{} ago", span(status.now_unix_ms.saturating_sub(at)))
+            });
             let _ = writeln!(
                 out,
-                "  {:<40} {:<8} {:>6} {:<7} {:>8} {:>12}",
+                "  {:<40} {:<9} {:>6} {:<7} {:>8} {:>12}  {changed}",
                 b.address,
                 b.health.as_deref().unwrap_or("unchecked"),
                 b.weight,

@@ -50,6 +50,7 @@ fn status() -> Status {
                     drained: false,
                     flows: 3,
                     packets: 40,
+                    last_change_unix_ms: None,
                 },
                 BackendStatus {
                     address: "10.0.0.32:6432".parse().expect("addr"),
@@ -58,6 +59,7 @@ fn status() -> Status {
                     drained: true,
                     flows: 0,
                     packets: 37,
+                    last_change_unix_ms: Some(1_000_000 - 4_200),
                 },
             ],
         }],
@@ -90,8 +92,17 @@ fn render_shows_a_row_per_group_peer_and_backend() {
     assert!(text.contains("uptime     1h02m03s"), "{text}");
     assert!(text.contains("eth0 (driver mode)"), "{text}");
     for cells in [
-        &["10.0.0.31:6432", "up", "100", "-", "3", "40"][..],
-        &["10.0.0.32:6432", "down", "0", "drained", "0", "37"],
+        &["10.0.0.31:6432", "up", "100", "-", "3", "40", "-"][..],
+        &[
+            "10.0.0.32:6432",
+            "down",
+            "0",
+            "drained",
+            "0",
+            "37",
+            "4.2s",
+            "ago",
+        ],
         &[
             "pg",
             "10.0.0.2",
