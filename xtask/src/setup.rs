@@ -20,6 +20,10 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "bpftool",
     "ethtool",
     "curl",
+    // The stats page test renders it headless (--dump-dom, --screenshot).
+    "chromium",
+    // promtool: the alert rules are checked and unit-tested.
+    "prometheus",
 ];
 
 /// The bpf-linker release known to work with the nightly's LLVM 22.

@@ -25,8 +25,8 @@ use crate::{
     balancer::{self, ServiceCollector, SharedTable},
     config::Config,
     dataplane::{
-        Dataplane, DataplaneError, FlowCollector, FlowTimeouts, GroupStates, Maps, Refresher,
-        ServiceSpec, ServiceTable, VipTable, XdpCollector,
+        Dataplane, DataplaneError, FlowCollector, FlowTimeouts, GroupStates, LeaseCollector, Maps,
+        Refresher, ServiceSpec, ServiceTable, VipTable, XdpCollector,
     },
     election::runner::Wiring,
     events::EventLog,
@@ -284,6 +284,9 @@ async fn start_services(
         config.dataplane.lease_timeout,
         ha_debug,
     ));
+    metrics
+        .register(Box::new(LeaseCollector::new(Arc::clone(&groups))?))
+        .context("registering the lease figures")?;
     let ownership = Arc::new(Ownership::new(Arc::clone(&groups), vips));
     let state = Arc::new(AgentState {
         node: config.node.name(),
