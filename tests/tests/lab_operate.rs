@@ -8,7 +8,7 @@ mod support;
 
 use std::{collections::BTreeSet, path::Path, time::Duration};
 
-use vipx_lab::{Cluster, ClusterOptions, Host, ProcSpec, agent_bin};
+use vipx_lab::{Cluster, ClusterOptions, Failure, Host, ProcSpec, agent_bin};
 
 /// How long Chromium may take for one page.
 const CHROMIUM_LIMIT: Duration = Duration::from_secs(90);
