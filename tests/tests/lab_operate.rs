@@ -280,13 +280,18 @@ fn the_dashboard_and_the_alert_rules_use_metrics_the_agent_exports() {
         .chain(names_in(&rules))
         .collect();
 
-    let cluster = cluster();
+    // A takeover, for the figures that only exist after one
+    // (vipx_group_last_detection_seconds): n2 is read.
+    let mut cluster = cluster();
+    cluster
+        .fail_master(Failure::Kill)
+        .expect("n2 takes over from a killed n1");
     let page = support::wait_for(Duration::from_secs(10), || {
-        let page = cluster.metrics(0).ok()?;
+        let page = cluster.metrics(1).ok()?;
         page.contains("vipx_lease_refresh_age_seconds ")
             .then_some(page)
     })
-    .expect("n1 serves its metrics");
+    .expect("n2 serves its metrics");
     let exported: BTreeSet<String> = page
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
