@@ -86,24 +86,10 @@ fn xdp(status: &Status) -> String {
         .join(", ")
 }
 
-fn ago(status: &Status, at: Option<u64>) -> String {
-    at.map_or("-".to_owned(), |at| {
-        span(status.now_unix_ms.saturating_sub(at))
-    })
-}
-
 fn groups(out: &mut String, status: &Status) {
     out.push_str("<h2>Groups</h2>\n<table id=\"groups\"><tr><th>group</th><th>VRID</th><th>state</th><th>for</th><th>priority</th><th>master</th><th>VIPs</th></tr>\n");
     for g in &status.groups {
-        let master = if g.master {
-            format!("{} (this node)", status.node)
-        } else {
-            g.peers
-                .iter()
-                .filter(|p| p.state == "MASTER")
-                .min_by_key(|p| p.last_heard_ms)
-                .map_or("unknown".to_owned(), |p| p.address.to_string())
-        };
+        let master = status.master_of(g);
         let _ = writeln!(
             out,
             "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"{}\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td><td>{}</td></tr>",
@@ -111,7 +97,7 @@ fn groups(out: &mut String, status: &Status) {
             g.vrid,
             class(&g.state),
             Esc(&g.state),
-            ago(status, g.since_unix_ms),
+            status.since(g.since_unix_ms),
             g.priority,
             Esc(&master),
             Esc(&g.vips.join(", ")),
@@ -160,7 +146,7 @@ fn services(out: &mut String, status: &Status) {
                 b.weight,
                 b.flows,
                 b.packets,
-                ago(status, b.last_change_unix_ms),
+                status.since(b.last_change_unix_ms),
             );
         }
         out.push_str("</table>\n");

@@ -28,6 +28,30 @@ pub struct Status {
     pub counters: Vec<NamedCounter>,
 }
 
+impl Status {
+    /// Who is MASTER of `group`: this node, or the peer heard most recently
+    /// saying so.
+    pub fn master_of(&self, group: &GroupStatus) -> String {
+        if group.master {
+            return format!("{} (this node)", self.node);
+        }
+        group
+            .peers
+            .iter()
+            .filter(|p| p.state == "MASTER")
+            .min_by_key(|p| p.last_heard_ms)
+            .map_or("unknown".to_owned(), |p| p.address.to_string())
+    }
+
+    /// The time since `at` (ms since the Unix epoch) as a [`span`], `-`
+    /// for none.
+    pub fn since(&self, at: Option<u64>) -> String {
+        at.map_or("-".to_owned(), |at| {
+            span(self.now_unix_ms.saturating_sub(at))
+        })
+    }
+}
+
 /// One VIP group.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct GroupStatus {

@@ -63,9 +63,7 @@ fn groups(out: &mut String, status: &Status) {
         "GROUP", "VRID", "STATE", "PRIO", "FOR"
     );
     for g in &status.groups {
-        let since = g.since_unix_ms.map_or("-".to_owned(), |at| {
-            span(status.now_unix_ms.saturating_sub(at))
-        });
+        let since = status.since(g.since_unix_ms);
         let _ = writeln!(
             out,
             "{:<16} {:>4} {:<8} {:>4} {:>10}  {}",
@@ -77,24 +75,8 @@ fn groups(out: &mut String, status: &Status) {
             g.vips.join(", ")
         );
     }
-    let master_of: Vec<String> = status
-        .groups
-        .iter()
-        .map(|g| {
-            let master = if g.master {
-                format!("{} (this node)", status.node)
-            } else {
-                g.peers
-                    .iter()
-                    .filter(|p| p.state == "MASTER")
-                    .min_by_key(|p| p.last_heard_ms)
-                    .map_or("unknown".to_owned(), |p| p.address.to_string())
-            };
-            format!("master     {}: {master}", g.name)
-        })
-        .collect();
-    for line in master_of {
-        let _ = writeln!(out, "{line}");
+    for g in &status.groups {
+        let _ = writeln!(out, "master     {}: {}", g.name, status.master_of(g));
     }
     if status.groups.iter().all(|g| g.peers.is_empty()) {
         return;
@@ -133,9 +115,10 @@ fn backends(out: &mut String, status: &Status) {
             "BACKEND", "HEALTH", "WEIGHT", "DRAIN", "FLOWS", "PACKETS"
         );
         for b in &service.backends {
-            let changed = b.last_change_unix_ms.map_or("-".to_owned(), |at| {
-                format!("{} ago", span(status.now_unix_ms.saturating_sub(at)))
-            });
+            let changed = match b.last_change_unix_ms {
+                Some(_) => format!("{} ago", status.since(b.last_change_unix_ms)),
+                None => "-".to_owned(),
+            };
             let _ = writeln!(
                 out,
                 "  {:<40} {:<9} {:>6} {:<7} {:>8} {:>12}  {changed}",
