@@ -84,13 +84,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Logs to stderr, as text or JSON lines. The level: `RUST_LOG` if set,
+/// Logs to stderr, as text or JSON lines. The level: `RUST_LOG` if set
+/// (and not empty),
 /// else the daemon's `[log] level` (info when the file cannot be read: the
 /// daemon then says why). No colours unless stderr is a terminal, no
 /// timestamps of its own under journald (`JOURNAL_STREAM`), which stamps
 /// each line.
 fn init_logs(cli: &Cli) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+    let from_env = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .and_then(|v| EnvFilter::try_new(v).ok());
+    let filter = from_env.unwrap_or_else(|| {
         let level = match cli.command {
             None | Some(Command::Run) => Config::load(&cli.config)
                 .map(|c| c.log.level.0)
@@ -99,7 +104,7 @@ fn init_logs(cli: &Cli) {
         };
         EnvFilter::new(level)
     });
-    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some_and(|v| !v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
