@@ -238,6 +238,32 @@ fn the_stats_page_status_and_events_show_the_cluster() {
         png.len()
     );
     println!("stats page screenshot: {}", shot.display());
+
+    // A reload that removes a backend removes its series.
+    let gone = format!("backend=\"{}\"", backend(2));
+    assert!(
+        cluster.metrics(0).expect("metrics").contains(&gone),
+        "{gone} is exported before the reload"
+    );
+    let port = |i: usize| cluster.pgbouncers[i].port();
+    cluster
+        .reconfigure(0, &[(port(0), 1), (port(1), 1)])
+        .expect("reload without the third PgBouncer");
+    let page = support::wait_for(Duration::from_secs(10), || {
+        let page = cluster.metrics(0).ok()?;
+        (support::metric_value(&page, "vipx_service_backends{service=\"pgbouncer\"}") == Some(2.0))
+            .then_some(page)
+    })
+    .expect("the reload is applied");
+    assert!(!page.contains(&gone), "{gone} still exported:\n{page}");
+    assert!(
+        page.contains(&format!("backend=\"{}\"", backend(0))),
+        "the kept backends stay:\n{page}"
+    );
+    assert_eq!(
+        support::metric_value(&page, "vipx_config_last_reload_successful"),
+        Some(1.0)
+    );
 }
 
 /// The metric names in a text: `vipx_...` words, a histogram's series
