@@ -46,6 +46,9 @@ pub struct HealthRunner {
     ready: watch::Receiver<bool>,
     ready_tx: watch::Sender<bool>,
     metrics: Arc<Metrics>,
+    /// The backends checked now: a report still queued for one a reload
+    /// removed does not bring its series back.
+    targets: Arc<Mutex<HashSet<Target>>>,
 }
 
 /// Exports one check's result.
@@ -74,9 +77,11 @@ impl HealthRunner {
         let controller = Arc::new(Mutex::new(Controller::new(table, events)));
         let (reports, mut rx) = mpsc::channel::<Report>(REPORT_QUEUE);
         let unchecked: Arc<Mutex<HashSet<Target>>> = Arc::default();
+        let targets: Arc<Mutex<HashSet<Target>>> = Arc::default();
         let (ready_tx, ready) = watch::channel(false);
         let receiver = {
             let metrics = Arc::clone(&metrics);
+            let targets = Arc::clone(&targets);
             let controller = Arc::clone(&controller);
             let unchecked = Arc::clone(&unchecked);
             let ready_tx = ready_tx.clone();
@@ -88,7 +93,9 @@ impl HealthRunner {
                             let _ = ready_tx.send(true);
                         }
                     }
-                    observe(&metrics, &report);
+                    if lock(&targets).contains(&report.target) {
+                        observe(&metrics, &report);
+                    }
                     // A change of health rewrites Maglev tables (tens of
                     // thousands of map writes under the table's lock): off
                     // the async workers, so that the elections' adverts and
@@ -116,6 +123,7 @@ impl HealthRunner {
             ready,
             ready_tx,
             metrics,
+            targets,
         };
         runner.reload(config, specs);
         runner
@@ -127,6 +135,7 @@ impl HealthRunner {
         for monitor in self.monitors.drain(..) {
             monitor.abort();
         }
+        lock(&self.targets).clear();
         self.metrics.retain(&keep(&specs));
         let mut policies = HashMap::new();
         for service in &config.services {
@@ -166,6 +175,7 @@ impl HealthRunner {
                     initial.name(),
                     &Health::ALL.map(Health::name),
                 );
+                lock(&self.targets).insert(target.clone());
                 if !*self.ready.borrow() {
                     lock(&self.unchecked).insert(target.clone());
                 }
