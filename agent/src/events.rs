@@ -152,13 +152,32 @@ impl Event {
     }
 }
 
+/// The wall clock, in milliseconds since the Unix epoch.
+pub fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A time in milliseconds since the Unix epoch, RFC 3339 in UTC with
+/// milliseconds (`2026-01-02T03:04:05.678Z`).
+pub fn timestamp(unix_ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + std::time::Duration::from_millis(unix_ms))
+        .to_string()
+}
+
+/// Called with each event as it is recorded.
+pub type Observer = Box<dyn Fn(&Event) + Send + Sync>;
+
 /// Events a slow subscriber may fall behind by before it misses some.
 const SUBSCRIBER_BACKLOG: usize = 256;
 
-/// A bounded, thread-safe event log; subscribers get each event as it is
-/// recorded (the notify hooks follow the groups' changes this way).
+/// A bounded, thread-safe event log; an observer (the metrics) sees each
+/// event as it is recorded, and subscribers get it too (the notify hooks
+/// and systemd's status line follow the groups' changes this way).
 pub struct EventLog {
     inner: Mutex<(u64, VecDeque<Event>)>,
+    observer: Option<Observer>,
     live: tokio::sync::broadcast::Sender<Event>,
 }
 
@@ -166,12 +185,21 @@ impl Default for EventLog {
     fn default() -> Self {
         Self {
             inner: Mutex::default(),
+            observer: None,
             live: tokio::sync::broadcast::channel(SUBSCRIBER_BACKLOG).0,
         }
     }
 }
 
 impl EventLog {
+    /// A log that also hands each event to `observer` (the metrics).
+    pub fn with_observer(observer: Observer) -> Self {
+        Self {
+            observer: Some(observer),
+            ..Self::default()
+        }
+    }
+
     /// Records (and logs) that `subject` went from `from` (None: no earlier
     /// state worth showing) to `to`, because of `reason`.
     pub fn record<S: fmt::Display>(
@@ -185,9 +213,7 @@ impl EventLog {
         let from = from.map(|s| s.to_string()).unwrap_or_default();
         let to = to.to_string();
         tracing::info!(%kind, subject, from, to, reason, "event");
-        let unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let unix_ms = now_unix_ms();
         let mut inner = lock(&self.inner);
         inner.0 += 1;
         let event = Event {
@@ -202,6 +228,9 @@ impl EventLog {
         if inner.1.len() == CAPACITY {
             inner.1.pop_front();
         }
+        if let Some(observer) = &self.observer {
+            observer(&event);
+        }
         // Sent under the lock, so subscribers see the log's order (no
         // subscriber is no error).
         let _ = self.live.send(event.clone());
@@ -211,6 +240,12 @@ impl EventLog {
     /// Every event recorded from now on, in order.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
         self.live.subscribe()
+    }
+
+    /// The time of the newest event that `matches`.
+    pub fn last_time(&self, matches: impl Fn(&Event) -> bool) -> Option<u64> {
+        let inner = lock(&self.inner);
+        inner.1.iter().rev().find(|e| matches(e)).map(|e| e.unix_ms)
     }
 
     /// Events with a sequence number above `after`, oldest first.

@@ -6,7 +6,7 @@ use clap::Parser as _;
 use tracing_subscriber::EnvFilter;
 use vipx_agent::{
     api::client,
-    cli::{Cli, Command, status},
+    cli::{Cli, Command, LogFormat, events, status},
     config::Config,
     daemon,
     operator::{HandoverGroup, HandoverRequest},
@@ -24,11 +24,7 @@ fn main() -> ExitCode {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    init_logs(&cli);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -96,21 +92,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             haproxy,
             output,
         } => import(keepalived.as_deref(), haproxy.as_deref(), output.as_deref()),
-        Command::Events { api } => {
+        Command::Events { api, follow, json } => {
             let base = api_base(api, &cli.config)?;
-            for event in runtime.block_on(client::events(&base))? {
-                println!(
-                    "{:>6} {} {:<8} {:<32} {} -> {} ({})",
-                    event.seq,
-                    event.unix_ms,
-                    event.kind,
-                    event.subject,
-                    event.from,
-                    event.to,
-                    event.reason
-                );
-            }
-            Ok(())
+            runtime.block_on(events::print(&base, follow, json))
         }
         Command::Status { api, json } => {
             let base = api_base(api, &cli.config)?;
@@ -193,6 +177,38 @@ fn api_secret(config: &std::path::Path) -> anyhow::Result<Option<vipx_agent::syn
         .map(vipx_agent::sync::auth::Secret::load)
         .transpose()
         .map_err(|err| anyhow::anyhow!("[api] secret_file: {err}"))
+}
+
+/// Logs to stderr, as text or JSON lines. The level: `RUST_LOG` if set
+/// (and not empty),
+/// else the daemon's `[log] level` (info when the file cannot be read: the
+/// daemon then says why). No colours unless stderr is a terminal, no
+/// timestamps of its own under journald (`JOURNAL_STREAM`), which stamps
+/// each line.
+fn init_logs(cli: &Cli) {
+    let from_env = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .and_then(|v| EnvFilter::try_new(v).ok());
+    let filter = from_env.unwrap_or_else(|| {
+        let level = match cli.command {
+            None | Some(Command::Run) => Config::load(&cli.config)
+                .map(|c| c.log.level.0)
+                .unwrap_or_else(|_| "info".to_owned()),
+            _ => "info".to_owned(),
+        };
+        EnvFilter::new(level)
+    });
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some_and(|v| !v.is_empty());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && cli.log_format == LogFormat::Text);
+    match (cli.log_format, journald) {
+        (LogFormat::Json, _) => builder.json().init(),
+        (LogFormat::Text, true) => builder.without_time().init(),
+        (LogFormat::Text, false) => builder.init(),
+    }
 }
 
 /// The API's base URL: given, or from the config file's `[api] listen`.

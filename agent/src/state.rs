@@ -11,8 +11,9 @@ use std::{
 use crate::{
     balancer::SharedTable,
     config::Config,
+    dataplane::PeerMaps,
     dataplane::{Attachment, CounterMaps, GroupStates},
-    events::EventLog,
+    events::{Event, EventKind, EventLog, ReloadOutcome},
     health::{HealthRunner, track::Tracking},
     locks::{lock, read, write},
     metrics::Metrics,
@@ -38,6 +39,21 @@ pub struct AgentState {
     pub operator: Mutex<OperatorState>,
     /// Handovers asked through the API, for the daemon.
     pub handovers: tokio::sync::mpsc::UnboundedSender<HandoverCall>,
+    /// The XDP records of the peers' adverts and heartbeats (none in HA
+    /// debug mode).
+    pub peers: RwLock<Option<Arc<PeerMaps>>>,
+}
+
+/// What the metrics count of the timeline: the groups' transitions and
+/// the reloads' outcomes.
+pub fn count_event(metrics: &Metrics, event: &Event) {
+    match event.kind {
+        EventKind::Group => metrics.count_group_transition(&event.subject, &event.to),
+        EventKind::Reload => {
+            metrics.set_reload(event.is(EventKind::Reload, ReloadOutcome::Applied));
+        }
+        _ => {}
+    }
 }
 
 impl AgentState {

@@ -211,10 +211,10 @@ fn dsr_backends_answer_clients_directly() {
     // only the client's side (no NAT replies).
     let (_, page) = vipx_lab::http::get_from(&client, api, "/metrics").expect("scrape");
     let nat_replies =
-        vipx_lab::http::metric_value(&page, "vipx_xdp_reason_packets_total{reason=\"nat_reply\"}");
+        vipx_lab::http::metric_value(&page, "vipx_xdp_decisions_total{reason=\"nat_reply\"}");
     assert_eq!(nat_replies, Some(0.0), "dsr must not see replies:\n{page}");
     let new_flows =
-        vipx_lab::http::metric_value(&page, "vipx_xdp_reason_packets_total{reason=\"flow_new\"}")
+        vipx_lab::http::metric_value(&page, "vipx_xdp_decisions_total{reason=\"flow_new\"}")
             .expect("flow_new counter");
     assert!(new_flows >= 30.0, "30 sessions, {new_flows} new flows");
     let xacts = || -> Vec<u64> {

@@ -165,7 +165,7 @@ fn keepalived_and_vipx_hand_the_vip_to_each_other() {
     );
     assert!(cluster.is_master(0));
     let adverts = cluster
-        .metric(0, "vipx_vrrp_adverts_total{group=\"pg\",what=\"received\"}")
+        .metric(0, "vipx_vrrp_adverts_received_total{group=\"pg\"}")
         .unwrap_or(0.0);
     assert!(
         adverts == 0.0,
@@ -213,12 +213,12 @@ fn vipx_follows_a_keepalived_master_and_takes_over_when_it_stops() {
     support::wait_for(TAKEOVER, || (!cluster.is_master(0)).then_some(()))
         .expect("vipx stepped down for the higher-priority keepalived");
     let received = cluster
-        .metric(0, "vipx_vrrp_adverts_total{group=\"pg\",what=\"received\"}")
+        .metric(0, "vipx_vrrp_adverts_received_total{group=\"pg\"}")
         .unwrap_or(0.0);
     assert!(received > 0.0, "vipx parsed keepalived's adverts");
     assert_eq!(
-        cluster.metric(0, "vipx_vrrp_adverts_total{group=\"pg\",what=\"invalid\"}"),
-        None,
+        cluster.metric(0, "vipx_vrrp_adverts_invalid_total{group=\"pg\"}"),
+        Some(0.0),
         "no keepalived advert was rejected"
     );
     // keepalived stops (priority 0): vipx takes over.

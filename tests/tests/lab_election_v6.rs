@@ -95,7 +95,7 @@ fn an_ipv6_vip_fails_over_and_the_old_master_preempts_it_back() {
         .unwrap_or_else(|e| panic!("ping -6 answers from n1 (n1 is {}): {e}", n1.mac()));
     // n2's election starts once its link-local address leaves DAD.
     let received = format!(
-        "vipx_vrrp_adverts_total{{group=\"{}\",what=\"received\"}}",
+        "vipx_vrrp_adverts_received_total{{group=\"{}\"}}",
         Cluster::VIP6_GROUP
     );
     support::wait_for(TAKEOVER, || {
@@ -107,11 +107,11 @@ fn an_ipv6_vip_fails_over_and_the_old_master_preempts_it_back() {
         cluster.metric(
             1,
             &format!(
-                "vipx_vrrp_adverts_total{{group=\"{}\",what=\"invalid\"}}",
+                "vipx_vrrp_adverts_invalid_total{{group=\"{}\"}}",
                 Cluster::VIP6_GROUP
             )
         ),
-        None,
+        Some(0.0),
         "none of them is rejected (hop limit, checksum)"
     );
 
@@ -155,7 +155,7 @@ fn the_heartbeat_over_ipv6_detects_a_killed_master() {
     let cluster = Cluster::up(&opts).expect("bring the cluster up");
     wait_master6(&cluster, 0);
     let received = format!(
-        "vipx_heartbeats_total{{group=\"{}\",what=\"received\"}}",
+        "vipx_heartbeats_received_total{{group=\"{}\"}}",
         Cluster::VIP6_GROUP
     );
     support::wait_for(TAKEOVER, || {
@@ -366,7 +366,7 @@ fn keepalived_and_vipx_hand_an_ipv6_vip_to_each_other() {
     );
     let series = |what: &str| {
         format!(
-            "vipx_vrrp_adverts_total{{group=\"{}\",what=\"{what}\"}}",
+            "vipx_vrrp_adverts_{what}_total{{group=\"{}\"}}",
             Cluster::VIP6_GROUP
         )
     };
@@ -376,7 +376,7 @@ fn keepalived_and_vipx_hand_an_ipv6_vip_to_each_other() {
     );
     assert_eq!(
         cluster.metric(0, &series("invalid")),
-        None,
+        Some(0.0),
         "no keepalived advert was rejected (hop limit, checksum)"
     );
     answers_from(&cluster, &cluster.nodes[0].host)

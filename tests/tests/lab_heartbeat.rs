@@ -45,7 +45,7 @@ fn metric(cluster: &Cluster, index: usize, series: &str) -> f64 {
 
 /// Waits until node `index` has recorded 100 heartbeats of group `pg`.
 fn wait_heartbeats(cluster: &Cluster, index: usize) {
-    let series = "vipx_heartbeats_total{group=\"pg\",what=\"received\"}";
+    let series = "vipx_heartbeats_received_total{group=\"pg\"}";
     support::wait_for(Duration::from_secs(5), || {
         cluster.metric(index, series).filter(|n| *n >= 100.0)
     })
@@ -213,7 +213,7 @@ fn a_stalled_masters_node_stops_answering_arp_for_the_vip() {
             .parse::<Mac>()
             .expect("a node's MAC")
     });
-    let fenced = "vipx_xdp_reason_packets_total{reason=\"vip_fenced\"}";
+    let fenced = "vipx_xdp_decisions_total{reason=\"vip_fenced\"}";
     let fenced_before = cluster.metric(0, fenced).unwrap_or(0.0);
     // The master's agent stalls; its XDP program stays attached, its kernel
     // keeps the VIP, and its lease runs out.
@@ -276,7 +276,7 @@ fn a_stalled_masters_node_stops_answering_arp_for_the_vip() {
 fn heartbeats_from_outside_the_peer_list_are_dropped() {
     let cluster = Cluster::up(&options(2)).expect("bring the cluster up");
     let dropped_before = cluster
-        .metric(1, "vipx_xdp_reason_packets_total{reason=\"peer_unknown\"}")
+        .metric(1, "vipx_xdp_decisions_total{reason=\"peer_unknown\"}")
         .unwrap_or(0.0);
     // The client forges the master's claim that it is stopping; node 1 must
     // not take it.
@@ -309,7 +309,7 @@ fn heartbeats_from_outside_the_peer_list_are_dropped() {
         })
         .expect("enter the client namespace");
     let dropped = support::wait_for(Duration::from_secs(5), || {
-        let now = cluster.metric(1, "vipx_xdp_reason_packets_total{reason=\"peer_unknown\"}")?;
+        let now = cluster.metric(1, "vipx_xdp_decisions_total{reason=\"peer_unknown\"}")?;
         (now - dropped_before >= 50.0).then_some(now - dropped_before)
     });
     assert!(dropped.is_some(), "50 forged heartbeats dropped by XDP");

@@ -117,7 +117,7 @@ fn session_survives(failure: Failure) {
         cluster.lab.log_tail(cluster.nodes[1].agent, 30)
     );
     let hits = cluster
-        .metric(1, "vipx_xdp_reason_packets_total{reason=\"flow_hit\"}")
+        .metric(1, "vipx_xdp_decisions_total{reason=\"flow_hit\"}")
         .unwrap_or(0.0);
     assert!(hits > 0.0, "node 1 served the session from its flow table");
 }

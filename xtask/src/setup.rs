@@ -27,6 +27,10 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "libcap2-bin",
     // strip (cargo xtask package).
     "binutils",
+    // The stats page test renders it headless (--dump-dom, --screenshot).
+    "chromium",
+    // promtool: the alert rules are checked and unit-tested.
+    "prometheus",
 ];
 
 /// The bpf-linker release known to work with the nightly's LLVM 22.

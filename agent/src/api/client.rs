@@ -85,9 +85,9 @@ async fn post(
     Ok(body)
 }
 
-/// A running agent's event timeline.
-pub async fn events(base_url: &str) -> anyhow::Result<Vec<Event>> {
-    let url = endpoint(base_url, "events");
+/// A running agent's event timeline, after sequence number `after`.
+pub async fn events(base_url: &str, after: u64) -> anyhow::Result<Vec<Event>> {
+    let url = format!("{}?after={after}", endpoint(base_url, "events"));
     client()?
         .get(&url)
         .send()

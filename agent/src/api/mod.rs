@@ -1,13 +1,16 @@
-//! The agent's HTTP endpoint: Prometheus `/metrics` and the JSON API.
+//! The agent's HTTP endpoint: Prometheus `/metrics`, the JSON API and the
+//! stats page (`/stats`, where `/` leads).
 //!
 //! - [`wire`]: what the API sends and receives;
 //! - [`report`]: the status report, read off the running agent;
+//! - [`stats`]: the status report and the timeline as an HTML page;
 //! - [`client`]: the API as the command line uses it.
 
 pub mod client;
 pub mod guard;
 mod report;
 pub mod server;
+pub mod stats;
 pub mod wire;
 
 use std::sync::Arc;
@@ -16,7 +19,7 @@ use axum::{
     Json, Router,
     extract::{Query, State},
     http::{StatusCode, header},
-    response::{IntoResponse, Response},
+    response::{Html, IntoResponse, Redirect, Response},
     routing::{get, post},
 };
 use serde::Deserialize;
@@ -41,6 +44,8 @@ pub fn router(state: Arc<AgentState>, guard: Arc<guard::Guard>) -> Router {
             guard::require_secret,
         ));
     Router::new()
+        .route("/", get(|| async { Redirect::to("/stats") }))
+        .route("/stats", get(stats_page))
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
         .route("/api/v1/events", get(events))
@@ -54,6 +59,15 @@ async fn metrics(State(state): State<Arc<AgentState>>) -> Response {
         .await
         .unwrap_or_default();
     ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text).into_response()
+}
+
+async fn stats_page(State(state): State<Arc<AgentState>>) -> Response {
+    let page = tokio::task::spawn_blocking(move || {
+        stats::page(&report::status(&state), &state.events.since(0))
+    })
+    .await
+    .unwrap_or_default();
+    ([(header::CACHE_CONTROL, "no-store")], Html(page)).into_response()
 }
 
 async fn status(State(state): State<Arc<AgentState>>) -> Response {

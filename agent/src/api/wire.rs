@@ -12,6 +12,10 @@ use crate::dataplane::{AttachedMode, Mode};
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Status {
     pub node: String,
+    /// The agent's wall clock when it answered, ms since the Unix epoch
+    /// (what `since_unix_ms` and `last_heard_ms` are relative to).
+    #[serde(default)]
+    pub now_unix_ms: u64,
     pub version: String,
     pub ha_debug: bool,
     pub uptime_seconds: u64,
@@ -22,6 +26,30 @@ pub struct Status {
     #[serde(default)]
     pub services: Vec<ServiceStatus>,
     pub counters: Vec<NamedCounter>,
+}
+
+impl Status {
+    /// Who is MASTER of `group`: this node, or the peer heard most recently
+    /// saying so.
+    pub fn master_of(&self, group: &GroupStatus) -> String {
+        if group.master {
+            return format!("{} (this node)", self.node);
+        }
+        group
+            .peers
+            .iter()
+            .filter(|p| p.state == "MASTER")
+            .min_by_key(|p| p.last_heard_ms)
+            .map_or("unknown".to_owned(), |p| p.address.to_string())
+    }
+
+    /// The time since `at` (ms since the Unix epoch) as a [`span`], `-`
+    /// for none.
+    pub fn since(&self, at: Option<u64>) -> String {
+        at.map_or("-".to_owned(), |at| {
+            span(self.now_unix_ms.saturating_sub(at))
+        })
+    }
 }
 
 /// One VIP group.
@@ -41,6 +69,33 @@ pub struct GroupStatus {
     /// until undone or until its time (`until_unix_ms`).
     #[serde(default)]
     pub handed_over: Option<crate::operator::Hold>,
+    /// MASTER, BACKUP or FAULT.
+    #[serde(default)]
+    pub state: String,
+    /// When the group entered its state (ms since the Unix epoch), if the
+    /// timeline still holds it.
+    #[serde(default)]
+    pub since_unix_ms: Option<u64>,
+    /// The peers XDP recorded adverts or heartbeats from.
+    #[serde(default)]
+    pub peers: Vec<PeerStatus>,
+}
+
+/// One peer of a group, from the XDP program's records of the last advert
+/// or heartbeat it sent.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PeerStatus {
+    pub address: std::net::IpAddr,
+    /// `vrrp` (adverts) or `heartbeat`.
+    pub kind: String,
+    /// What it says of itself: MASTER, BACKUP, STOPPING (heartbeats); an
+    /// advert comes from a MASTER, RELEASED when its priority is 0.
+    pub state: String,
+    pub priority: u8,
+    /// How long ago its last packet arrived, in milliseconds.
+    pub last_heard_ms: u64,
+    /// Packets recorded from it.
+    pub packets: u64,
 }
 
 /// One service and its backends.
@@ -59,6 +114,22 @@ pub struct BackendStatus {
     pub address: SocketAddr,
     /// Its weight in the Maglev table (0: no new flows).
     pub weight: u32,
+    /// up, degraded or down; `None` when the service has no health check.
+    #[serde(default)]
+    pub health: Option<String>,
+    /// An operator drained it.
+    #[serde(default)]
+    pub drained: bool,
+    /// Its flows in the flow table (at the flow collector's last run).
+    #[serde(default)]
+    pub flows: u64,
+    /// Packets forwarded to or from it.
+    #[serde(default)]
+    pub packets: u64,
+    /// Its last change of health or drain (ms since the Unix epoch), if
+    /// the timeline holds one.
+    #[serde(default)]
+    pub last_change_unix_ms: Option<u64>,
 }
 
 impl std::fmt::Display for BackendStatus {
@@ -102,6 +173,16 @@ pub struct NamedCounter {
     pub bytes: u64,
 }
 
+/// A duration in milliseconds, as `1h02m03s`, `2m05s` or `4.2s`.
+pub fn span(ms: u64) -> String {
+    let secs = ms / 1000;
+    match secs {
+        0..60 => format!("{:.1}s", ms as f64 / 1000.0),
+        60..3600 => format!("{}m{:02}s", secs / 60, secs % 60),
+        _ => format!("{}h{:02}m{:02}s", secs / 3600, secs / 60 % 60, secs % 60),
+    }
+}
+
 /// `POST /api/v1/drain`: `{"backend": "10.0.0.31:6432", "drain": true}`.
 #[derive(Debug, Deserialize, Serialize)]
 pub struct DrainRequest {
@@ -128,6 +209,11 @@ mod tests {
             backends: vec![BackendStatus {
                 address: "10.0.0.31:6432".parse().expect("addr"),
                 weight: 100,
+                health: Some("up".into()),
+                drained: false,
+                flows: 2,
+                packets: 9,
+                last_change_unix_ms: None,
             }],
         };
         let json = serde_json::to_value(&service).expect("serialise");

@@ -15,7 +15,7 @@ use std::{
 
 use tracing::{debug, info, warn};
 
-pub use scrape::ServiceCollector;
+pub use scrape::{FAMILIES as SERVICE_FAMILIES, ServiceCollector};
 
 use crate::{
     config::Config,
@@ -198,7 +198,9 @@ pub async fn run_collector(
 /// Exports a flow collection's figures per installed service.
 fn report(stats: &FlowStats, table: &SharedTable, metrics: &Metrics) {
     let count = |m: &HashMap<u32, u64>, id: u32| m.get(&id).copied().unwrap_or(0);
-    for (id, spec, _) in lock(table).installed() {
+    let mut table = lock(table);
+    table.set_backend_flows(stats.backend_flows.clone());
+    for (id, spec, _) in table.installed() {
         metrics.set_flows(
             &spec.name,
             count(&stats.flows, id),

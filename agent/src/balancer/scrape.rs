@@ -1,6 +1,7 @@
 //! Per-service and per-backend figures read at scrape time from the data
 //! plane: packets and bytes (per-CPU counters, summed), and the service
-//! table's view of backends.
+//! table's view of backends and their flows. Only installed services and
+//! backends have series: a reload that removes one removes them.
 
 use prometheus::{
     core::{Collector, Desc},
@@ -10,40 +11,59 @@ use tracing::warn;
 
 use super::SharedTable;
 use crate::{
+    dataplane::Mode,
     locks::lock,
     metrics::family::{Kind, descs, family},
 };
 
+const SERVICE: &[&str] = &["service"];
+const BACKEND: &[&str] = &["service", "backend"];
+
 /// `(name, help, labels)` of the families, in `collect` order.
-const FAMILIES: [(&str, &str, &[&str]); 5] = [
+pub const FAMILIES: [(&str, &str, &[&str]); 8] = [
     (
         "vipx_service_packets_total",
         "Packets the data plane forwarded for a service (both directions).",
-        &["service"],
+        SERVICE,
     ),
     (
         "vipx_service_bytes_total",
         "Bytes the data plane forwarded for a service (both directions).",
-        &["service"],
+        SERVICE,
     ),
     (
         "vipx_backend_packets_total",
         "Packets the data plane forwarded to or from a backend.",
-        &["service", "backend"],
+        BACKEND,
     ),
     (
         "vipx_backend_bytes_total",
         "Bytes the data plane forwarded to or from a backend.",
-        &["service", "backend"],
+        BACKEND,
     ),
     (
         "vipx_backend_weight",
         "Effective weight of a backend in its service's Maglev table (0: no new flows).",
-        &["service", "backend"],
+        BACKEND,
+    ),
+    (
+        "vipx_backend_flows",
+        "Flows to a backend in the flow table (at the flow collector's last run).",
+        BACKEND,
+    ),
+    (
+        "vipx_service_nat_ports_capacity",
+        "NAT source ports of a nat-mode service's range ([[service]] nat_ports); usage is vipx_service_nat_ports.",
+        SERVICE,
+    ),
+    (
+        "vipx_service_backends",
+        "Backends configured for a service.",
+        SERVICE,
     ),
 ];
 
-/// The last family is a gauge, the others counters.
+/// The families from this index on are gauges, those before counters.
 const GAUGES_FROM: usize = 4;
 
 /// Reads the service and backend counters at scrape time.
@@ -61,6 +81,8 @@ impl ServiceCollector {
     }
 }
 
+type Rows = Vec<(Vec<String>, f64)>;
+
 impl Collector for ServiceCollector {
     fn desc(&self) -> Vec<&Desc> {
         self.descs.iter().collect()
@@ -69,19 +91,26 @@ impl Collector for ServiceCollector {
     fn collect(&self) -> Vec<MetricFamily> {
         let table = lock(&self.table);
         let maps = table.maps();
-        let mut rows: [Vec<(Vec<String>, f64)>; 5] = Default::default();
+        let mut rows: [Rows; 8] = Default::default();
         for (id, spec, backend_ids) in table.installed() {
+            let service = vec![spec.name.clone()];
             match maps.service_counter(id) {
                 Ok(c) => {
-                    rows[0].push((vec![spec.name.clone()], c.packets as f64));
-                    rows[1].push((vec![spec.name.clone()], c.bytes as f64));
+                    rows[0].push((service.clone(), c.packets as f64));
+                    rows[1].push((service.clone(), c.bytes as f64));
                 }
                 Err(err) => warn!("reading service counters: {err}"),
             }
+            if spec.mode == Mode::Nat {
+                let range = spec.nat_ports;
+                let size = u32::from(range.last).saturating_sub(u32::from(range.first)) + 1;
+                rows[6].push((service.clone(), f64::from(size)));
+            }
+            rows[7].push((service, spec.backends.len() as f64));
             for (backend, id) in spec.backends.iter().zip(backend_ids) {
                 let labels = vec![
                     spec.name.clone(),
-                    format!("{}", std::net::SocketAddr::new(backend.addr, backend.port)),
+                    std::net::SocketAddr::new(backend.addr, backend.port).to_string(),
                 ];
                 match maps.backend_counter(id) {
                     Ok(c) => {
@@ -90,7 +119,8 @@ impl Collector for ServiceCollector {
                     }
                     Err(err) => warn!("reading backend counters: {err}"),
                 }
-                rows[4].push((labels, f64::from(backend.weight)));
+                rows[4].push((labels.clone(), f64::from(backend.weight)));
+                rows[5].push((labels, table.backend_flows(id) as f64));
             }
         }
         FAMILIES

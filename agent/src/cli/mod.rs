@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+pub mod events;
 pub mod status;
 
 use crate::config::DEFAULT_CONFIG_PATH;
@@ -20,8 +21,19 @@ pub struct Cli {
     /// change the host or the cluster (VIP add/remove, map flips, fencing).
     #[arg(long)]
     pub ha_debug: bool,
+    /// Log lines as text or as JSON objects (one per line). The level
+    /// comes from the config's `[log] level`, or `RUST_LOG` when set.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// `--log-format`
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -82,11 +94,17 @@ pub enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
-    /// Print the running agent's event timeline.
+    /// Print the running agent's event timeline (UTC timestamps).
     Events {
         /// Base URL of the agent's API (default: from the config file).
         #[arg(long)]
         api: Option<String>,
+        /// Keep printing new events until interrupted.
+        #[arg(long, short)]
+        follow: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
     },
     /// Ask the running agent for its state.
     Status {
@@ -116,7 +134,25 @@ mod tests {
         assert!(
             matches!(cli.command, Some(Command::CheckConfig { path }) if path == std::path::Path::new("/y.toml"))
         );
+        let cli = Cli::parse_from([
+            "vipx-agent",
+            "events",
+            "-f",
+            "--json",
+            "--log-format",
+            "json",
+        ]);
+        assert_eq!(cli.log_format, LogFormat::Json);
+        assert!(matches!(
+            cli.command,
+            Some(Command::Events {
+                follow: true,
+                json: true,
+                ..
+            })
+        ));
         let cli = Cli::parse_from(["vipx-agent", "status", "--api", "http://127.0.0.1:1"]);
+        assert_eq!(cli.log_format, LogFormat::Text);
         assert!(matches!(
             cli.command,
             Some(Command::Status {

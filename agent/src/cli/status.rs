@@ -1,25 +1,36 @@
-//! How `vipx-agent status` prints the status report.
+//! How `vipx-agent status` prints the status report: the node, then one
+//! row per group (state, time in state), per peer (state, priority, last
+//! heard, from the XDP records), per backend (health, weight, drain,
+//! flows, last change), and the XDP counters that moved.
 
 use std::fmt::Write as _;
 
 use crate::api::wire::Status;
+pub use crate::api::wire::span;
 
 /// The human-readable form printed by `vipx-agent status`.
 pub fn render(status: &Status) -> String {
     let mut out = String::new();
-    let uptime = status.uptime_seconds;
+    header(&mut out, status);
+    groups(&mut out, status);
+    backends(&mut out, status);
+    for counter in status.counters.iter().filter(|c| c.packets > 0) {
+        let _ = writeln!(
+            out,
+            "{:<10} {:<14} {:>12} packets {:>14} bytes",
+            counter.kind, counter.name, counter.packets, counter.bytes
+        );
+    }
+    out
+}
+
+fn header(out: &mut String, status: &Status) {
     let _ = writeln!(
         out,
         "node       {} (vipx-agent {})",
         status.node, status.version
     );
-    let _ = writeln!(
-        out,
-        "uptime     {}h{:02}m{:02}s",
-        uptime / 3600,
-        uptime / 60 % 60,
-        uptime % 60
-    );
+    let _ = writeln!(out, "uptime     {}", span(status.uptime_seconds * 1000));
     let _ = writeln!(out, "config     {}", status.config_path);
     let _ = writeln!(
         out,
@@ -40,108 +51,92 @@ pub fn render(status: &Status) -> String {
             attachment.interface, attachment.mode
         );
     }
-    for group in &status.groups {
+}
+
+fn groups(out: &mut String, status: &Status) {
+    if status.groups.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<16} {:>4} {:<8} {:>4} {:>10}  VIPS",
+        "GROUP", "VRID", "STATE", "PRIO", "FOR"
+    );
+    for g in &status.groups {
+        let since = status.since(g.since_unix_ms);
         let _ = writeln!(
             out,
-            "group      {} (vrid {}, priority {}): {} {}{}",
-            group.name,
-            group.vrid,
-            group.priority,
-            match (group.master, group.fault) {
-                (_, true) => "FAULT",
-                (true, false) => "MASTER",
-                (false, false) => "BACKUP",
-            },
-            group.vips.join(", "),
-            if group.handed_over.is_some() {
+            "{:<16} {:>4} {:<8} {:>4} {:>10}  {}{}",
+            g.name,
+            g.vrid,
+            g.state,
+            g.priority,
+            since,
+            g.vips.join(", "),
+            if g.handed_over.is_some() {
                 " (handed over by hand)"
             } else {
                 ""
             }
         );
     }
+    for g in &status.groups {
+        let _ = writeln!(out, "master     {}: {}", g.name, status.master_of(g));
+    }
+    if status.groups.iter().all(|g| g.peers.is_empty()) {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<16} {:<40} {:<9} {:<8} {:>4} {:>12}",
+        "PEER OF", "ADDRESS", "KIND", "STATE", "PRIO", "LAST HEARD"
+    );
+    for g in &status.groups {
+        for p in &g.peers {
+            let _ = writeln!(
+                out,
+                "{:<16} {:<40} {:<9} {:<8} {:>4} {:>12}",
+                g.name,
+                p.address,
+                p.kind,
+                p.state,
+                p.priority,
+                format!("{} ago", span(p.last_heard_ms))
+            );
+        }
+    }
+}
+
+fn backends(out: &mut String, status: &Status) {
     for service in &status.services {
         let _ = writeln!(
             out,
-            "service    {} {} ({}), {} packets -> {}",
-            service.name,
-            service.vip,
-            service.mode,
-            service.packets,
-            service
-                .backends
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
+            "\nservice    {} {} ({}), {} packets",
+            service.name, service.vip, service.mode, service.packets
         );
-    }
-    for counter in status.counters.iter().filter(|c| c.packets > 0) {
         let _ = writeln!(
             out,
-            "{:<10} {:<14} {:>12} packets {:>14} bytes",
-            counter.kind, counter.name, counter.packets, counter.bytes
+            "  {:<40} {:<9} {:>6} {:<7} {:>8} {:>12}  LAST CHANGE",
+            "BACKEND", "HEALTH", "WEIGHT", "DRAIN", "FLOWS", "PACKETS"
         );
+        for b in &service.backends {
+            let changed = match b.last_change_unix_ms {
+                Some(_) => format!("{} ago", status.since(b.last_change_unix_ms)),
+                None => "-".to_owned(),
+            };
+            let _ = writeln!(
+                out,
+                "  {:<40} {:<9} {:>6} {:<7} {:>8} {:>12}  {changed}",
+                b.address,
+                b.health.as_deref().unwrap_or("unchecked"),
+                b.weight,
+                if b.drained { "drained" } else { "-" },
+                b.flows,
+                b.packets
+            );
+        }
     }
-    out
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::{
-        api::wire::{CounterKind, GroupStatus, NamedCounter, XdpAttachment},
-        dataplane::AttachedMode,
-    };
-
-    #[test]
-    fn render_shows_attachments_and_moving_counters() {
-        let status = Status {
-            node: "lb-1".into(),
-            version: "0.1.0".into(),
-            ha_debug: false,
-            uptime_seconds: 3723,
-            config_path: "/etc/vipx/vipx.toml".into(),
-            xdp: vec![XdpAttachment {
-                interface: "eth0".into(),
-                mode: AttachedMode::Driver,
-            }],
-            groups: vec![GroupStatus {
-                name: "pg".into(),
-                vrid: 51,
-                master: true,
-                vips: vec!["10.0.0.100/24".into()],
-                priority: 100,
-                fault: false,
-                handed_over: None,
-            }],
-            services: Vec::new(),
-            counters: vec![
-                NamedCounter {
-                    kind: CounterKind::Action,
-                    name: "pass".into(),
-                    packets: 5,
-                    bytes: 300,
-                },
-                NamedCounter {
-                    kind: CounterKind::Action,
-                    name: "drop".into(),
-                    packets: 0,
-                    bytes: 0,
-                },
-            ],
-        };
-        let text = render(&status);
-        assert!(text.contains("uptime     1h02m03s"), "{text}");
-        assert!(text.contains("eth0 (driver mode)"), "{text}");
-        assert!(
-            text.contains("group      pg (vrid 51, priority 100): MASTER 10.0.0.100/24"),
-            "{text}"
-        );
-        assert!(text.contains("pass"), "{text}");
-        assert!(
-            !text.contains("drop"),
-            "idle counters are not listed: {text}"
-        );
-    }
-}
+mod tests;

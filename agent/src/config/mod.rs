@@ -6,6 +6,7 @@
 
 mod group;
 mod health;
+mod log;
 mod service;
 mod sync;
 
@@ -23,6 +24,7 @@ pub use group::{
     Election, GroupConfig, InitialState, TrackInterface, TrackScript, TrackService, VipCidr,
 };
 pub use health::{AllDown, CheckKind, HealthConfig, OnDown};
+pub use log::{LogConfig, LogLevel};
 pub use service::{BackendConfig, DEFAULT_MAGLEV_SIZE, Protocol, ServiceConfig};
 pub use sync::{AckLevel, MAX_HANDOVER_WAIT, SyncConfig, SyncTls};
 
@@ -77,6 +79,9 @@ pub struct Config {
     /// Flow replication (`[sync]`; off when absent).
     #[serde(default)]
     pub sync: Option<SyncConfig>,
+    /// Logging (`[log]`).
+    #[serde(default)]
+    pub log: LogConfig,
 }
 
 /// `[node]`

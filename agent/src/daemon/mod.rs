@@ -27,8 +27,8 @@ use crate::{
     balancer::{self, ServiceCollector, SharedTable},
     config::Config,
     dataplane::{
-        Dataplane, DataplaneError, FlowCollector, FlowTimeouts, GroupStates, Maps, Refresher,
-        ServiceSpec, ServiceTable, VipTable, XdpCollector,
+        Dataplane, DataplaneError, FlowCollector, FlowTimeouts, GroupStates, LeaseCollector, Maps,
+        Refresher, ServiceSpec, ServiceTable, VipTable, XdpCollector,
     },
     election::runner::Wiring,
     events::EventLog,
@@ -43,7 +43,7 @@ use crate::{
     neigh::Neighbours,
     notify::Notifier,
     ownership::Ownership,
-    state::AgentState,
+    state::{AgentState, count_event},
     sync::{Credentials, Replicator, SyncSetup},
     vip::VipManager,
 };
@@ -320,8 +320,13 @@ async fn start_services(
     let maps = dataplane.maps();
     let table: SharedTable = Arc::new(Mutex::new(ServiceTable::new(Arc::clone(&maps), ha_debug)));
     let specs = balancer::specs(config);
-    let events = Arc::new(EventLog::default());
     let metrics = Arc::new(start_metrics(config, dataplane, &table)?);
+    let events = {
+        let metrics = Arc::clone(&metrics);
+        Arc::new(EventLog::with_observer(Box::new(move |event| {
+            count_event(&metrics, event);
+        })))
+    };
     // Installs the services, then keeps their backend sets in line with
     // the health checks.
     let health = HealthRunner::start(
@@ -339,6 +344,9 @@ async fn start_services(
         config.dataplane.lease_timeout,
         ha_debug,
     ));
+    metrics
+        .register(Box::new(LeaseCollector::new(Arc::clone(&groups))?))
+        .context("registering the lease figures")?;
     let ownership = Arc::new(Ownership::new(Arc::clone(&groups), vips));
     let state = Arc::new(AgentState {
         node: config.node.name(),
@@ -356,6 +364,7 @@ async fn start_services(
         tracking: RwLock::new(Arc::default()),
         operator: Mutex::new(handover::load(config)),
         handovers,
+        peers: RwLock::new(None),
     });
     state.set_attachments(dataplane.attachments());
     Ok((state, ownership, neighbours))
@@ -379,6 +388,8 @@ fn start_metrics(
     table: &SharedTable,
 ) -> anyhow::Result<Metrics> {
     let metrics = Metrics::new(&config.node.name()).context("registering metrics")?;
+    metrics.set_reload(true);
+    metrics.set_flow_table_capacity(config.dataplane.flow_table_size);
     metrics
         .register(Box::new(XdpCollector::new(dataplane.counters())?))
         .context("registering the XDP counters")?;
@@ -426,6 +437,7 @@ fn start_groups(
             .context("telling XDP the heartbeat port")?;
         let thread = HeartbeatThread::start(Arc::clone(&peers), dataplane.take_peer_events())
             .context("starting the heartbeat thread")?;
+        *write(&state.peers) = Some(Arc::clone(&peers));
         (Some(Arc::new(thread)), Some(peers))
     };
     Ok(GroupRunner::new(Wiring {

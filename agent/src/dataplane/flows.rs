@@ -29,6 +29,8 @@ pub struct FlowTimeouts {
 pub struct FlowStats {
     /// Flows per service id.
     pub flows: HashMap<u32, u64>,
+    /// Flows per backend id.
+    pub backend_flows: HashMap<u32, u64>,
     /// Of all flows, those installed from a peer's replication (the rest
     /// this node's XDP program created).
     pub replicated: u64,
@@ -94,6 +96,7 @@ fn collect(
         };
         if idle <= limit {
             *stats.flows.entry(flow.service).or_default() += 1;
+            *stats.backend_flows.entry(flow.backend).or_default() += 1;
             stats.replicated += u64::from(flow.flags & FLOW_F_REPLICA != 0);
             continue;
         }

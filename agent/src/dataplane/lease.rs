@@ -32,6 +32,9 @@ pub struct GroupStates {
     lease_ns: std::sync::atomic::AtomicU64,
     dry_run: bool,
     masters: Mutex<Vec<bool>>,
+    /// `CLOCK_MONOTONIC` of the refresher's last pass that wrote every
+    /// lease (0: none yet).
+    refreshed_ns: std::sync::atomic::AtomicU64,
 }
 
 impl GroupStates {
@@ -42,6 +45,7 @@ impl GroupStates {
             lease_ns: std::sync::atomic::AtomicU64::new(nanos(lease)),
             dry_run,
             masters: Mutex::new(vec![false; MAX_GROUPS as usize]),
+            refreshed_ns: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -93,7 +97,23 @@ impl GroupStates {
         for group in masters {
             self.write(group, true, now)?;
         }
+        self.refreshed_ns
+            .store(now, std::sync::atomic::Ordering::Relaxed);
         Ok(())
+    }
+
+    /// How long a refresh keeps the data plane serving.
+    pub fn lease(&self) -> Duration {
+        Duration::from_nanos(self.lease_ns.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// The time since the refresher last wrote every lease (`None` before
+    /// its first pass, and in HA debug mode, where nothing is written).
+    pub fn since_refresh(&self) -> Option<Duration> {
+        match self.refreshed_ns.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            at => Some(Duration::from_nanos(monotonic_ns().saturating_sub(at))),
+        }
     }
 
     fn write(&self, group: u32, master: bool, now: u64) -> Result<(), DataplaneError> {

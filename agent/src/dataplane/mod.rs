@@ -46,7 +46,7 @@ pub use loader::{Attachment, Dataplane};
 pub use maps::Maps;
 pub use peers::{PeerEvents, PeerMaps, event_addr, key_addr, peer_key};
 pub use pins::{MapLayout, PinReport};
-pub use scrape::XdpCollector;
+pub use scrape::{FAMILIES as XDP_FAMILIES, LEASE_FAMILIES, LeaseCollector, XdpCollector};
 pub use services::{BackendSpec, ServiceSpec, ServiceTable};
 pub use settings::{AttachedMode, DEFAULT_PIN_PATH, Mode, PinPath, PortRange, XdpModeConfig};
 pub use vips::{VipSpec, VipTable};

@@ -8,11 +8,11 @@ use prometheus::{
 use tracing::warn;
 use vipx_common::Counter;
 
-use super::counters::CounterMaps;
+use super::{counters::CounterMaps, lease::GroupStates};
 use crate::metrics::family::{Kind, descs, family};
 
 /// `(name, help, labels)` of the families, in `collect` order.
-const FAMILIES: [(&str, &str, &[&str]); 5] = [
+pub const FAMILIES: [(&str, &str, &[&str]); 5] = [
     (
         "vipx_xdp_packets_total",
         "Packets seen by the XDP program, by the action it returned.",
@@ -24,13 +24,13 @@ const FAMILIES: [(&str, &str, &[&str]); 5] = [
         &["action"],
     ),
     (
-        "vipx_xdp_reason_packets_total",
-        "Packets seen by the XDP program, by the reason of its decision.",
+        "vipx_xdp_decisions_total",
+        "Decisions of the XDP program (one per packet), by reason; the same packets as vipx_xdp_packets_total, counted another way.",
         &["reason"],
     ),
     (
-        "vipx_xdp_reason_bytes_total",
-        "Bytes seen by the XDP program, by the reason of its decision.",
+        "vipx_xdp_decision_bytes_total",
+        "Bytes of the packets of the XDP program's decisions, by reason.",
         &["reason"],
     ),
     (
@@ -91,4 +91,61 @@ fn rows(named: &[(&'static str, Counter)], get: fn(&Counter) -> u64) -> Vec<(Vec
         .iter()
         .map(|(name, c)| (vec![(*name).to_owned()], get(c) as f64))
         .collect()
+}
+
+/// `(name, help, labels)` of the lease families.
+pub const LEASE_FAMILIES: [(&str, &str, &[&str]); 2] = [
+    (
+        "vipx_lease_refresh_age_seconds",
+        "Time since the lease refresher last pushed the data plane's lease forward; past vipx_lease_duration_seconds a MASTER's XDP stops serving its VIPs.",
+        &[],
+    ),
+    (
+        "vipx_lease_duration_seconds",
+        "How long one refresh keeps the data plane serving ([dataplane] lease_timeout).",
+        &[],
+    ),
+];
+
+/// Reads the lease refresher's progress at scrape time.
+pub struct LeaseCollector {
+    groups: std::sync::Arc<GroupStates>,
+    descs: Vec<Desc>,
+}
+
+impl LeaseCollector {
+    pub fn new(groups: std::sync::Arc<GroupStates>) -> prometheus::Result<Self> {
+        Ok(Self {
+            groups,
+            descs: descs(&LEASE_FAMILIES)?,
+        })
+    }
+}
+
+impl Collector for LeaseCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let [(age, age_help, _), (lease, lease_help, _)] = LEASE_FAMILIES;
+        let mut out = Vec::new();
+        if let Some(since) = self.groups.since_refresh() {
+            out.push(family(
+                age,
+                age_help,
+                Kind::Gauge,
+                &[],
+                &[(Vec::new(), since.as_secs_f64())],
+            ));
+        }
+        out.push(family(
+            lease,
+            lease_help,
+            Kind::Gauge,
+            &[],
+            &[(Vec::new(), self.groups.lease().as_secs_f64())],
+        ));
+        out
+    }
 }

@@ -62,6 +62,8 @@ pub struct ServiceTable {
     /// The active Maglev half of each service found in adopted maps, until
     /// the service is installed again.
     adopted_halves: HashMap<u32, u32>,
+    /// Flows per backend id at the flow collector's last run.
+    backend_flows: HashMap<u32, u64>,
 }
 
 impl ServiceSpec {
@@ -107,6 +109,7 @@ impl ServiceTable {
             macs: HashMap::new(),
             installed: HashMap::new(),
             adopted_halves: HashMap::new(),
+            backend_flows: HashMap::new(),
         };
         table.adopt();
         table
@@ -161,6 +164,16 @@ impl ServiceTable {
     /// Id of a backend (ids are stable for the agent's lifetime).
     pub fn backend_id(&self, addr: IpAddr, port: u16) -> Option<u32> {
         self.backend_ids.get(&(addr, port)).copied()
+    }
+
+    /// Records the flows per backend id the flow collector counted.
+    pub fn set_backend_flows(&mut self, flows: HashMap<u32, u64>) {
+        self.backend_flows = flows;
+    }
+
+    /// The flows of a backend id at the flow collector's last run.
+    pub fn backend_flows(&self, id: u32) -> u64 {
+        self.backend_flows.get(&id).copied().unwrap_or(0)
     }
 
     /// Names and ids of the installed services, with their backends' ids.

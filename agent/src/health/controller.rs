@@ -77,6 +77,16 @@ impl Controller {
             .unwrap_or(Health::Up)
     }
 
+    /// Whether the service's backends are checked (it has a health policy).
+    pub fn checked(&self, service: &str) -> bool {
+        self.policies.contains_key(service)
+    }
+
+    /// Whether an operator drained the backend.
+    pub fn is_drained(&self, backend: SocketAddr) -> bool {
+        self.drained.contains(&backend)
+    }
+
     /// Services whose backends are all down.
     pub fn all_down(&self) -> &HashSet<String> {
         &self.all_down

@@ -29,7 +29,7 @@ use crate::{
     config::Config,
     dataplane::ServiceSpec,
     events::EventLog,
-    metrics::{CheckResult, Metrics},
+    metrics::{CheckResult, Keep, Metrics},
 };
 
 /// Reports in flight between the checks and the controller.
@@ -45,6 +45,10 @@ pub struct HealthRunner {
     unchecked: Arc<Mutex<HashSet<Target>>>,
     ready: watch::Receiver<bool>,
     ready_tx: watch::Sender<bool>,
+    metrics: Arc<Metrics>,
+    /// The backends checked now: a report still queued for one a reload
+    /// removed does not bring its series back.
+    targets: Arc<Mutex<HashSet<Target>>>,
 }
 
 /// Exports one check's result.
@@ -54,6 +58,7 @@ fn observe(metrics: &Metrics, report: &Report) {
         service: &report.target.service,
         backend: &backend,
         took: report.took,
+        failed: matches!(report.verdict, checks::Verdict::Down { .. }),
         state: report.health.name(),
         states: &Health::ALL.map(Health::name),
         changed: report.changed_from.is_some(),
@@ -72,8 +77,11 @@ impl HealthRunner {
         let controller = Arc::new(Mutex::new(Controller::new(table, events)));
         let (reports, mut rx) = mpsc::channel::<Report>(REPORT_QUEUE);
         let unchecked: Arc<Mutex<HashSet<Target>>> = Arc::default();
+        let targets: Arc<Mutex<HashSet<Target>>> = Arc::default();
         let (ready_tx, ready) = watch::channel(false);
         let receiver = {
+            let metrics = Arc::clone(&metrics);
+            let targets = Arc::clone(&targets);
             let controller = Arc::clone(&controller);
             let unchecked = Arc::clone(&unchecked);
             let ready_tx = ready_tx.clone();
@@ -85,7 +93,9 @@ impl HealthRunner {
                             let _ = ready_tx.send(true);
                         }
                     }
-                    observe(&metrics, &report);
+                    if lock(&targets).contains(&report.target) {
+                        observe(&metrics, &report);
+                    }
                     // A change of health rewrites Maglev tables (tens of
                     // thousands of map writes under the table's lock): off
                     // the async workers, so that the elections' adverts and
@@ -112,6 +122,8 @@ impl HealthRunner {
             unchecked,
             ready,
             ready_tx,
+            metrics,
+            targets,
         };
         runner.reload(config, specs);
         runner
@@ -123,6 +135,8 @@ impl HealthRunner {
         for monitor in self.monitors.drain(..) {
             monitor.abort();
         }
+        lock(&self.targets).clear();
+        self.metrics.retain(&keep(&specs));
         let mut policies = HashMap::new();
         for service in &config.services {
             let service = service.get_ref();
@@ -155,6 +169,13 @@ impl HealthRunner {
                     ),
                 };
                 let initial = lock(&self.controller).health(&service.name, addr);
+                self.metrics.init_backend(
+                    &service.name,
+                    &addr.to_string(),
+                    initial.name(),
+                    &Health::ALL.map(Health::name),
+                );
+                lock(&self.targets).insert(target.clone());
                 if !*self.ready.borrow() {
                     lock(&self.unchecked).insert(target.clone());
                 }
@@ -184,15 +205,41 @@ impl HealthRunner {
         }
     }
 
-    /// Drains or undrains a backend; false if no service has it.
     /// Whether every backend of a service is down, for `track_service`.
     pub fn service_down(&self) -> track::ServiceDown {
         let controller = Arc::clone(&self.controller);
         Arc::new(move |service: &str| lock(&controller).all_down().contains(service))
     }
 
+    /// Drains or undrains a backend; false if no service has it.
     pub fn drain(&self, backend: SocketAddr, drain: bool) -> bool {
         lock(&self.controller).set_drain(backend, drain)
+    }
+
+    /// A backend's health (`None`: not checked) and whether it is drained.
+    pub fn backend_view(&self, service: &str, backend: SocketAddr) -> (Option<Health>, bool) {
+        let controller = lock(&self.controller);
+        (
+            controller
+                .checked(service)
+                .then(|| controller.health(service, backend)),
+            controller.is_drained(backend),
+        )
+    }
+}
+
+/// The services and backends of `specs`, whose series the metrics keep.
+fn keep(specs: &[ServiceSpec]) -> Keep {
+    Keep {
+        services: specs.iter().map(|s| s.name.clone()).collect(),
+        backends: specs
+            .iter()
+            .flat_map(|s| {
+                s.backends
+                    .iter()
+                    .map(|b| (s.name.clone(), SocketAddr::new(b.addr, b.port).to_string()))
+            })
+            .collect(),
     }
 }
 

@@ -4,80 +4,49 @@
 //! ([`HeartbeatMetrics`]); the collectors that read the data plane at
 //! scrape time live beside what they read and are registered here
 //! ([`Metrics::register`]), built with [`family`].
+//!
+//! Naming follows Prometheus' "Metric and label naming": one counter per
+//! outcome where a sum over the outcomes means nothing, label names never
+//! in metric names, `state` for a current state and `to` for the state a
+//! transition entered, series present at 0 from the start and removed when
+//! a reload removes their service or backend, capacities next to usage.
 
 pub mod family;
+mod group;
+mod health;
 mod sync;
 
-use std::{collections::HashSet, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder, core::Collector,
+    Encoder, Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder, core::Collector,
 };
 use tracing::warn;
 
+pub use group::{AdvertOutcome, GROUP_STATES, HeartbeatMetrics};
+pub use health::CheckResult;
 pub use sync::SyncMetrics;
-
-/// Buckets of the health checks' duration, in seconds.
-const CHECK_BUCKETS: [f64; 13] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-];
-
-/// What became of a VRRP advert (`vipx_vrrp_adverts_total{what}`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AdvertOutcome {
-    Sent,
-    Received,
-    /// Not a valid VRRPv3 advert.
-    Invalid,
-    /// From outside the group's `unicast_peers`.
-    Foreign,
-}
-
-impl AdvertOutcome {
-    fn label(self) -> &'static str {
-        match self {
-            Self::Sent => "sent",
-            Self::Received => "received",
-            Self::Invalid => "invalid",
-            Self::Foreign => "foreign",
-        }
-    }
-}
-
-/// One health check's result, as the metrics see it.
-#[derive(Clone, Copy, Debug)]
-pub struct CheckResult<'a> {
-    pub service: &'a str,
-    pub backend: &'a str,
-    pub took: Duration,
-    /// The backend's health after the check, among `states`.
-    pub state: &'a str,
-    /// Every health state: one series each, 1 for the current one.
-    pub states: &'a [&'a str],
-    /// The check changed the backend's health.
-    pub changed: bool,
-}
-
-/// The heartbeat's families of one group, for the heartbeat thread.
-#[derive(Clone, Debug)]
-pub struct HeartbeatMetrics {
-    pub sent: IntCounter,
-    pub received: IntCounter,
-    pub send_failed: IntCounter,
-    /// The detection time in force (the configured one, or more after a
-    /// false takeover).
-    pub detection: Gauge,
-}
 
 /// Everything `/metrics` shows.
 pub struct Metrics {
     registry: Registry,
     attached: IntGaugeVec,
+    config: ConfigFamilies,
     services: ServiceFamilies,
-    health: HealthFamilies,
-    groups: GroupFamilies,
+    health: health::HealthFamilies,
+    groups: group::GroupFamilies,
     sync: SyncMetrics,
+}
+
+/// The configuration's reloads and the capacities it sets.
+struct ConfigFamilies {
+    reload_ok: IntGauge,
+    reload_at: Gauge,
+    flow_table: IntGauge,
 }
 
 /// Per-service families the agent moves.
@@ -89,22 +58,43 @@ struct ServiceFamilies {
     all_down: IntGaugeVec,
 }
 
-/// Health check families.
-struct HealthFamilies {
-    backend_state: IntGaugeVec,
-    check_seconds: HistogramVec,
-    transitions: IntCounterVec,
+/// The services and backends a reload keeps: the series of the others go.
+#[derive(Debug, Default)]
+pub struct Keep {
+    pub services: HashSet<String>,
+    /// `(service, backend)`, the backend as `ADDRESS:PORT`.
+    pub backends: HashSet<(String, String)>,
 }
 
-/// Per-group families: election, tracking, heartbeat.
-struct GroupFamilies {
-    master: IntGaugeVec,
-    priority: IntGaugeVec,
-    fault: IntGaugeVec,
-    adverts: IntCounterVec,
-    heartbeats: IntCounterVec,
-    heartbeat_detection: GaugeVec,
-    detection: GaugeVec,
+/// A labelled family whose series can be removed by service and backend.
+trait Retain {
+    fn retain(&self, keep: &Keep);
+}
+
+impl<T: prometheus::core::MetricVecBuilder> Retain for prometheus::core::MetricVec<T> {
+    fn retain(&self, keep: &Keep) {
+        for family in self.collect() {
+            for metric in family.get_metric() {
+                let labels: HashMap<&str, &str> = metric
+                    .get_label()
+                    .iter()
+                    .map(|l| (l.name(), l.value()))
+                    .collect();
+                let Some(service) = labels.get("service") else {
+                    continue;
+                };
+                let kept = match labels.get("backend") {
+                    Some(backend) => keep
+                        .backends
+                        .contains(&((*service).to_owned(), (*backend).to_owned())),
+                    None => keep.services.contains(*service),
+                };
+                if !kept {
+                    let _ = self.remove(&labels);
+                }
+            }
+        }
+    }
 }
 
 /// Registers families in one registry.
@@ -139,6 +129,26 @@ impl Registrar<'_> {
     }
 }
 
+impl ConfigFamilies {
+    fn new(r: &Registrar<'_>) -> prometheus::Result<Self> {
+        let families = Self {
+            reload_ok: r.add(IntGauge::new(
+                "vipx_config_last_reload_successful",
+                "1 if the last configuration load (start or SIGHUP) was applied, 0 if it was rejected (the running configuration stays).",
+            )?)?,
+            reload_at: r.add(Gauge::new(
+                "vipx_config_last_reload_success_timestamp_seconds",
+                "Unix time of the last configuration applied (start or SIGHUP).",
+            )?)?,
+            flow_table: r.add(IntGauge::new(
+                "vipx_flow_table_capacity",
+                "Flows the data plane's flow table holds at most ([dataplane] flow_table_size); compare with sum(vipx_service_flows).",
+            )?)?,
+        };
+        Ok(families)
+    }
+}
+
 impl ServiceFamilies {
     fn new(r: &Registrar<'_>) -> prometheus::Result<Self> {
         Ok(Self {
@@ -149,7 +159,7 @@ impl ServiceFamilies {
             )?,
             nat_ports: r.int_gauges(
                 "vipx_service_nat_ports",
-                "NAT ports in use, by service (nat mode).",
+                "NAT ports in use, by service (nat mode); the range's size is vipx_service_nat_ports_capacity.",
                 &["service"],
             )?,
             held: r.int_gauges(
@@ -165,73 +175,6 @@ impl ServiceFamilies {
                 "vipx_service_all_backends_down",
                 "1 while every backend of the service is down.",
                 &["service"],
-            )?,
-        })
-    }
-}
-
-impl HealthFamilies {
-    fn new(r: &Registrar<'_>) -> prometheus::Result<Self> {
-        Ok(Self {
-            backend_state: r.int_gauges(
-                "vipx_backend_health",
-                "1 for the backend's current health (up, degraded, down), by service.",
-                &["service", "backend", "state"],
-            )?,
-            check_seconds: r.add(HistogramVec::new(
-                HistogramOpts::new(
-                    "vipx_health_check_duration_seconds",
-                    "Duration of health checks.",
-                )
-                .buckets(CHECK_BUCKETS.to_vec()),
-                &["service", "backend"],
-            )?)?,
-            transitions: r.counters(
-                "vipx_health_transitions_total",
-                "Health transitions of backends, by new state.",
-                &["service", "backend", "to"],
-            )?,
-        })
-    }
-}
-
-impl GroupFamilies {
-    fn new(r: &Registrar<'_>) -> prometheus::Result<Self> {
-        Ok(Self {
-            master: r.int_gauges(
-                "vipx_group_master",
-                "1 while this node is MASTER of the group (serves its VIPs).",
-                &["group"],
-            )?,
-            adverts: r.counters(
-                "vipx_vrrp_adverts_total",
-                "VRRP adverts by group: sent, received, invalid, foreign (not a peer).",
-                &["group", "what"],
-            )?,
-            heartbeats: r.counters(
-                "vipx_heartbeats_total",
-                "Fast heartbeats by group: sent, send_failed, received (recorded by XDP from the group's peers). Heartbeats and adverts from outside the peer list are dropped by XDP: vipx_xdp_reason_packets_total{reason=\"peer_unknown\"}.",
-                &["group", "what"],
-            )?,
-            heartbeat_detection: r.gauges(
-                "vipx_heartbeat_detection_seconds",
-                "The fast heartbeat's detection time in force, by group: heartbeat_interval x heartbeat_multiplier, doubled after each false takeover (heartbeat_dampening).",
-                &["group"],
-            )?,
-            detection: r.gauges(
-                "vipx_group_last_detection_seconds",
-                "At this node's last takeover: the time since the previous master's last advert.",
-                &["group"],
-            )?,
-            priority: r.int_gauges(
-                "vipx_group_priority",
-                "The group's election priority after its tracked items.",
-                &["group"],
-            )?,
-            fault: r.int_gauges(
-                "vipx_group_fault",
-                "1 while a tracked weight-0 item of the group fails (FAULT).",
-                &["group"],
             )?,
         })
     }
@@ -253,10 +196,14 @@ impl Metrics {
             "1 for each interface the XDP program is attached to, by mode.",
             &["interface", "mode"],
         )?;
+        let config = ConfigFamilies::new(&r)?;
         let services = ServiceFamilies::new(&r)?;
-        let health = HealthFamilies::new(&r)?;
-        let groups = GroupFamilies::new(&r)?;
+        let health = health::HealthFamilies::new(&r)?;
+        let groups = group::GroupFamilies::new(&r)?;
         let sync = SyncMetrics::new(&r)?;
+        for origin in ["own", "replicated"] {
+            services.held.with_label_values(&[origin]);
+        }
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -264,6 +211,7 @@ impl Metrics {
         Ok(Self {
             registry,
             attached,
+            config,
             services,
             health,
             groups,
@@ -281,21 +229,33 @@ impl Metrics {
         self.registry.register(collector)
     }
 
-    /// Records one health check.
-    pub fn observe_check(&self, check: &CheckResult<'_>) {
-        let h = &self.health;
-        h.check_seconds
-            .with_label_values(&[check.service, check.backend])
-            .observe(check.took.as_secs_f64());
-        for state in check.states {
-            h.backend_state
-                .with_label_values(&[check.service, check.backend, state])
-                .set(i64::from(*state == check.state));
+    /// Records a configuration load: applied (now) or rejected.
+    pub fn set_reload(&self, applied: bool) {
+        self.config.reload_ok.set(i64::from(applied));
+        if applied {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            self.config.reload_at.set(now);
         }
-        if check.changed {
-            h.transitions
-                .with_label_values(&[check.service, check.backend, check.state])
-                .inc();
+    }
+
+    /// Records the flow table's size.
+    pub fn set_flow_table_capacity(&self, flows: u32) {
+        self.config.flow_table.set(i64::from(flows));
+    }
+
+    /// The configured services and backends: their series exist from now
+    /// (at 0), those of services and backends no longer configured go.
+    pub fn retain(&self, keep: &Keep) {
+        for family in by_service_vecs(&self.services) {
+            family.retain(keep);
+        }
+        self.health.retain(keep);
+        for service in &keep.services {
+            for family in by_service_vecs(&self.services) {
+                family.with_label_values(&[service.as_str()]);
+            }
         }
     }
 
@@ -340,53 +300,6 @@ impl Metrics {
         self.services.flows_expired.inc_by(flows);
     }
 
-    /// Records a group's priority after its tracked items, and FAULT.
-    pub fn set_group_priority(&self, group: &str, priority: u8, fault: bool) {
-        self.groups
-            .priority
-            .with_label_values(&[group])
-            .set(i64::from(priority));
-        self.groups
-            .fault
-            .with_label_values(&[group])
-            .set(i64::from(fault));
-    }
-
-    /// Records the detection time of this node's last takeover.
-    pub fn set_detection(&self, group: &str, silence: Duration) {
-        self.groups
-            .detection
-            .with_label_values(&[group])
-            .set(silence.as_secs_f64());
-    }
-
-    /// Counts a VRRP advert.
-    pub fn count_advert(&self, group: &str, outcome: AdvertOutcome) {
-        self.groups
-            .adverts
-            .with_label_values(&[group, outcome.label()])
-            .inc();
-    }
-
-    /// The heartbeat families of a group, for the heartbeat thread.
-    pub fn heartbeat(&self, group: &str) -> HeartbeatMetrics {
-        let counter = |what: &str| self.groups.heartbeats.with_label_values(&[group, what]);
-        HeartbeatMetrics {
-            sent: counter("sent"),
-            received: counter("received"),
-            send_failed: counter("send_failed"),
-            detection: self.groups.heartbeat_detection.with_label_values(&[group]),
-        }
-    }
-
-    /// Records whether this node is MASTER of a group.
-    pub fn set_group_master(&self, group: &str, master: bool) {
-        self.groups
-            .master
-            .with_label_values(&[group])
-            .set(i64::from(master));
-    }
-
     /// Records where XDP is attached now, `(interface, mode)` (replaces the
     /// previous view).
     pub fn set_attachments(&self, attachments: &[(&str, &str)]) {
@@ -406,53 +319,10 @@ impl Metrics {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn agent_metrics_render_without_a_dataplane() {
-        let metrics = Metrics::new("node-a").expect("metrics");
-        metrics.set_attachments(&[("eth0", "generic")]);
-        let text = metrics.render();
-        assert!(
-            text.contains("vipx_build_info{node=\"node-a\""),
-            "build info missing: {text}"
-        );
-        assert!(
-            text.contains("vipx_xdp_attached{interface=\"eth0\",mode=\"generic\"} 1"),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn a_check_sets_one_health_series_and_counts_the_change() {
-        let metrics = Metrics::new("node-a").expect("metrics");
-        metrics.observe_check(&CheckResult {
-            service: "pg",
-            backend: "10.0.0.1:6432",
-            took: Duration::from_millis(3),
-            state: "down",
-            states: &["up", "degraded", "down"],
-            changed: true,
-        });
-        metrics.count_advert("db", AdvertOutcome::Foreign);
-        let text = metrics.render();
-        for (state, value) in [("up", 0), ("degraded", 0), ("down", 1)] {
-            let line = format!(
-                "vipx_backend_health{{backend=\"10.0.0.1:6432\",service=\"pg\",state=\"{state}\"}} {value}"
-            );
-            assert!(text.contains(&line), "{line} missing: {text}");
-        }
-        assert!(
-            text.contains(
-                "vipx_health_transitions_total{backend=\"10.0.0.1:6432\",service=\"pg\",to=\"down\"} 1"
-            ),
-            "{text}"
-        );
-        assert!(
-            text.contains("vipx_vrrp_adverts_total{group=\"db\",what=\"foreign\"} 1"),
-            "{text}"
-        );
-    }
+/// The per-service gauges a configured service has from the start.
+fn by_service_vecs(s: &ServiceFamilies) -> [&IntGaugeVec; 3] {
+    [&s.flows, &s.nat_ports, &s.all_down]
 }
+
+#[cfg(test)]
+mod tests;

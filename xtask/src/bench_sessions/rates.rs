@@ -19,7 +19,7 @@ const LENGTH: Duration = Duration::from_secs(6);
 /// After the last flow, for the last acknowledgements.
 const SETTLE: Duration = Duration::from_secs(1);
 
-const FLOW_NEW: &str = "vipx_xdp_reason_packets_total{reason=\"flow_new\"}";
+const FLOW_NEW: &str = "vipx_xdp_decisions_total{reason=\"flow_new\"}";
 const INSTALLED: &str = "vipx_sync_flows_installed_total";
 const BULKS: &str = "vipx_sync_bulk_transfers_total";
 
