@@ -30,17 +30,12 @@ fn cluster() -> Cluster {
     cluster
 }
 
-/// `vipx-agent ARGS --api URL` on the client host; its stdout.
+/// `vipx-agent ARGS` on the first node, as an operator there runs it (the
+/// API takes changes from the node itself); its stdout.
 fn agent_cli(cluster: &Cluster, args: &[&str]) -> String {
-    let url = format!("http://{}", cluster.nodes[0].api);
-    let bin = cluster.agent_bin.to_str().expect("utf-8 path");
-    let mut argv = vec![bin];
-    argv.extend_from_slice(args);
-    argv.extend(["--api", &url]);
     cluster
-        .client
-        .run_stdout(&argv)
-        .unwrap_or_else(|err| panic!("{argv:?}: {err:#}"))
+        .cli(0, args)
+        .unwrap_or_else(|err| panic!("{args:?}: {err:#}"))
 }
 
 /// Headless Chromium on `host`, with `args` before the URL.
@@ -249,13 +244,24 @@ fn the_stats_page_status_and_events_show_the_cluster() {
     cluster
         .reconfigure(0, &[(port(0), 1), (port(1), 1)])
         .expect("reload without the third PgBouncer");
+    // The reload is applied in steps (the service, then its checks): wait,
+    // bounded, until every series of the removed backend is gone.
+    let applied = |page: &str| {
+        support::metric_value(page, "vipx_service_backends{service=\"pgbouncer\"}") == Some(2.0)
+    };
     let page = support::wait_for(Duration::from_secs(10), || {
         let page = cluster.metrics(0).ok()?;
-        (support::metric_value(&page, "vipx_service_backends{service=\"pgbouncer\"}") == Some(2.0))
-            .then_some(page)
+        (applied(&page) && !page.contains(&gone)).then_some(page)
     })
-    .expect("the reload is applied");
-    assert!(!page.contains(&gone), "{gone} still exported:\n{page}");
+    .unwrap_or_else(|| {
+        let page = cluster.metrics(0).unwrap_or_default();
+        let left: Vec<&str> = page.lines().filter(|l| l.contains(&gone)).collect();
+        panic!(
+            "reload applied: {}; {gone} still exported 10 s later:\n{}",
+            applied(&page),
+            left.join("\n")
+        )
+    });
     assert!(
         page.contains(&format!("backend=\"{}\"", backend(0))),
         "the kept backends stay:\n{page}"
