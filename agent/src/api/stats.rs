@@ -92,11 +92,16 @@ fn groups(out: &mut String, status: &Status) {
         let master = status.master_of(g);
         let _ = writeln!(
             out,
-            "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"{}\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"{}\">{}{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td><td>{}</td></tr>",
             Esc(&g.name),
             g.vrid,
             class(&g.state),
             Esc(&g.state),
+            if g.handed_over.is_some() {
+                " (handed over)"
+            } else {
+                ""
+            },
             status.since(g.since_unix_ms),
             g.priority,
             Esc(&master),
