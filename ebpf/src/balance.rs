@@ -4,7 +4,7 @@
 //! never passed: the kernel, which may still hold the VIP, would answer
 //! RST and end the client's session.
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::map, maps::PerCpuArray, programs::XdpContext};
+use aya_ebpf::{macros::map, maps::PerCpuArray, programs::XdpContext};
 use vipx_common::{
     Backend, FAMILY_V4, FAMILY_V6, Flow, FlowKey, NatEntry, Service, ServiceKey, VipKey,
     flow::{
@@ -17,7 +17,7 @@ use vipx_common::{
 
 use crate::{
     BPF_ANY, BPF_NOEXIST, VIPX_BACKENDS, VIPX_FLOWS, VIPX_GROUPS, VIPX_MAGLEV, VIPX_NAT,
-    VIPX_SERVICES, VIPX_VIPS, bump_backend, bump_service,
+    VIPX_SERVICES, VIPX_VIPS, bump_backend, bump_service, clock,
     decision::Decision,
     flow_events,
     parse::{L3, L4, Packet, bytes, u8_at},
@@ -35,6 +35,11 @@ struct Scratch {
 
 #[map(name = "VIPX_SCRATCH")]
 static VIPX_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// A flow's `last_seen_ns` is written when it moves by at least this much:
+/// the idle timeouts are counted in seconds, and a hit then reads its
+/// entry without dirtying it.
+const LAST_SEEN_STEP_NS: u64 = 1_000_000_000;
 
 /// TCP header flag bits (RFC 9293 section 3.1), in the byte at offset 13.
 const TCP_FLAGS_OFF: usize = 13;
@@ -93,9 +98,7 @@ fn no_entry(key: &FlowKey) -> Decision {
     if !vip.is_nat_port(key.proto, key.dport) {
         return Decision::pass(reason::NO_SERVICE);
     }
-    // SAFETY: reading the monotonic clock has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
-    match serving(vip.group, now) {
+    match serving(vip.group, clock::coarse_ns()) {
         Ok(()) => Decision::drop(reason::NAT_REPLY_MISS),
         Err(why) => Decision::drop(why),
     }
@@ -144,8 +147,9 @@ fn tuple(ctx: &XdpContext, pkt: &Packet) -> Option<Tuple> {
     })
 }
 
-/// Whether this node serves group `group` now: MASTER, with a fresh lease.
-/// `Err` is the reason it does not (`NOT_MASTER` or `LEASE_STALE`).
+/// Whether this node serves group `group` now (`now` from
+/// [`clock::coarse_ns`]): MASTER, with a fresh lease. `Err` is the reason
+/// it does not (`NOT_MASTER` or `LEASE_STALE`).
 #[inline(always)]
 pub fn serving(group: u32, now: u64) -> Result<(), u32> {
     let Some(state) = VIPX_GROUPS.get(group) else {
@@ -154,7 +158,7 @@ pub fn serving(group: u32, now: u64) -> Result<(), u32> {
     if state.master == 0 {
         return Err(reason::NOT_MASTER);
     }
-    if now > state.lease_until_ns {
+    if clock::passed(state.lease_until_ns, now) {
         return Err(reason::LEASE_STALE);
     }
     Ok(())
@@ -163,8 +167,7 @@ pub fn serving(group: u32, now: u64) -> Result<(), u32> {
 /// Client -> VIP:port: find or create the flow, translate, send on.
 #[inline(always)]
 fn to_backend(ctx: &XdpContext, pkt: &Packet, t: &Tuple, service: &Service, len: u64) -> Decision {
-    // SAFETY: reading the monotonic clock has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = clock::coarse_ns();
     if let Err(why) = serving(service.group, now) {
         return Decision::drop(why);
     }
@@ -178,8 +181,7 @@ fn to_backend(ctx: &XdpContext, pkt: &Packet, t: &Tuple, service: &Service, len:
             // SAFETY: a valid map value pointer; concurrent writers only
             // touch these plain integers.
             let flow = unsafe { &mut *flow };
-            flow.last_seen_ns = now;
-            flow.flags |= fin;
+            touch(flow, now, fin);
             (flow.backend, flow.nat_port, reason::FLOW_HIT)
         }
         None => match new_flow(ctx, t, service, now, fin) {
@@ -213,6 +215,19 @@ fn to_backend(ctx: &XdpContext, pkt: &Packet, t: &Tuple, service: &Service, len:
     bump_service(service.id, len);
     bump_backend(backend_id, len);
     Decision::tx(why)
+}
+
+/// Records a packet of a flow: `last_seen_ns` when it moved by a step,
+/// `fin` (a `FLOW_F_FIN_*` flag, or 0) when new. A flow that changes
+/// nothing is not written.
+#[inline(always)]
+fn touch(flow: &mut Flow, now: u64, fin: u8) {
+    if now.saturating_sub(flow.last_seen_ns) >= LAST_SEEN_STEP_NS {
+        flow.last_seen_ns = now;
+    }
+    if flow.flags & fin != fin {
+        flow.flags |= fin;
+    }
 }
 
 /// A flow's first packet: Maglev picks the backend; nat mode also takes a
@@ -300,8 +315,7 @@ fn client_mac(ctx: &XdpContext) -> Option<[u8; 6]> {
 /// Backend -> VIP:nat-port: a reply of a nat-mode flow, back to the client.
 #[inline(always)]
 fn to_client(ctx: &XdpContext, pkt: &Packet, t: &Tuple, entry: &NatEntry, len: u64) -> Decision {
-    // SAFETY: reading the monotonic clock has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = clock::coarse_ns();
     if let Err(why) = serving(entry.group, now) {
         return Decision::drop(why);
     }
@@ -309,10 +323,12 @@ fn to_client(ctx: &XdpContext, pkt: &Packet, t: &Tuple, entry: &NatEntry, len: u
     if let Some(flow) = VIPX_FLOWS.get_ptr_mut(&entry.client) {
         // SAFETY: a valid map value pointer.
         let flow = unsafe { &mut *flow };
-        flow.last_seen_ns = now;
-        if t.tcp_flags & TCP_FIN != 0 {
-            flow.flags |= FLOW_F_FIN_BACKEND;
-        }
+        let fin = if t.tcp_flags & TCP_FIN != 0 {
+            FLOW_F_FIN_BACKEND
+        } else {
+            0
+        };
+        touch(flow, now, fin);
         backend_id = Some(flow.backend);
     }
     if set_macs(ctx, entry.client_mac).is_none() {
