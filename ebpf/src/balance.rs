@@ -12,7 +12,7 @@ use vipx_common::{
         SEED_MAGLEV, SEED_NAT_PORT, flow_hash, nat_key,
     },
     reason,
-    service::{MODE_NAT, maglev_index},
+    service::{MODE_DSR, MODE_NAT, maglev_index},
 };
 
 use crate::{
@@ -54,12 +54,26 @@ struct Tuple {
     tcp_flags: u8,
 }
 
-/// Decides the fate of a parsed TCP/UDP frame.
+/// Decides the fate of a parsed TCP/UDP frame. Established traffic is
+/// looked up first, with one lookup: a flow's entry names its backend,
+/// service, group and NAT port (mode nat exactly when it has a NAT port),
+/// so a flow's packets never need the service; a backend's reply finds
+/// its NAT entry next. Only the first packet of a flow, and traffic that
+/// is neither, looks up the service.
 #[inline(always)]
 pub fn handle(ctx: &XdpContext, pkt: &Packet, len: u64) -> Decision {
     let Some(tuple) = tuple(ctx, pkt) else {
         return Decision::pass(reason::MALFORMED);
     };
+    if let Some(flow) = VIPX_FLOWS.get_ptr_mut(&tuple.key) {
+        // SAFETY: a valid map value pointer; concurrent writers only touch
+        // its plain integers.
+        return flow_hit(ctx, pkt, &tuple, unsafe { &mut *flow }, len);
+    }
+    // SAFETY: NAT entries are written once, when the flow is created.
+    if let Some(entry) = unsafe { VIPX_NAT.get(&tuple.key) } {
+        return to_client(ctx, pkt, &tuple, entry, len);
+    }
     let service_key = ServiceKey {
         addr: tuple.key.dst,
         port: tuple.key.dport,
@@ -71,10 +85,6 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet, len: u64) -> Decision {
     // for this run of the program.
     if let Some(service) = unsafe { VIPX_SERVICES.get(&service_key) } {
         return to_backend(ctx, pkt, &tuple, service, len);
-    }
-    // SAFETY: NAT entries are written once, when the flow is created.
-    if let Some(entry) = unsafe { VIPX_NAT.get(&tuple.key) } {
-        return to_client(ctx, pkt, &tuple, entry, len);
     }
     no_entry(&tuple.key)
 }
@@ -164,32 +174,74 @@ pub fn serving(group: u32, now: u64) -> Result<(), u32> {
     Ok(())
 }
 
-/// Client -> VIP:port: find or create the flow, translate, send on.
+/// `flag` if the packet carries a FIN, else 0.
+#[inline(always)]
+fn fin_flag(t: &Tuple, flag: u8) -> u8 {
+    if t.tcp_flags & TCP_FIN != 0 { flag } else { 0 }
+}
+
+/// Client -> VIP:port of a known flow: to its backend.
+#[inline(always)]
+fn flow_hit(ctx: &XdpContext, pkt: &Packet, t: &Tuple, flow: &mut Flow, len: u64) -> Decision {
+    let now = clock::coarse_ns();
+    if let Err(why) = serving(flow.group, now) {
+        return Decision::drop(why);
+    }
+    touch(flow, now, fin_flag(t, FLOW_F_FIN_CLIENT));
+    let mode = if flow.nat_port != 0 {
+        MODE_NAT
+    } else {
+        MODE_DSR
+    };
+    let to = Forward {
+        backend: flow.backend,
+        nat_port: flow.nat_port,
+        service: flow.service,
+        mode,
+    };
+    forward(ctx, pkt, t, &to, reason::FLOW_HIT, len)
+}
+
+/// Client -> VIP:port, a flow's first packet: create the flow, send on.
 #[inline(always)]
 fn to_backend(ctx: &XdpContext, pkt: &Packet, t: &Tuple, service: &Service, len: u64) -> Decision {
     let now = clock::coarse_ns();
     if let Err(why) = serving(service.group, now) {
         return Decision::drop(why);
     }
-    let fin = if t.tcp_flags & TCP_FIN != 0 {
-        FLOW_F_FIN_CLIENT
-    } else {
-        0
+    let (backend, nat_port) = match new_flow(ctx, t, service, now, fin_flag(t, FLOW_F_FIN_CLIENT)) {
+        Ok(picked) => picked,
+        Err(why) => return Decision::drop(why),
     };
-    let (backend_id, nat_port, why) = match VIPX_FLOWS.get_ptr_mut(&t.key) {
-        Some(flow) => {
-            // SAFETY: a valid map value pointer; concurrent writers only
-            // touch these plain integers.
-            let flow = unsafe { &mut *flow };
-            touch(flow, now, fin);
-            (flow.backend, flow.nat_port, reason::FLOW_HIT)
-        }
-        None => match new_flow(ctx, t, service, now, fin) {
-            Ok((backend, nat_port)) => (backend, nat_port, reason::FLOW_NEW),
-            Err(why) => return Decision::drop(why),
-        },
+    let to = Forward {
+        backend,
+        nat_port,
+        service: service.id,
+        mode: service.mode,
     };
-    let Some(backend) = VIPX_BACKENDS.get(backend_id) else {
+    forward(ctx, pkt, t, &to, reason::FLOW_NEW, len)
+}
+
+/// Where a client's packet goes.
+struct Forward {
+    backend: u32,
+    nat_port: u16,
+    service: u32,
+    mode: u8,
+}
+
+/// Rewrites a client's packet for its backend (MACs; nat: addresses and
+/// ports too) and counts it.
+#[inline(always)]
+fn forward(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    t: &Tuple,
+    to: &Forward,
+    why: u32,
+    len: u64,
+) -> Decision {
+    let Some(backend) = VIPX_BACKENDS.get(to.backend) else {
         return Decision::drop(reason::MAP_ERROR);
     };
     if backend.mac == [0; 6] {
@@ -198,22 +250,22 @@ fn to_backend(ctx: &XdpContext, pkt: &Packet, t: &Tuple, service: &Service, len:
     if set_macs(ctx, backend.mac).is_none() {
         return Decision::pass(reason::MALFORMED);
     }
-    if service.mode == MODE_NAT {
-        let to = Translation {
+    if to.mode == MODE_NAT {
+        let rewrite = Translation {
             src: &t.key.dst,
             dst: &backend.addr,
-            sport: nat_port,
+            sport: to.nat_port,
             dport: backend.port,
         };
-        if translate(ctx, pkt.l3, t.l4_off, t.key.proto, &to).is_none() {
+        if translate(ctx, pkt.l3, t.l4_off, t.key.proto, &rewrite).is_none() {
             return Decision::drop(reason::MALFORMED);
         }
     }
     if t.tcp_flags & TCP_RST != 0 {
-        forget(&t.key, backend, nat_port, service.mode);
+        forget(&t.key, backend, to.nat_port, to.mode);
     }
-    bump_service(service.id, len);
-    bump_backend(backend_id, len);
+    bump_service(to.service, len);
+    bump_backend(to.backend, len);
     Decision::tx(why)
 }
 
@@ -323,12 +375,7 @@ fn to_client(ctx: &XdpContext, pkt: &Packet, t: &Tuple, entry: &NatEntry, len: u
     if let Some(flow) = VIPX_FLOWS.get_ptr_mut(&entry.client) {
         // SAFETY: a valid map value pointer.
         let flow = unsafe { &mut *flow };
-        let fin = if t.tcp_flags & TCP_FIN != 0 {
-            FLOW_F_FIN_BACKEND
-        } else {
-            0
-        };
-        touch(flow, now, fin);
+        touch(flow, now, fin_flag(t, FLOW_F_FIN_BACKEND));
         backend_id = Some(flow.backend);
     }
     if set_macs(ctx, entry.client_mac).is_none() {
