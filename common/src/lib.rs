@@ -10,6 +10,7 @@
 pub mod addr;
 pub mod counters;
 pub mod csum;
+pub mod floor;
 pub mod flow;
 pub mod peer;
 pub mod service;

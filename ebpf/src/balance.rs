@@ -4,7 +4,7 @@
 //! never passed: the kernel, which may still hold the VIP, would answer
 //! RST and end the client's session.
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::map, maps::PerCpuArray, programs::XdpContext};
+use aya_ebpf::{macros::map, maps::PerCpuArray, programs::XdpContext};
 use vipx_common::{
     Backend, FAMILY_V4, FAMILY_V6, Flow, FlowKey, NatEntry, Service, ServiceKey, VipKey,
     flow::{
@@ -12,12 +12,12 @@ use vipx_common::{
         SEED_MAGLEV, SEED_NAT_PORT, flow_hash, nat_key,
     },
     reason,
-    service::{MODE_NAT, maglev_index},
+    service::{MODE_DSR, MODE_NAT, maglev_index},
 };
 
 use crate::{
     BPF_ANY, BPF_NOEXIST, VIPX_BACKENDS, VIPX_FLOWS, VIPX_GROUPS, VIPX_MAGLEV, VIPX_NAT,
-    VIPX_SERVICES, VIPX_VIPS, bump_backend, bump_service,
+    VIPX_SERVICES, VIPX_VIPS, bump_backend, bump_service, clock,
     decision::Decision,
     flow_events,
     parse::{L3, L4, Packet, bytes, u8_at},
@@ -36,6 +36,11 @@ struct Scratch {
 #[map(name = "VIPX_SCRATCH")]
 static VIPX_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
+/// A flow's `last_seen_ns` is written when it moves by at least this much:
+/// the idle timeouts are counted in seconds, and a hit then reads its
+/// entry without dirtying it.
+const LAST_SEEN_STEP_NS: u64 = 1_000_000_000;
+
 /// TCP header flag bits (RFC 9293 section 3.1), in the byte at offset 13.
 const TCP_FLAGS_OFF: usize = 13;
 const TCP_FIN: u8 = 0x01;
@@ -49,12 +54,26 @@ struct Tuple {
     tcp_flags: u8,
 }
 
-/// Decides the fate of a parsed TCP/UDP frame.
+/// Decides the fate of a parsed TCP/UDP frame. Established traffic is
+/// looked up first, with one lookup: a flow's entry names its backend,
+/// service, group and NAT port (mode nat exactly when it has a NAT port),
+/// so a flow's packets never need the service; a backend's reply finds
+/// its NAT entry next. Only the first packet of a flow, and traffic that
+/// is neither, looks up the service.
 #[inline(always)]
 pub fn handle(ctx: &XdpContext, pkt: &Packet, len: u64) -> Decision {
     let Some(tuple) = tuple(ctx, pkt) else {
         return Decision::pass(reason::MALFORMED);
     };
+    if let Some(flow) = VIPX_FLOWS.get_ptr_mut(&tuple.key) {
+        // SAFETY: a valid map value pointer; concurrent writers only touch
+        // its plain integers.
+        return flow_hit(ctx, pkt, &tuple, unsafe { &mut *flow }, len);
+    }
+    // SAFETY: NAT entries are written once, when the flow is created.
+    if let Some(entry) = unsafe { VIPX_NAT.get(&tuple.key) } {
+        return to_client(ctx, pkt, &tuple, entry, len);
+    }
     let service_key = ServiceKey {
         addr: tuple.key.dst,
         port: tuple.key.dport,
@@ -66,10 +85,6 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet, len: u64) -> Decision {
     // for this run of the program.
     if let Some(service) = unsafe { VIPX_SERVICES.get(&service_key) } {
         return to_backend(ctx, pkt, &tuple, service, len);
-    }
-    // SAFETY: NAT entries are written once, when the flow is created.
-    if let Some(entry) = unsafe { VIPX_NAT.get(&tuple.key) } {
-        return to_client(ctx, pkt, &tuple, entry, len);
     }
     no_entry(&tuple.key)
 }
@@ -93,9 +108,7 @@ fn no_entry(key: &FlowKey) -> Decision {
     if !vip.is_nat_port(key.proto, key.dport) {
         return Decision::pass(reason::NO_SERVICE);
     }
-    // SAFETY: reading the monotonic clock has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
-    match serving(vip.group, now) {
+    match serving(vip.group, clock::coarse_ns()) {
         Ok(()) => Decision::drop(reason::NAT_REPLY_MISS),
         Err(why) => Decision::drop(why),
     }
@@ -144,8 +157,9 @@ fn tuple(ctx: &XdpContext, pkt: &Packet) -> Option<Tuple> {
     })
 }
 
-/// Whether this node serves group `group` now: MASTER, with a fresh lease.
-/// `Err` is the reason it does not (`NOT_MASTER` or `LEASE_STALE`).
+/// Whether this node serves group `group` now (`now` from
+/// [`clock::coarse_ns`]): MASTER, with a fresh lease. `Err` is the reason
+/// it does not (`NOT_MASTER` or `LEASE_STALE`).
 #[inline(always)]
 pub fn serving(group: u32, now: u64) -> Result<(), u32> {
     let Some(state) = VIPX_GROUPS.get(group) else {
@@ -154,40 +168,80 @@ pub fn serving(group: u32, now: u64) -> Result<(), u32> {
     if state.master == 0 {
         return Err(reason::NOT_MASTER);
     }
-    if now > state.lease_until_ns {
+    if clock::passed(state.lease_until_ns, now) {
         return Err(reason::LEASE_STALE);
     }
     Ok(())
 }
 
-/// Client -> VIP:port: find or create the flow, translate, send on.
+/// `flag` if the packet carries a FIN, else 0.
+#[inline(always)]
+fn fin_flag(t: &Tuple, flag: u8) -> u8 {
+    if t.tcp_flags & TCP_FIN != 0 { flag } else { 0 }
+}
+
+/// Client -> VIP:port of a known flow: to its backend.
+#[inline(always)]
+fn flow_hit(ctx: &XdpContext, pkt: &Packet, t: &Tuple, flow: &mut Flow, len: u64) -> Decision {
+    let now = clock::coarse_ns();
+    if let Err(why) = serving(flow.group, now) {
+        return Decision::drop(why);
+    }
+    touch(flow, now, fin_flag(t, FLOW_F_FIN_CLIENT));
+    let mode = if flow.nat_port != 0 {
+        MODE_NAT
+    } else {
+        MODE_DSR
+    };
+    let to = Forward {
+        backend: flow.backend,
+        nat_port: flow.nat_port,
+        service: flow.service,
+        mode,
+    };
+    forward(ctx, pkt, t, &to, reason::FLOW_HIT, len)
+}
+
+/// Client -> VIP:port, a flow's first packet: create the flow, send on.
 #[inline(always)]
 fn to_backend(ctx: &XdpContext, pkt: &Packet, t: &Tuple, service: &Service, len: u64) -> Decision {
-    // SAFETY: reading the monotonic clock has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = clock::coarse_ns();
     if let Err(why) = serving(service.group, now) {
         return Decision::drop(why);
     }
-    let fin = if t.tcp_flags & TCP_FIN != 0 {
-        FLOW_F_FIN_CLIENT
-    } else {
-        0
+    let (backend, nat_port) = match new_flow(ctx, t, service, now, fin_flag(t, FLOW_F_FIN_CLIENT)) {
+        Ok(picked) => picked,
+        Err(why) => return Decision::drop(why),
     };
-    let (backend_id, nat_port, why) = match VIPX_FLOWS.get_ptr_mut(&t.key) {
-        Some(flow) => {
-            // SAFETY: a valid map value pointer; concurrent writers only
-            // touch these plain integers.
-            let flow = unsafe { &mut *flow };
-            flow.last_seen_ns = now;
-            flow.flags |= fin;
-            (flow.backend, flow.nat_port, reason::FLOW_HIT)
-        }
-        None => match new_flow(ctx, t, service, now, fin) {
-            Ok((backend, nat_port)) => (backend, nat_port, reason::FLOW_NEW),
-            Err(why) => return Decision::drop(why),
-        },
+    let to = Forward {
+        backend,
+        nat_port,
+        service: service.id,
+        mode: service.mode,
     };
-    let Some(backend) = VIPX_BACKENDS.get(backend_id) else {
+    forward(ctx, pkt, t, &to, reason::FLOW_NEW, len)
+}
+
+/// Where a client's packet goes.
+struct Forward {
+    backend: u32,
+    nat_port: u16,
+    service: u32,
+    mode: u8,
+}
+
+/// Rewrites a client's packet for its backend (MACs; nat: addresses and
+/// ports too) and counts it.
+#[inline(always)]
+fn forward(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    t: &Tuple,
+    to: &Forward,
+    why: u32,
+    len: u64,
+) -> Decision {
+    let Some(backend) = VIPX_BACKENDS.get(to.backend) else {
         return Decision::drop(reason::MAP_ERROR);
     };
     if backend.mac == [0; 6] {
@@ -196,23 +250,36 @@ fn to_backend(ctx: &XdpContext, pkt: &Packet, t: &Tuple, service: &Service, len:
     if set_macs(ctx, backend.mac).is_none() {
         return Decision::pass(reason::MALFORMED);
     }
-    if service.mode == MODE_NAT {
-        let to = Translation {
+    if to.mode == MODE_NAT {
+        let rewrite = Translation {
             src: &t.key.dst,
             dst: &backend.addr,
-            sport: nat_port,
+            sport: to.nat_port,
             dport: backend.port,
         };
-        if translate(ctx, pkt.l3, t.l4_off, t.key.proto, &to).is_none() {
+        if translate(ctx, pkt.l3, t.l4_off, t.key.proto, &rewrite).is_none() {
             return Decision::drop(reason::MALFORMED);
         }
     }
     if t.tcp_flags & TCP_RST != 0 {
-        forget(&t.key, backend, nat_port, service.mode);
+        forget(&t.key, backend, to.nat_port, to.mode);
     }
-    bump_service(service.id, len);
-    bump_backend(backend_id, len);
+    bump_service(to.service, len);
+    bump_backend(to.backend, len);
     Decision::tx(why)
+}
+
+/// Records a packet of a flow: `last_seen_ns` when it moved by a step,
+/// `fin` (a `FLOW_F_FIN_*` flag, or 0) when new. A flow that changes
+/// nothing is not written.
+#[inline(always)]
+fn touch(flow: &mut Flow, now: u64, fin: u8) {
+    if now.saturating_sub(flow.last_seen_ns) >= LAST_SEEN_STEP_NS {
+        flow.last_seen_ns = now;
+    }
+    if flow.flags & fin != fin {
+        flow.flags |= fin;
+    }
 }
 
 /// A flow's first packet: Maglev picks the backend; nat mode also takes a
@@ -300,8 +367,7 @@ fn client_mac(ctx: &XdpContext) -> Option<[u8; 6]> {
 /// Backend -> VIP:nat-port: a reply of a nat-mode flow, back to the client.
 #[inline(always)]
 fn to_client(ctx: &XdpContext, pkt: &Packet, t: &Tuple, entry: &NatEntry, len: u64) -> Decision {
-    // SAFETY: reading the monotonic clock has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = clock::coarse_ns();
     if let Err(why) = serving(entry.group, now) {
         return Decision::drop(why);
     }
@@ -309,10 +375,7 @@ fn to_client(ctx: &XdpContext, pkt: &Packet, t: &Tuple, entry: &NatEntry, len: u
     if let Some(flow) = VIPX_FLOWS.get_ptr_mut(&entry.client) {
         // SAFETY: a valid map value pointer.
         let flow = unsafe { &mut *flow };
-        flow.last_seen_ns = now;
-        if t.tcp_flags & TCP_FIN != 0 {
-            flow.flags |= FLOW_F_FIN_BACKEND;
-        }
+        touch(flow, now, fin_flag(t, FLOW_F_FIN_BACKEND));
         backend_id = Some(flow.backend);
     }
     if set_macs(ctx, entry.client_mac).is_none() {

@@ -5,10 +5,10 @@
 //! dropped here; every other ARP request and solicitation goes on to the
 //! kernel untouched, counted as before.
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::XdpContext};
+use aya_ebpf::programs::XdpContext;
 use vipx_common::{FAMILY_V4, FAMILY_V6, VipKey, reason};
 
-use crate::{VIPX_VIPS, balance::serving, decision::Decision, parse::bytes};
+use crate::{VIPX_VIPS, balance::serving, clock, decision::Decision, parse::bytes};
 
 /// An ARP request whose target protocol address is at `target`.
 #[inline(always)]
@@ -48,9 +48,7 @@ fn fence(key: &VipKey, otherwise: u32) -> Decision {
     let Some(vip) = (unsafe { VIPX_VIPS.get(key) }) else {
         return Decision::pass(otherwise);
     };
-    // SAFETY: reading the monotonic clock has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
-    if serving(vip.group, now) == Err(reason::LEASE_STALE) {
+    if serving(vip.group, clock::coarse_ns()) == Err(reason::LEASE_STALE) {
         return Decision::drop(reason::VIP_FENCED);
     }
     Decision::pass(otherwise)

@@ -10,6 +10,7 @@
 #![no_main]
 
 mod balance;
+mod clock;
 mod decision;
 mod fence;
 mod flow_events;

@@ -23,6 +23,7 @@
 pub mod arp;
 pub mod capture;
 mod cluster;
+pub mod floor;
 pub mod frames;
 pub mod haproxy;
 mod host;

@@ -94,3 +94,22 @@ pub fn sweep_stale_pins() -> Result<Vec<PathBuf>> {
     }
     Ok(removed)
 }
+
+/// Writes `flows` into the flow table an agent pinned in `pin_dir` (its
+/// `pin_path`), as a peer's replication would: flows it did not see
+/// created.
+pub fn insert_pinned_flows(
+    pin_dir: &Path,
+    flows: impl IntoIterator<Item = (vipx_common::FlowKey, vipx_common::Flow)>,
+) -> Result<()> {
+    let path = pin_dir.join(vipx_common::MAP_FLOWS);
+    let data =
+        aya::maps::MapData::from_pin(&path).with_context(|| format!("open {}", path.display()))?;
+    let mut map: aya::maps::HashMap<_, vipx_common::FlowKey, vipx_common::Flow> =
+        aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(data))?;
+    for (key, flow) in flows {
+        map.insert(key, flow, 0)
+            .with_context(|| format!("write {}", path.display()))?;
+    }
+    Ok(())
+}

@@ -152,30 +152,12 @@ impl Rig {
     /// Runs one frame `repeat` times in the kernel; returns the action, the
     /// output frame and the kernel's mean time per run.
     pub fn run_repeat(&mut self, frame: &[u8], repeat: u32) -> Result<(u32, Vec<u8>, Duration)> {
-        Self::test_run(self.dataplane.main_program()?, frame, repeat)
+        test_run(self.dataplane.main_program()?, frame, repeat)
     }
 
     /// The same with the pass-through program (the baseline).
     pub fn run_pass(&mut self, frame: &[u8], repeat: u32) -> Result<(u32, Vec<u8>, Duration)> {
-        Self::test_run(self.dataplane.pass_program()?, frame, repeat)
-    }
-
-    fn test_run(
-        program: &mut aya::programs::Xdp,
-        frame: &[u8],
-        repeat: u32,
-    ) -> Result<(u32, Vec<u8>, Duration)> {
-        let mut out = vec![0u8; frame.len() + 256];
-        let result = program
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                repeat,
-                ..TestRunOptions::new()
-            })
-            .context("BPF_PROG_TEST_RUN")?;
-        out.truncate(result.data_size_out as usize);
-        Ok((result.return_value, out, result.duration))
+        test_run(self.dataplane.pass_program()?, frame, repeat)
     }
 
     /// The XDP counters now.
@@ -187,4 +169,25 @@ impl Rig {
     pub fn flow(&self, frame: &FrameSpec) -> Option<Flow> {
         self.dataplane.maps().flow(&key_of(frame))
     }
+}
+
+/// Runs `frame` through `program` `repeat` times in the kernel (which runs
+/// the frame as the previous run left it); returns the action, the output
+/// frame and the kernel's mean time per run.
+pub fn test_run(
+    program: &mut aya::programs::Xdp,
+    frame: &[u8],
+    repeat: u32,
+) -> Result<(u32, Vec<u8>, Duration)> {
+    let mut out = vec![0u8; frame.len() + 256];
+    let result = program
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat,
+            ..TestRunOptions::new()
+        })
+        .context("BPF_PROG_TEST_RUN")?;
+    out.truncate(result.data_size_out as usize);
+    Ok((result.return_value, out, result.duration))
 }

@@ -155,3 +155,47 @@ fn on_down_reset_forgets_the_flows_of_one_backend_only() {
         "their NAT ports are free"
     );
 }
+
+#[test]
+fn the_collector_reads_every_flow_of_a_large_table() {
+    // More flows than one batch read holds (4096): every one is counted
+    // once, and every one expires once.
+    const COUNT: u32 = 10_000;
+    let rig = Rig::master(&[rig::nat_spec(VIP, BACKEND, 251)]).expect("rig");
+    let maps = rig.dataplane.maps();
+    let flow = vipx_common::Flow {
+        flags: vipx_common::flow::FLOW_F_REPLICA,
+        ..vipx_common::Flow::default()
+    };
+    let mut keys = std::collections::HashSet::new();
+    for i in 0..COUNT {
+        let client = IpAddr::V4(Ipv4Addr::from(0xac10_0000 + i / 1000));
+        let frame = FrameSpec::tcp(client, 1024 + (i % 1000) as u16, VIP, 5432, tcp::ACK);
+        let key = rig::key_of(&frame);
+        maps.insert_flow(&key, &flow, None).expect("write a flow");
+        keys.insert(key);
+    }
+    let read: Vec<_> = maps.flows().into_iter().map(|(key, _)| key).collect();
+    assert_eq!(read.len(), COUNT as usize, "each flow read once");
+    assert!(
+        read.iter().all(|key| keys.contains(key)),
+        "only the flows written"
+    );
+    let mut keep = FlowCollector::new(
+        maps.clone(),
+        timeouts(
+            Duration::from_secs(u64::MAX / 4_000_000_000),
+            Duration::from_secs(10),
+        ),
+    );
+    let stats = keep.collect();
+    assert_eq!(stats.expired, 0, "nothing idle for that long");
+    assert_eq!(stats.replicated, u64::from(COUNT), "every flow counted");
+    let mut expire = FlowCollector::new(maps.clone(), timeouts(Duration::ZERO, Duration::ZERO));
+    assert_eq!(
+        expire.collect().expired,
+        u64::from(COUNT),
+        "every flow expired once"
+    );
+    assert!(maps.flows().is_empty(), "the table is empty");
+}

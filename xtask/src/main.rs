@@ -1,6 +1,7 @@
 //! `cargo xtask`: set-up, builds, tests, the lab and the benchmarks.
 
 mod bench;
+mod bench_dataplane;
 mod bench_failover;
 mod bench_health;
 mod bench_lab;

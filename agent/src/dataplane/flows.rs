@@ -83,6 +83,9 @@ fn collect(
     let now = monotonic_ns();
     let mut orphans = HashSet::new();
     let mut stats = FlowStats::default();
+    // The NAT port of each flow kept: most NAT entries are checked against
+    // it, without a lookup each.
+    let mut kept: HashMap<FlowKey, u16> = HashMap::new();
     for (key, flow) in maps.flows() {
         let idle = Duration::from_nanos(now.saturating_sub(flow.last_seen_ns));
         let closed = flow.flags & (FLOW_F_FIN_CLIENT | FLOW_F_FIN_BACKEND)
@@ -95,6 +98,7 @@ fn collect(
             timeouts.udp_idle
         };
         if idle <= limit {
+            kept.insert(key, flow.nat_port);
             *stats.flows.entry(flow.service).or_default() += 1;
             *stats.backend_flows.entry(flow.backend).or_default() += 1;
             stats.replicated += u64::from(flow.flags & FLOW_F_REPLICA != 0);
@@ -110,8 +114,13 @@ fn collect(
         }
     }
     for (key, entry) in maps.nat_entries() {
-        match maps.flow(&entry.client) {
-            Some(flow) if flow.nat_port == key.dport => {
+        let nat_port = match kept.get(&entry.client) {
+            Some(port) if *port == key.dport => Some(*port),
+            // Not (or not so) when the table was read: as it is now.
+            _ => maps.flow(&entry.client).map(|flow| flow.nat_port),
+        };
+        match nat_port {
+            Some(port) if port == key.dport => {
                 *stats.nat_ports.entry(entry.service).or_default() += 1;
             }
             _ if seen_orphans.contains(&key) => {

@@ -70,9 +70,11 @@ impl Maps {
         lock(&self.flows).get(key, 0).ok()
     }
 
-    /// Every flow in the table.
+    /// Every flow in the table (read in batches where the kernel can).
     pub fn flows(&self) -> Vec<(FlowKey, Flow)> {
-        lock(&self.flows).iter().filter_map(Result::ok).collect()
+        let flows = lock(&self.flows);
+        super::batch::entries(&flows)
+            .unwrap_or_else(|| flows.iter().filter_map(Result::ok).collect())
     }
 
     /// Every VIP the data plane knows, with its group and NAT ranges.
@@ -80,9 +82,10 @@ impl Maps {
         lock(&self.vips).iter().filter_map(Result::ok).collect()
     }
 
-    /// Every NAT entry in the table.
+    /// Every NAT entry in the table (read in batches where the kernel can).
     pub fn nat_entries(&self) -> Vec<(FlowKey, NatEntry)> {
-        lock(&self.nat).iter().filter_map(Result::ok).collect()
+        let nat = lock(&self.nat);
+        super::batch::entries(&nat).unwrap_or_else(|| nat.iter().filter_map(Result::ok).collect())
     }
 
     /// Removes a flow (not its NAT entry).

@@ -21,6 +21,7 @@
 //!   must not linger, and nothing is left for an agent that may never
 //!   come back.
 
+mod batch;
 mod counters;
 mod error;
 mod flow_events;

@@ -1,0 +1,183 @@
+//! pgbench through the VIP (nat, and dsr in a cluster of its own), direct
+//! to one PgBouncer, and through HAProxy: `-S` on long connections, and
+//! `-S -C` (a new connection per transaction), targets interleaved per
+//! round.
+
+use std::{fmt::Write as _, net::Ipv4Addr, path::Path, time::Duration};
+
+use anyhow::Context as _;
+use vipx_lab::{
+    Cluster, ClusterOptions, PG_PORT, PGBOUNCER_FIRST_PORT, VIP_PORT, haproxy, pgbench,
+    pgbench_init,
+};
+
+use super::stats::Rounds;
+
+/// One pgbench result.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PgbenchResult {
+    pub tps: f64,
+    pub latency_ms: f64,
+}
+
+pub fn parse_pgbench(report: &str) -> anyhow::Result<PgbenchResult> {
+    let value = |prefix: &str| -> Option<f64> {
+        report
+            .lines()
+            .find_map(|line| line.trim().strip_prefix(prefix))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+    };
+    Ok(PgbenchResult {
+        tps: value("tps = ").with_context(|| format!("no tps in pgbench's report:\n{report}"))?,
+        latency_ms: value("latency average = ")
+            .with_context(|| format!("no latency in:\n{report}"))?,
+    })
+}
+
+/// One target: its name, address and port.
+type Target = (&'static str, Ipv4Addr, u16);
+
+/// The two loads.
+const LOADS: [(&str, &[&str]); 2] = [
+    ("-S", &["-S", "-n", "-c", "8", "-j", "2"]),
+    ("-S -C", &["-S", "-C", "-n", "-c", "8", "-j", "2"]),
+];
+
+/// The rows of one cluster: per load, per target, the TPS and latency of
+/// every round, and TPS as a ratio to the first target's (direct) per round.
+fn measure(
+    cluster: &Cluster,
+    targets: &[Target],
+    seconds: u32,
+    rounds: u32,
+    out: &mut String,
+) -> anyhow::Result<()> {
+    let secs = seconds.to_string();
+    for (load, args) in LOADS {
+        let mut tps = vec![Rounds::default(); targets.len()];
+        let mut latency = vec![Rounds::default(); targets.len()];
+        for round in 0..rounds {
+            for (i, (name, addr, port)) in targets.iter().enumerate() {
+                let mut all = args.to_vec();
+                all.extend(["-T", &secs]);
+                let report = pgbench(
+                    &cluster.client,
+                    addr,
+                    *port,
+                    &all,
+                    Duration::from_secs(u64::from(seconds) + 60),
+                )
+                .with_context(|| format!("pgbench {load} {name}"))?;
+                let result = parse_pgbench(&report)?;
+                eprintln!(
+                    "round {round}: pgbench {load}: {name}: {:.0} tps, {:.3} ms",
+                    result.tps, result.latency_ms
+                );
+                tps[i].push(result.tps);
+                latency[i].push(result.latency_ms);
+            }
+        }
+        for (i, (name, ..)) in targets.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "| {load} | {name} | {} | {} | {} |",
+                tps[i].cell(0),
+                latency[i].cell(3),
+                tps[i].ratio_to(&tps[0]).cell(3)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn header(out: &mut String, what: &str, seconds: u32, rounds: u32) {
+    let _ = writeln!(
+        out,
+        "pgbench -c 8 -j 2 -T {seconds} from the client namespace, {what} (median (min-max) of {rounds} rounds, targets interleaved)"
+    );
+    let _ = writeln!(
+        out,
+        "| load | target | TPS | latency avg (ms) | TPS x direct |"
+    );
+    let _ = writeln!(out, "|---|---|---:|---:|---:|");
+}
+
+/// The nat table: direct, the VIP, HAProxy.
+pub fn nat(agent: &Path, seconds: u32, rounds: u32) -> anyhow::Result<String> {
+    let cluster = Cluster::up(&ClusterOptions::new(1, agent.to_path_buf()))?;
+    let haproxy = cluster.lab.add_host("haproxy", &cluster.lab.v4(41))?;
+    haproxy::start(
+        &haproxy,
+        &haproxy::HaproxySpec {
+            bind: haproxy.ipv4(),
+            backend: cluster.backend.ipv4(),
+            pgbouncers: 3,
+            check_interval: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(5),
+        },
+    )?;
+    pgbench_init(&cluster.client, cluster.backend.ipv4(), PG_PORT, 1)?;
+    std::thread::sleep(Duration::from_secs(1));
+    let targets: [Target; 3] = [
+        (
+            "direct to one PgBouncer",
+            cluster.backend.ipv4(),
+            PGBOUNCER_FIRST_PORT,
+        ),
+        (
+            "through the vipx VIP (nat, 3 PgBouncers)",
+            cluster.vip(),
+            VIP_PORT,
+        ),
+        (
+            "through HAProxy (tcp, 3 PgBouncers)",
+            haproxy.ipv4(),
+            VIP_PORT,
+        ),
+    ];
+    let mut out = String::new();
+    header(&mut out, "nat", seconds, rounds);
+    measure(&cluster, &targets, seconds, rounds, &mut out)?;
+    Ok(out)
+}
+
+/// The dsr table: direct to one PgBouncer (on a host of its own), the VIP.
+pub fn dsr(agent: &Path, seconds: u32, rounds: u32) -> anyhow::Result<String> {
+    let cluster = Cluster::up(&ClusterOptions {
+        dsr: true,
+        ..ClusterOptions::new(1, agent.to_path_buf())
+    })?;
+    pgbench_init(&cluster.client, cluster.backend.ipv4(), PG_PORT, 1)?;
+    std::thread::sleep(Duration::from_secs(1));
+    let first = cluster.pgbouncers[0].host().ipv4();
+    let targets: [Target; 2] = [
+        ("direct to one PgBouncer", first, VIP_PORT),
+        (
+            "through the vipx VIP (dsr, 3 PgBouncers)",
+            cluster.vip(),
+            VIP_PORT,
+        ),
+    ];
+    let mut out = String::new();
+    header(&mut out, "dsr", seconds, rounds);
+    measure(&cluster, &targets, seconds, rounds, &mut out)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pgbench_report_is_parsed() {
+        let report = "number of failed transactions: 0 (0.000%)\nlatency average = 0.563 ms\ninitial connection time = 4.123 ms\ntps = 14202.418055 (without initial connection time)\n";
+        let r = parse_pgbench(report).expect("parse");
+        assert!((r.tps - 14202.418055).abs() < 1e-6);
+        assert!((r.latency_ms - 0.563).abs() < 1e-9);
+        assert!(
+            parse_pgbench("garbage").is_err(),
+            "a report without figures is an error"
+        );
+    }
+}
