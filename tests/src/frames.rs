@@ -309,3 +309,24 @@ pub fn neighbour_solicitation(src_mac: [u8; 6], src: Ipv6Addr, target: Ipv6Addr)
         .expect("write a neighbour solicitation");
     out
 }
+
+/// `frame` (untagged) with its IPv4 TTL or IPv6 hop limit set to `ttl`,
+/// the IPv4 header checksum made right again.
+pub fn with_ttl(mut frame: Vec<u8>, ttl: u8) -> Vec<u8> {
+    match frame[14] >> 4 {
+        4 => {
+            frame[14 + 8] = ttl;
+            frame[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
+            let ihl = usize::from(frame[14] & 0x0f) * 4;
+            let sum = frame[14..14 + ihl]
+                .chunks(2)
+                .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+                .sum::<u32>();
+            let sum = (sum & 0xffff) + (sum >> 16);
+            let sum = !u16::try_from((sum & 0xffff) + (sum >> 16)).expect("folded");
+            frame[14 + 10..14 + 12].copy_from_slice(&sum.to_be_bytes());
+        }
+        _ => frame[14 + 7] = ttl,
+    }
+    frame
+}

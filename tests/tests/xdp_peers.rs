@@ -536,27 +536,6 @@ fn full_ring_buffer_keeps_the_records() {
     assert_eq!(next, vec![102], "signalled once drained");
 }
 
-/// `frame` (untagged) with its IPv4 TTL or IPv6 hop limit set to `ttl`,
-/// the IPv4 header checksum made right again.
-fn with_ttl(mut frame: Vec<u8>, ttl: u8) -> Vec<u8> {
-    match frame[14] >> 4 {
-        4 => {
-            frame[14 + 8] = ttl;
-            frame[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
-            let ihl = usize::from(frame[14] & 0x0f) * 4;
-            let sum = frame[14..14 + ihl]
-                .chunks(2)
-                .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-                .sum::<u32>();
-            let sum = (sum & 0xffff) + (sum >> 16);
-            let sum = !u16::try_from((sum & 0xffff) + (sum >> 16)).expect("folded");
-            frame[14 + 10..14 + 12].copy_from_slice(&sum.to_be_bytes());
-        }
-        _ => frame[14 + 7] = ttl,
-    }
-    frame
-}
-
 #[test]
 fn adverts_and_heartbeats_from_beyond_the_link_are_dropped_unrecorded() {
     // GTSM (RFC 5082), as RFC 5798 5.1.1.3 asks of VRRP: a packet sent on
@@ -575,13 +554,13 @@ fn adverts_and_heartbeats_from_beyond_the_link_are_dropped_unrecorded() {
     ] {
         rig.expect(
             name,
-            &with_ttl(frame.clone(), 64),
+            &frames::with_ttl(frame.clone(), 64),
             XDP_DROP,
             reason::TTL_NOT_255,
         );
         rig.expect(
             &format!("{name} (254)"),
-            &with_ttl(frame, 254),
+            &frames::with_ttl(frame, 254),
             XDP_DROP,
             reason::TTL_NOT_255,
         );
@@ -603,7 +582,7 @@ fn adverts_and_heartbeats_from_beyond_the_link_are_dropped_unrecorded() {
     );
     // IPv6: the hop limit.
     rig.set_peers(61, &[PEER6]);
-    let forged = with_ttl(heartbeat(PEER6, PORT, &hb(61, 0, STATE_MASTER, 1)), 64);
+    let forged = frames::with_ttl(heartbeat(PEER6, PORT, &hb(61, 0, STATE_MASTER, 1)), 64);
     rig.expect(
         "IPv6 heartbeat, hop limit 64",
         &forged,

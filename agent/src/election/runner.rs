@@ -20,11 +20,15 @@ use crate::{
     config::GroupConfig,
     dataplane::{PeerMaps, monotonic_ns},
     events::{EventKind, EventLog, GroupState},
-    heartbeat::{Advertised, HeartbeatLink, HeartbeatSpec, HeartbeatThread, Loss},
+    heartbeat::{HeartbeatLink, HeartbeatThread, Loss},
     metrics::{AdvertOutcome, Metrics},
     ownership::Ownership,
 };
 use vipx_common::peer::KIND_VRRP;
+
+mod heartbeat;
+
+use heartbeat::{Registered, advertised, next_loss, register_heartbeat};
 
 /// What the daemon asks of a running election.
 #[derive(Debug)]
@@ -63,22 +67,6 @@ pub struct Wiring {
     /// while it is closed, a backup does not preempt a lower-priority
     /// master (absent without `[sync]`).
     pub preempt_gate: Option<watch::Receiver<bool>>,
-}
-
-/// The group's registration with the heartbeat thread, ended when the
-/// election ends (also when its task is aborted).
-struct Registered {
-    thread: Arc<HeartbeatThread>,
-    link: Arc<HeartbeatLink>,
-    /// Where the thread reports a lost master (see
-    /// [`crate::heartbeat::Detector`]).
-    losses: mpsc::UnboundedReceiver<Loss>,
-}
-
-impl Drop for Registered {
-    fn drop(&mut self) {
-        self.thread.unregister(&self.link);
-    }
 }
 
 /// The next change of the readiness gate: open or not (a gate whose
@@ -224,58 +212,6 @@ async fn prepare(
         held: false,
         tracked_priority: priority,
     })
-}
-
-/// Starts the group's heartbeat (when configured), from the adverts'
-/// source: the address the peers list us by.
-fn register_heartbeat(
-    group: &GroupConfig,
-    source: IpAddr,
-    priority: u8,
-    wiring: &Wiring,
-) -> Option<Registered> {
-    let (Some(thread), Some(interval)) = (&wiring.heartbeat, group.heartbeat_interval) else {
-        return None;
-    };
-    let spec = HeartbeatSpec {
-        name: group.name.clone(),
-        vrid: group.vrid,
-        interval,
-        multiplier: group.heartbeat_multiplier,
-        source,
-        peers: group.unicast_peers.clone(),
-        port: wiring.heartbeat_port,
-        dampening: group.heartbeat_dampening,
-    };
-    let (tx, losses) = mpsc::unbounded_channel();
-    match thread.register(spec, priority, tx, wiring.metrics.heartbeat(&group.name)) {
-        Ok(link) => Some(Registered {
-            thread: Arc::clone(thread),
-            link,
-            losses,
-        }),
-        Err(err) => {
-            warn!(group = %group.name, "heartbeat not started, VRRP alone detects failures: {err}");
-            None
-        }
-    }
-}
-
-/// What our heartbeats say of an election's state.
-fn advertised(state: State) -> Advertised {
-    match state {
-        State::Master => Advertised::Master,
-        State::Backup => Advertised::Backup,
-        State::Initialize => Advertised::Stopping,
-    }
-}
-
-/// The next loss the heartbeat reports (never, without a heartbeat).
-async fn next_loss(heartbeat: &mut Option<Registered>) -> Option<Loss> {
-    match heartbeat {
-        Some(registered) => registered.losses.recv().await,
-        None => std::future::pending().await,
-    }
 }
 
 impl Election {
