@@ -4,7 +4,7 @@
 use crate::locks::lock;
 use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use vipx_common::{
     Backend, Service, ServiceKey, addr,
     service::{BACKEND_F_ACTIVE, MAX_BACKENDS, MAX_SERVICES, MODE_DSR, MODE_NAT, maglev_index},
@@ -64,7 +64,15 @@ pub struct ServiceTable {
     adopted_halves: HashMap<u32, u32>,
     /// Flows per backend id at the flow collector's last run.
     backend_flows: HashMap<u32, u64>,
+    /// Ids no installed service uses any more, with the number of flow
+    /// collector runs since then that found no flow on them.
+    retired: HashMap<u32, u8>,
 }
+
+/// Collector runs without a flow on a retired backend id before the id is
+/// free again: the second run started after the id was retired, so no flow
+/// it did not see can point at it (new flows no longer pick it).
+const IDLE_RUNS_BEFORE_FREE: u8 = 2;
 
 impl ServiceSpec {
     /// The backends as Maglev sees them (key and weight), in order.
@@ -110,6 +118,7 @@ impl ServiceTable {
             installed: HashMap::new(),
             adopted_halves: HashMap::new(),
             backend_flows: HashMap::new(),
+            retired: HashMap::new(),
         };
         table.adopt();
         table
@@ -166,9 +175,41 @@ impl ServiceTable {
         self.backend_ids.get(&(addr, port)).copied()
     }
 
-    /// Records the flows per backend id the flow collector counted.
+    /// Records the flows per backend id the flow collector counted, and
+    /// frees the ids of backends no service uses once no flow points at
+    /// them any more (their entry stays until then, so established flows
+    /// of a removed backend keep reaching it). Without this, every reload
+    /// that changed backends used up ids until a reload failed.
     pub fn set_backend_flows(&mut self, flows: HashMap<u32, u64>) {
         self.backend_flows = flows;
+        let used: std::collections::HashSet<(IpAddr, u16)> = self
+            .installed
+            .values()
+            .flat_map(|inst| inst.spec.backends.iter().map(|b| (b.addr, b.port)))
+            .collect();
+        for (key, id) in &self.backend_ids {
+            if used.contains(key) {
+                self.retired.remove(id);
+            } else if self.backend_flows.get(id).copied().unwrap_or(0) > 0 {
+                self.retired.insert(*id, 0);
+            } else {
+                *self.retired.entry(*id).or_insert(0) += 1;
+            }
+        }
+        let free: Vec<u32> = self
+            .retired
+            .iter()
+            .filter(|(_, runs)| **runs >= IDLE_RUNS_BEFORE_FREE)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in free {
+            self.retired.remove(&id);
+            self.backend_ids.retain(|_, used| *used != id);
+            debug!(
+                backend = id,
+                "backend id free again: no service uses it and no flow points at it"
+            );
+        }
     }
 
     /// The flows of a backend id at the flow collector's last run.
