@@ -11,7 +11,7 @@ use std::{
     io::Write as _,
     net::SocketAddr,
     path::{Path, PathBuf},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use serde::{Deserialize, Serialize};
@@ -51,13 +51,6 @@ pub enum StateFileError {
         aside: PathBuf,
         source: serde_json::Error,
     },
-}
-
-/// Milliseconds since the Unix epoch, now.
-pub fn unix_ms_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl OperatorState {

@@ -24,6 +24,19 @@ fn hook(dir: &Path, word: &str) -> String {
     )
 }
 
+/// SIGTERM node 0's agent, check that it exits cleanly, and start it again
+/// (`why` says what for).
+fn restart_cleanly(cluster: &mut Cluster, why: &str) {
+    let stopped = cluster
+        .lab
+        .stop_process(cluster.nodes[0].agent)
+        .expect("SIGTERM node 0's agent");
+    assert_eq!(stopped.code(), Some(0), "clean exit");
+    cluster
+        .restart_agent(0)
+        .unwrap_or_else(|err| panic!("{why}: {err:#}"));
+}
+
 fn status(cluster: &Cluster, index: usize) -> Status {
     let body = cluster
         .cli(index, &["status", "--json"])
@@ -119,12 +132,7 @@ fn a_manual_handover_moves_the_vip_holds_across_a_restart_and_is_undone() {
     );
 
     // A restart keeps the handover.
-    let stopped = cluster
-        .lab
-        .stop_process(cluster.nodes[0].agent)
-        .expect("SIGTERM node 0");
-    assert_eq!(stopped.code(), Some(0), "clean exit");
-    cluster.restart_agent(0).expect("start node 0 again");
+    restart_cleanly(&mut cluster, "start node 0 again");
     std::thread::sleep(NO_PREEMPT);
     assert!(
         cluster.is_only_master(1),
@@ -177,12 +185,7 @@ fn a_drain_survives_a_restart_of_the_agent() {
     assert_eq!(weight(&cluster), Some(1), "configured weight");
     cluster.drain(0, backend).expect("drain");
     assert_eq!(weight(&cluster), Some(0), "drained: no new flows");
-    let stopped = cluster
-        .lab
-        .stop_process(cluster.nodes[0].agent)
-        .expect("SIGTERM the agent");
-    assert_eq!(stopped.code(), Some(0), "clean exit");
-    cluster.restart_agent(0).expect("start it again");
+    restart_cleanly(&mut cluster, "start it again");
     assert_eq!(
         weight(&cluster),
         Some(0),
@@ -283,12 +286,7 @@ fn changing_state_takes_this_node_or_the_secret() {
         1,
     );
     std::fs::write(&config_path, config).expect("rewrite the config");
-    let stopped = cluster
-        .lab
-        .stop_process(cluster.nodes[0].agent)
-        .expect("stop the agent");
-    assert_eq!(stopped.code(), Some(0));
-    cluster.restart_agent(0).expect("start it with the secret");
+    restart_cleanly(&mut cluster, "start it with the secret");
     cluster
         .wait_master(0, TAKEOVER)
         .expect("MASTER again after the restart");

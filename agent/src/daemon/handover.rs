@@ -7,10 +7,10 @@ use tracing::{info, warn};
 
 use crate::{
     config::Config,
-    events::EventKind,
+    events::{EventKind, now_unix_ms},
     group_runner::GroupRunner,
     locks::{lock, read},
-    operator::{HandoverError, HandoverGroup, HandoverRequest, Hold, OperatorState, unix_ms_now},
+    operator::{HandoverError, HandoverGroup, HandoverRequest, Hold, OperatorState},
     state::AgentState,
 };
 
@@ -48,7 +48,7 @@ pub(super) fn restore(state: &AgentState) -> BTreeMap<String, Hold> {
         kept
     });
     drop(health);
-    for group in operator.expire(unix_ms_now()) {
+    for group in operator.expire(now_unix_ms()) {
         info!(group, "the handover ended while the agent was down");
     }
     operator.held.retain(|group, _| {
@@ -97,7 +97,7 @@ pub(super) fn handle(
         .iter()
         .map(|name| groups.check_hold(&config, name))
         .collect::<Result<Vec<bool>, _>>()?;
-    let now = unix_ms_now();
+    let now = now_unix_ms();
     let hold = request
         .hold_ms
         .map(Duration::from_millis)
@@ -136,7 +136,7 @@ pub(super) fn handle(
 /// When the next hold ends by itself, as an instant of the runtime.
 pub(super) fn next_expiry(state: &AgentState) -> Option<tokio::time::Instant> {
     let until = lock(&state.operator).next_expiry()?;
-    let left = until.saturating_sub(unix_ms_now());
+    let left = until.saturating_sub(now_unix_ms());
     Some(tokio::time::Instant::now() + Duration::from_millis(left))
 }
 
@@ -151,7 +151,7 @@ pub(super) async fn sleep_until(at: Option<tokio::time::Instant>) {
 /// The holds whose time ran out end: the groups' priorities apply again.
 pub(super) fn expire(state: &AgentState, groups: &GroupRunner) {
     let mut operator = lock(&state.operator);
-    let ended = operator.expire(unix_ms_now());
+    let ended = operator.expire(now_unix_ms());
     for group in &ended {
         groups.hold(group, false);
         state.events.record(
