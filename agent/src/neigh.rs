@@ -1,6 +1,8 @@
 //! Backend MAC addresses from the kernel's neighbour table (rtnetlink):
 //! the data plane sends frames straight to a backend's MAC, so the agent
 //! keeps those current and asks the kernel to resolve the ones it lacks.
+//! A backend behind a router is sent to the router's MAC: the kernel's own
+//! route to the backend (`ip route get`) names the next hop.
 
 use std::{
     collections::HashMap,
@@ -8,8 +10,15 @@ use std::{
     time::Duration,
 };
 
-use futures::TryStreamExt as _;
-use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState};
+use futures::{StreamExt as _, TryStreamExt as _};
+use rtnetlink::{
+    packet_core::{NLM_F_REQUEST, NetlinkMessage, NetlinkPayload},
+    packet_route::{
+        AddressFamily, RouteNetlinkMessage,
+        neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState},
+        route::{RouteAddress, RouteAttribute, RouteMessage},
+    },
+};
 
 /// Why the neighbour table could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +27,8 @@ pub enum NeighError {
     Open(#[source] std::io::Error),
     #[error("reading the neighbour table: {0}")]
     Dump(#[from] rtnetlink::Error),
+    #[error("looking up the route to {addr}: {why}")]
+    Route { addr: IpAddr, why: String },
 }
 
 /// Reads the neighbour table of the calling thread's network namespace.
@@ -75,6 +86,53 @@ impl Neighbours {
         }
         Ok(table)
     }
+}
+
+impl Neighbours {
+    /// The address whose MAC frames to `addr` go to: the gateway of the
+    /// kernel's route to `addr` (`ip route get ADDR`), or `addr` itself when
+    /// it is on a connected network.
+    pub async fn next_hop(&self, addr: IpAddr) -> Result<IpAddr, NeighError> {
+        let failed = |why: String| NeighError::Route { addr, why };
+        let mut query = RouteMessage::default();
+        let (family, len, dst) = match addr {
+            IpAddr::V4(v4) => (AddressFamily::Inet, 32, RouteAddress::Inet(v4)),
+            IpAddr::V6(v6) => (AddressFamily::Inet6, 128, RouteAddress::Inet6(v6)),
+        };
+        query.header.address_family = family;
+        query.header.destination_prefix_length = len;
+        query.attributes.push(RouteAttribute::Destination(dst));
+        let mut request = NetlinkMessage::from(RouteNetlinkMessage::GetRoute(query));
+        // A lookup (RTM_GETROUTE without NLM_F_DUMP), not a dump of the table.
+        request.header.flags = NLM_F_REQUEST;
+        let mut answers = self
+            .handle
+            .clone()
+            .request(request)
+            .map_err(|err| failed(err.to_string()))?;
+        let answer = answers
+            .next()
+            .await
+            .ok_or_else(|| failed("no answer".into()))?;
+        let route = match answer.payload {
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(route)) => route,
+            NetlinkPayload::Error(err) => return Err(failed(err.to_string())),
+            other => return Err(failed(format!("unexpected answer {other:?}"))),
+        };
+        Ok(gateway(&route).unwrap_or(addr))
+    }
+}
+
+/// The gateway a route names, if any (none: the destination is on link).
+fn gateway(route: &RouteMessage) -> Option<IpAddr> {
+    route
+        .attributes
+        .iter()
+        .find_map(|attribute| match attribute {
+            RouteAttribute::Gateway(RouteAddress::Inet(v4)) => Some(IpAddr::V4(*v4)),
+            RouteAttribute::Gateway(RouteAddress::Inet6(v6)) => Some(IpAddr::V6(*v6)),
+            _ => None,
+        })
 }
 
 /// Makes the kernel resolve `addr` by opening (and closing) a TCP connection

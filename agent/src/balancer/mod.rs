@@ -107,17 +107,27 @@ pub async fn resolve_macs(
         let table = lock(table);
         (table.backend_addrs(), table.unresolved())
     };
+    // Each backend's next hop: itself on link, else its route's gateway.
+    let mut hops = HashMap::with_capacity(addrs.len());
     for addr in addrs {
-        if let Some(mac) = known.get(&addr)
+        let hop = match neighbours.next_hop(addr).await {
+            Ok(hop) => hop,
+            Err(err) => {
+                debug!("{err}");
+                addr
+            }
+        };
+        hops.insert(addr, hop);
+        if let Some(mac) = known.get(&hop)
             && let Err(err) = lock(table).set_mac(addr, *mac)
         {
-            warn!(%addr, "writing the backend MAC: {err}");
+            warn!(%addr, %hop, "writing the backend MAC: {err}");
         }
     }
     let ports = solicit_ports(specs);
     let still: Vec<IpAddr> = missing
         .into_iter()
-        .filter(|a| !known.contains_key(a))
+        .filter(|a| !known.contains_key(hops.get(a).unwrap_or(a)))
         .collect();
     for addr in &still {
         debug!(%addr, "soliciting the MAC of a backend");
