@@ -130,6 +130,17 @@ impl ClusterOptions {
             lab: LabOptions::default(),
         }
     }
+
+    /// The VIP the cluster will hold (for `extra_config` written before
+    /// it is up).
+    pub fn vip(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.lab.v4_net) + VIP)
+    }
+
+    /// The backend host's address (PostgreSQL, and the PgBouncers in nat).
+    pub fn backend_ipv4(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.lab.v4_net) + BACKEND)
+    }
 }
 
 /// One agent node.

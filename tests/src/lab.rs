@@ -157,6 +157,20 @@ impl Lab {
             "0",
         ])?;
         ip(&["-n", hub, "link", "set", "dev", "lo", "up"])?;
+        // A switch does not run netfilter on the frames it forwards. With
+        // br_netfilter loaded (Docker loads it), the kernel hands every
+        // bridged frame to the hub's (empty) iptables hooks, a cost real
+        // networks do not have and the VIP path pays twice (client to node,
+        // node to backend). Without the module there is nothing to turn off.
+        for key in [
+            "net.bridge.bridge-nf-call-iptables",
+            "net.bridge.bridge-nf-call-ip6tables",
+            "net.bridge.bridge-nf-call-arptables",
+        ] {
+            if netns::read_sysctl(hub, key).is_ok() {
+                netns::write_sysctl(hub, key, "0")?;
+            }
+        }
         ip(&["-n", hub, "link", "set", "dev", BRIDGE, "up"])?;
         Ok(())
     }

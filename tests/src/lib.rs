@@ -29,6 +29,7 @@ pub mod haproxy;
 mod host;
 pub mod http;
 pub mod keepalived;
+pub mod knat;
 mod lab;
 pub mod netns;
 mod pgbouncer;

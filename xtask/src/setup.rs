@@ -15,6 +15,7 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "postgresql",
     "pgbouncer",
     "haproxy",
+    "nftables",
     "keepalived",
     "tcpdump",
     "bpftool",

@@ -102,6 +102,14 @@ fn ipv4_only_segment_is_silent() {
         let v = netns::read_sysctl(lab.hub_netns(), &key).expect("hub sysctl");
         assert_eq!(v, "1", "IPv6 on {dev} in the hub");
     }
+    // A switch runs no netfilter on what it forwards (with br_netfilter
+    // loaded; without it the keys do not exist).
+    for proto in ["iptables", "ip6tables", "arptables"] {
+        let key = format!("net.bridge.bridge-nf-call-{proto}");
+        if let Ok(v) = netns::read_sysctl(lab.hub_netns(), &key) {
+            assert_eq!(v, "0", "{key} in the hub");
+        }
+    }
     let port = lab
         .hub_run(&["ip", "link", "show", "dev", "a"])
         .expect("ip link");

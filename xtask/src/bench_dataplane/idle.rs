@@ -83,45 +83,64 @@ fn fill(cluster: &Cluster) -> anyhow::Result<()> {
     vipx_lab::pins::insert_pinned_flows(&cluster.nodes[0].pin_path, flows)
 }
 
-/// The idle table.
-pub fn table(agent: &Path, window: Duration) -> anyhow::Result<String> {
+/// The extra services' lines (3 services in all with the cluster's own).
+fn extra_services() -> String {
     let net: Ipv4Addr = LabOptions::default().v4_net;
     let vip = Ipv4Addr::from(u32::from(net) + 100);
     let backend = Ipv4Addr::from(u32::from(net) + 31);
-    let extra: String = [5433u16, 5434]
+    [5433u16, 5434]
         .iter()
         .map(|port| {
             format!(
                 "[[service]]\nname = \"idle-{port}\"\nvip = \"{vip}\"\nport = {port}\nbackends = [{{ address = \"{backend}\", port = 6432 }}]\n"
             )
         })
-        .collect();
+        .collect()
+}
+
+/// A settled 2-node cluster with 3 services and the heartbeat at `every`.
+fn cluster(agent: &Path, every: Duration) -> anyhow::Result<Cluster> {
     let cluster = Cluster::up(&ClusterOptions {
-        heartbeat: Some(Duration::from_millis(1)),
-        extra_config: extra,
+        heartbeat: Some(every),
+        extra_config: extra_services(),
         ..ClusterOptions::new(2, agent.to_path_buf())
     })?;
     cluster.wait_master(0, Duration::from_secs(20))?;
     // Settled: the election and the first checks are over.
     std::thread::sleep(Duration::from_secs(5));
+    Ok(cluster)
+}
+
+/// The idle table: the heartbeat at 1 ms, idle and with 100,000 flows; then
+/// at 10 ms, which tells what each heartbeat costs from what the rest does.
+pub fn table(agent: &Path, window: Duration) -> anyhow::Result<String> {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "Idle agents (2 nodes, heartbeat 1 ms, 3 services; /proc over {} s)",
+        "Idle agents (2 nodes, 3 services; /proc over {} s)",
         window.as_secs()
     );
-    let _ = writeln!(out, "| state | node | RSS (MB) | CPU (% of one core) |");
-    let _ = writeln!(out, "|---|---|---:|---:|");
-    let idle = measure(&cluster, window)?;
-    fill(&cluster)?;
-    std::thread::sleep(Duration::from_secs(2));
-    let flows = measure(&cluster, window)?;
-    for (state, rows) in [("idle", idle), ("100,000 flows on n1", flows)] {
-        for (i, (rss, cpu)) in rows.iter().enumerate() {
+    let _ = writeln!(
+        out,
+        "| heartbeat | state | node | RSS (MB) | CPU (% of one core) |"
+    );
+    let _ = writeln!(out, "|---|---|---|---:|---:|");
+    let mut rows = Vec::new();
+    {
+        let fast = cluster(agent, Duration::from_millis(1))?;
+        rows.push(("1 ms", "idle", measure(&fast, window)?));
+        fill(&fast)?;
+        std::thread::sleep(Duration::from_secs(2));
+        rows.push(("1 ms", "100,000 flows on n1", measure(&fast, window)?));
+    }
+    let slow = cluster(agent, Duration::from_millis(10))?;
+    rows.push(("10 ms", "idle", measure(&slow, window)?));
+    for (heartbeat, state, nodes) in rows {
+        for (i, (rss, cpu)) in nodes.iter().enumerate() {
             let role = if i == 0 { "master" } else { "backup" };
             let _ = writeln!(
                 out,
-                "| {state} | n{} ({role}) | {rss:.1} | {cpu:.2} |",
+                "| {heartbeat} | {state} | n{} ({role}) | {rss:.1} | {cpu:.2} |",
                 i + 1
             );
         }

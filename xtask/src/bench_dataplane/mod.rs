@@ -1,6 +1,6 @@
 //! `cargo xtask bench dataplane`: the XDP program's cost per packet beside
 //! a floor program and an empty one, how it grows with the flow table,
-//! Maglev's rebuilds, pgbench through the VIP against direct and HAProxy
+//! Maglev's rebuilds, pgbench through the VIP against direct, kernel NAT and HAProxy
 //! (long connections and a connection per transaction), and the agent at
 //! rest. Every figure is the median (min-max) of the rounds.
 
@@ -25,7 +25,7 @@ pub enum Part {
     Scale,
     /// Maglev rebuild and flip at 3, 100 and 1,000 backends.
     Maglev,
-    /// pgbench -S and -S -C, nat (with HAProxy) and dsr.
+    /// pgbench -S and -S -C: direct, vipx nat (one and three PgBouncers), kernel NAT, HAProxy; dsr.
     Pgbench,
     /// Idle agents' RSS and CPU.
     Idle,

@@ -7,7 +7,7 @@ use std::{fmt::Write as _, net::Ipv4Addr, path::Path, time::Duration};
 
 use anyhow::Context as _;
 use vipx_lab::{
-    Cluster, ClusterOptions, PG_PORT, PGBOUNCER_FIRST_PORT, VIP_PORT, haproxy, pgbench,
+    Cluster, ClusterOptions, PG_PORT, PGBOUNCER_FIRST_PORT, VIP_PORT, haproxy, knat, pgbench,
     pgbench_init,
 };
 
@@ -38,14 +38,16 @@ pub fn parse_pgbench(report: &str) -> anyhow::Result<PgbenchResult> {
 /// One target: its name, address and port.
 type Target = (&'static str, Ipv4Addr, u16);
 
-/// The two loads.
+/// The loads: 8 clients on long connections (throughput, the machine's
+/// two cores saturated), and 8 clients with a connection per transaction.
 const LOADS: [(&str, &[&str]); 2] = [
-    ("-S", &["-S", "-n", "-c", "8", "-j", "2"]),
-    ("-S -C", &["-S", "-C", "-n", "-c", "8", "-j", "2"]),
+    ("-S -c 8", &["-S", "-n", "-c", "8", "-j", "2"]),
+    ("-S -C -c 8", &["-S", "-C", "-n", "-c", "8", "-j", "2"]),
 ];
 
 /// The rows of one cluster: per load, per target, the TPS and latency of
-/// every round, and TPS as a ratio to the first target's (direct) per round.
+/// every round, TPS as a ratio to the first target's (direct) per round,
+/// and the latency the target adds to the first's, per round.
 fn measure(
     cluster: &Cluster,
     targets: &[Target],
@@ -81,10 +83,11 @@ fn measure(
         for (i, (name, ..)) in targets.iter().enumerate() {
             let _ = writeln!(
                 out,
-                "| {load} | {name} | {} | {} | {} |",
+                "| {load} | {name} | {} | {} | {} | {} |",
                 tps[i].cell(0),
                 latency[i].cell(3),
-                tps[i].ratio_to(&tps[0]).cell(3)
+                tps[i].ratio_to(&tps[0]).cell(3),
+                latency[i].minus(&latency[0]).scaled(1000.0).cell(0)
             );
         }
     }
@@ -94,18 +97,32 @@ fn measure(
 fn header(out: &mut String, what: &str, seconds: u32, rounds: u32) {
     let _ = writeln!(
         out,
-        "pgbench -c 8 -j 2 -T {seconds} from the client namespace, {what} (median (min-max) of {rounds} rounds, targets interleaved)"
+        "pgbench -T {seconds} from the client namespace, {what} (median (min-max) of {rounds} rounds, targets interleaved)"
     );
     let _ = writeln!(
         out,
-        "| load | target | TPS | latency avg (ms) | TPS x direct |"
+        "| load | target | TPS | latency avg (ms) | TPS x direct | latency - direct (us) |"
     );
-    let _ = writeln!(out, "|---|---|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|");
 }
 
-/// The nat table: direct, the VIP, HAProxy.
+/// The port of the VIP's second service, in front of the first PgBouncer
+/// only (the same backend as the direct row).
+const ONE_PORT: u16 = VIP_PORT + 1;
+
+/// The nat table. The same PgBouncer directly, through vipx and through the
+/// kernel's NAT (nftables DNAT and masquerade on a router host, the same
+/// hop as vipx's nat mode): what the hop costs. Then the three PgBouncers
+/// through vipx, the kernel's NAT and HAProxy: what spreading the clients
+/// over three single-threaded PgBouncers on the same two cores adds.
 pub fn nat(agent: &Path, seconds: u32, rounds: u32) -> anyhow::Result<String> {
-    let cluster = Cluster::up(&ClusterOptions::new(1, agent.to_path_buf()))?;
+    let mut opts = ClusterOptions::new(1, agent.to_path_buf());
+    opts.extra_config = format!(
+        "[[service]]\nname = \"pgbouncer-one\"\nvip = \"{}\"\nport = {ONE_PORT}\nmode = \"nat\"\nbackends = [{{ address = \"{}\", port = {PGBOUNCER_FIRST_PORT} }}]\n",
+        opts.vip(),
+        opts.backend_ipv4()
+    );
+    let cluster = Cluster::up(&opts)?;
     let haproxy = cluster.lab.add_host("haproxy", &cluster.lab.v4(41))?;
     haproxy::start(
         &haproxy,
@@ -117,17 +134,32 @@ pub fn nat(agent: &Path, seconds: u32, rounds: u32) -> anyhow::Result<String> {
             connect_timeout: Duration::from_secs(5),
         },
     )?;
+    let router = cluster.lab.add_host("knat", &cluster.lab.v4(42))?;
+    knat::start(&router, VIP_PORT, cluster.backend.ipv4(), 3)?;
+    knat::start(&router, ONE_PORT, cluster.backend.ipv4(), 1)?;
     pgbench_init(&cluster.client, cluster.backend.ipv4(), PG_PORT, 1)?;
     std::thread::sleep(Duration::from_secs(1));
-    let targets: [Target; 3] = [
+    let vip = cluster.vip();
+    let targets: [Target; 6] = [
         (
             "direct to one PgBouncer",
             cluster.backend.ipv4(),
             PGBOUNCER_FIRST_PORT,
         ),
         (
-            "through the vipx VIP (nat, 3 PgBouncers)",
-            cluster.vip(),
+            "through the vipx VIP (nat, the same PgBouncer)",
+            vip,
+            ONE_PORT,
+        ),
+        (
+            "through kernel NAT (nftables, the same PgBouncer)",
+            router.ipv4(),
+            ONE_PORT,
+        ),
+        ("through the vipx VIP (nat, 3 PgBouncers)", vip, VIP_PORT),
+        (
+            "through kernel NAT (nftables, 3 PgBouncers)",
+            router.ipv4(),
             VIP_PORT,
         ),
         (

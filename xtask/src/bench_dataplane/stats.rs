@@ -55,6 +55,16 @@ impl Rounds {
                 .collect(),
         )
     }
+
+    /// Round by round, `self - base` (both measured in the same rounds).
+    pub fn minus(&self, base: &Rounds) -> Rounds {
+        Rounds(self.0.iter().zip(&base.0).map(|(a, b)| a - b).collect())
+    }
+
+    /// Every value times `factor` (a change of unit).
+    pub fn scaled(&self, factor: f64) -> Rounds {
+        Rounds(self.0.iter().map(|v| v * factor).collect())
+    }
 }
 
 #[cfg(test)]
@@ -70,5 +80,7 @@ mod tests {
         assert_eq!(r.cell(1), "3.0 (1.0-5.0)");
         let base = Rounds(vec![10.0, 2.0, 1.0]);
         assert_eq!(r.ratio_to(&base).0, vec![0.5, 0.5, 3.0]);
+        assert_eq!(r.minus(&base).0, vec![-5.0, -1.0, 2.0]);
+        assert_eq!(r.scaled(2.0).0, vec![10.0, 2.0, 6.0]);
     }
 }
