@@ -48,7 +48,7 @@ pub mod reason {
     /// An IPv4 or IPv6 fragment: never parsed past L3.
     pub const FRAGMENT: u32 = 2;
     /// IP, but neither TCP nor UDP nor VRRP (ICMP, ICMPv6 but a fenced
-    /// VIP's neighbour solicitation, ...).
+    /// VIP's neighbour solicitation and the errors about a flow, ...).
     pub const OTHER_L4: u32 = 3;
     /// VRRP (IP protocol 112), passed to the stack (a VRRPv3 advert is
     /// recorded first).
@@ -98,8 +98,17 @@ pub mod reason {
     /// (GTSM, RFC 5082; RFC 5798 section 5.1.1.3), so a host beyond a
     /// router cannot forge one.
     pub const TTL_NOT_255: u32 = 21;
+    /// An ICMP or ICMPv6 error about a packet this node sent to a backend
+    /// for a nat flow ("fragmentation needed", "packet too big", ...),
+    /// translated for the flow's client: the quoted packet becomes the
+    /// client's own, the error goes to the client.
+    pub const ICMP_TO_CLIENT: u32 = 22;
+    /// An ICMP or ICMPv6 error about a packet a flow's client received
+    /// from the VIP, sent on to the flow's backend (nat: translated so
+    /// that it quotes the backend's own packet; dsr: as it is).
+    pub const ICMP_TO_BACKEND: u32 = 23;
     /// Number of slots.
-    pub const COUNT: u32 = 22;
+    pub const COUNT: u32 = 24;
     /// Metric label of each slot, indexed by slot.
     pub const NAMES: [&str; COUNT as usize] = [
         "malformed",
@@ -124,5 +133,7 @@ pub mod reason {
         "nat_reply_miss",
         "vip_fenced",
         "ttl_not_255",
+        "icmp_to_client",
+        "icmp_to_backend",
     ];
 }

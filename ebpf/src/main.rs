@@ -3,7 +3,8 @@
 //! Per packet: parse (Ethernet, one VLAN tag, IPv4/IPv6, TCP/UDP/VRRP,
 //! ARP requests and neighbour solicitations), decide, count the decision in
 //! per-CPU maps. VRRP adverts and vipx heartbeats are recorded (`peer`),
-//! TCP and UDP load-balanced (`balance`), requests for the VIPs of a hung
+//! TCP and UDP load-balanced (`balance`), ICMP errors about a flow sent on
+//! to its client or backend (`icmp`), requests for the VIPs of a hung
 //! agent's groups dropped (`fence`). Anything the program does not own is
 //! passed to the stack untouched.
 #![no_std]
@@ -14,6 +15,7 @@ mod clock;
 mod decision;
 mod fence;
 mod flow_events;
+mod icmp;
 mod parse;
 mod peer;
 mod rewrite;
@@ -142,6 +144,7 @@ fn decide(ctx: &XdpContext, len: u64) -> Decision {
         Ok(Frame::Ip(pkt)) => pkt,
         Ok(Frame::ArpRequest { target }) => return fence::arp_request(ctx, target),
         Ok(Frame::NeighSolicit { target }) => return fence::neigh_solicit(ctx, target),
+        Ok(Frame::IcmpError(error)) => return icmp::handle(ctx, &error, len),
         Err(why) => return Decision::pass(why),
     };
     match pkt.l4 {

@@ -41,7 +41,24 @@ const IPPROTO_ROUTING: u8 = 43;
 const IPPROTO_DSTOPTS: u8 = 60;
 const IPPROTO_AH: u8 = 51;
 const IPPROTO_ESP: u8 = 50;
+const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_ICMPV6: u8 = 58;
+/// ICMP errors that quote the datagram that caused them (RFC 792):
+/// destination unreachable (with "fragmentation needed"), time exceeded,
+/// parameter problem.
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMP_TIME_EXCEEDED: u8 = 11;
+const ICMP_PARAMETER_PROBLEM: u8 = 12;
+/// ICMPv6 errors (RFC 4443 section 3): destination unreachable, packet too
+/// big, time exceeded, parameter problem.
+const ICMPV6_ERROR_FIRST: u8 = 1;
+const ICMPV6_ERROR_LAST: u8 = 4;
+/// An ICMP error's own header: type, code, checksum, one word (the MTU of
+/// "fragmentation needed" and "packet too big"); the quote follows.
+const ICMP_HLEN: usize = 8;
+/// What a quote must hold of the quoted TCP/UDP header (RFC 792: the first
+/// 64 bits of the datagram's data): the ports, and UDP's checksum.
+const QUOTED_L4_LEN: usize = 8;
 /// ICMPv6 type Neighbor Solicitation (RFC 4861 section 4.3).
 const ICMPV6_NEIGHBOR_SOLICIT: u8 = 135;
 /// Offset of the target address in a neighbour solicitation: after type,
@@ -68,6 +85,23 @@ pub enum L4 {
     Vrrp { off: usize },
 }
 
+/// An ICMP or ICMPv6 error quoting a TCP or UDP packet: where its headers
+/// and the quoted packet's are. The quote's family is the error's own.
+#[derive(Clone, Copy)]
+pub struct IcmpError {
+    /// The error's IP header.
+    pub l3: L3,
+    /// The ICMP header.
+    pub icmp_off: usize,
+    /// The quoted packet's IP header.
+    pub inner_off: usize,
+    /// The quoted packet's TCP/UDP header (its first 8 bytes are inside
+    /// the frame).
+    pub inner_l4_off: usize,
+    /// The quoted packet's protocol, TCP or UDP.
+    pub proto: u8,
+}
+
 /// A parsed IP packet: where its headers are.
 #[derive(Clone, Copy)]
 pub struct Packet {
@@ -86,6 +120,8 @@ pub enum Frame {
     /// An IPv6 neighbour solicitation; the address it asks for is at
     /// `target` (16 bytes, inside the frame).
     NeighSolicit { target: usize },
+    /// An ICMP error about a TCP or UDP packet.
+    IcmpError(IcmpError),
 }
 
 /// A bounds-checked pointer to `N` bytes at `off` from the frame's start.
@@ -129,7 +165,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Frame, u32> {
         l3_off = ETH_HLEN + VLAN_HLEN;
     }
     match ethertype {
-        ETH_P_IP => parse_ipv4(ctx, l3_off).map(Frame::Ip),
+        ETH_P_IP => parse_ipv4(ctx, l3_off),
         ETH_P_IPV6 => parse_ipv6(ctx, l3_off),
         ETH_P_ARP => parse_arp(ctx, l3_off),
         _ => Err(reason::NOT_IP),
@@ -158,7 +194,7 @@ fn parse_arp(ctx: &XdpContext, off: usize) -> Result<Frame, u32> {
 }
 
 #[inline(always)]
-fn parse_ipv4(ctx: &XdpContext, off: usize) -> Result<Packet, u32> {
+fn parse_ipv4(ctx: &XdpContext, off: usize) -> Result<Frame, u32> {
     let hdr = bytes::<IPV4_MIN_HLEN>(ctx, off).ok_or(reason::MALFORMED)?;
     // SAFETY: `bytes` checked the whole minimal header.
     let hdr = unsafe { *hdr };
@@ -176,11 +212,95 @@ fn parse_ipv4(ctx: &XdpContext, off: usize) -> Result<Packet, u32> {
     if bytes::<1>(ctx, off + ihl - 1).is_none() {
         return Err(reason::MALFORMED);
     }
+    if hdr[9] == IPPROTO_ICMP {
+        return icmp_error_v4(ctx, off, off + ihl);
+    }
     let l4 = parse_l4(ctx, hdr[9], off + ihl)?;
-    Ok(Packet {
+    Ok(Frame::Ip(Packet {
         l3: L3::V4 { off },
         l4,
-    })
+    }))
+}
+
+/// An ICMP error (at `icmp_off`, in the IPv4 packet at `off`) quoting an
+/// unfragmented (or first-fragment) IPv4 TCP/UDP packet with its ports;
+/// any other ICMP message is other L4 traffic as before.
+#[inline(always)]
+fn icmp_error_v4(ctx: &XdpContext, off: usize, icmp_off: usize) -> Result<Frame, u32> {
+    // The whole ICMP header, read at once (a one-byte read right after the
+    // IPv4 options' check is one the verifier cannot follow).
+    let header = bytes::<ICMP_HLEN>(ctx, icmp_off).ok_or(reason::OTHER_L4)?;
+    // SAFETY: `bytes` checked the header lies inside the frame.
+    let kind = unsafe { (*header)[0] };
+    if !matches!(
+        kind,
+        ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM
+    ) {
+        return Err(reason::OTHER_L4);
+    }
+    let inner_off = icmp_off + ICMP_HLEN;
+    let inner = bytes::<IPV4_MIN_HLEN>(ctx, inner_off).ok_or(reason::OTHER_L4)?;
+    // SAFETY: `bytes` checked the quoted minimal header.
+    let inner = unsafe { *inner };
+    let ihl = usize::from(inner[0] & 0x0f) * 4;
+    let first_fragment = u16::from_be_bytes([inner[6], inner[7]]) & 0x1fff == 0;
+    if inner[0] >> 4 != 4 || ihl < IPV4_MIN_HLEN || !first_fragment {
+        return Err(reason::OTHER_L4);
+    }
+    quoted(
+        ctx,
+        L3::V4 { off },
+        icmp_off,
+        inner_off,
+        inner_off + ihl,
+        inner[9],
+    )
+}
+
+/// An ICMPv6 error (at `icmp_off`, in the IPv6 packet at `off`) quoting an
+/// IPv6 TCP/UDP packet without extension headers.
+#[inline(always)]
+fn icmp_error_v6(ctx: &XdpContext, off: usize, icmp_off: usize) -> Result<Frame, u32> {
+    let inner_off = icmp_off + ICMP_HLEN;
+    if bytes::<IPV6_HLEN>(ctx, inner_off).is_none()
+        || u8_at(ctx, inner_off).ok_or(reason::OTHER_L4)? >> 4 != 6
+    {
+        return Err(reason::OTHER_L4);
+    }
+    let proto = u8_at(ctx, inner_off + 6).ok_or(reason::OTHER_L4)?;
+    quoted(
+        ctx,
+        L3::V6 { off },
+        icmp_off,
+        inner_off,
+        inner_off + IPV6_HLEN,
+        proto,
+    )
+}
+
+/// The error, if the quoted packet is TCP or UDP with its first 8 bytes
+/// quoted.
+#[inline(always)]
+fn quoted(
+    ctx: &XdpContext,
+    l3: L3,
+    icmp_off: usize,
+    inner_off: usize,
+    inner_l4_off: usize,
+    proto: u8,
+) -> Result<Frame, u32> {
+    if !matches!(proto, IPPROTO_TCP | IPPROTO_UDP)
+        || bytes::<QUOTED_L4_LEN>(ctx, inner_l4_off).is_none()
+    {
+        return Err(reason::OTHER_L4);
+    }
+    Ok(Frame::IcmpError(IcmpError {
+        l3,
+        icmp_off,
+        inner_off,
+        inner_l4_off,
+        proto,
+    }))
 }
 
 #[inline(always)]
@@ -198,7 +318,14 @@ fn parse_ipv6(ctx: &XdpContext, off: usize) -> Result<Frame, u32> {
         IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_AH | IPPROTO_ESP => {
             return Err(reason::IPV6_EXT);
         }
-        IPPROTO_ICMPV6 => return neigh_solicit(ctx, off + IPV6_HLEN),
+        IPPROTO_ICMPV6 => {
+            let icmp_off = off + IPV6_HLEN;
+            let kind = u8_at(ctx, icmp_off).ok_or(reason::OTHER_L4)?;
+            if (ICMPV6_ERROR_FIRST..=ICMPV6_ERROR_LAST).contains(&kind) {
+                return icmp_error_v6(ctx, off, icmp_off);
+            }
+            return neigh_solicit(ctx, icmp_off);
+        }
         _ => {}
     }
     let l4 = parse_l4(ctx, next, off + IPV6_HLEN)?;

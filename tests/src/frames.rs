@@ -330,3 +330,38 @@ pub fn with_ttl(mut frame: Vec<u8>, ttl: u8) -> Vec<u8> {
     }
     frame
 }
+
+/// An ICMP error from `from` to `to` about `quote` (an IP packet, from its
+/// IP header on, as the router or host quotes it): IPv4 "fragmentation
+/// needed" with a next-hop MTU of `mtu` (RFC 792, RFC 1191), IPv6 "packet
+/// too big" (RFC 4443 section 3.2); TTL / hop limit 64, checksums computed
+/// in full.
+pub fn icmp_too_big(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    from: IpAddr,
+    to: IpAddr,
+    mtu: u16,
+    quote: &[u8],
+) -> Vec<u8> {
+    use etherparse::{Icmpv4Type, Icmpv6Type, icmpv4::DestUnreachableHeader};
+    let eth = PacketBuilder::ethernet2(src_mac, dst_mac);
+    let mut out = Vec::new();
+    match (from, to) {
+        (IpAddr::V4(from), IpAddr::V4(to)) => eth
+            .ipv4(from.octets(), to.octets(), 64)
+            .icmpv4(Icmpv4Type::DestinationUnreachable(
+                DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: mtu },
+            ))
+            .write(&mut out, quote),
+        (IpAddr::V6(from), IpAddr::V6(to)) => eth
+            .ipv6(from.octets(), to.octets(), 64)
+            .icmpv6(Icmpv6Type::PacketTooBig {
+                mtu: u32::from(mtu),
+            })
+            .write(&mut out, quote),
+        _ => panic!("source and destination of one family"),
+    }
+    .expect("write an ICMP error");
+    out
+}
