@@ -109,6 +109,12 @@ fn header(out: &mut String, what: &str, seconds: u32, rounds: u32) {
 /// The port of the VIP's second service, in front of the first PgBouncer
 /// only (the same backend as the direct row).
 const ONE_PORT: u16 = VIP_PORT + 1;
+/// Its NAT ports. A connection per transaction at over 2,000 a second,
+/// each closed flow holding its port for `fin_timeout` (10 s), to ONE
+/// backend: the default range (28,232 ports) fills past 80%, where 8 random
+/// tries for a free port start to fail and SYNs are dropped. A service
+/// meant for that rate to one backend configures a wider range, as here.
+const ONE_NAT_PORTS: &str = "10000-65000";
 
 /// The nat table. The same PgBouncer directly, through vipx and through the
 /// kernel's NAT (nftables DNAT and masquerade on a router host, the same
@@ -118,7 +124,7 @@ const ONE_PORT: u16 = VIP_PORT + 1;
 pub fn nat(agent: &Path, seconds: u32, rounds: u32) -> anyhow::Result<String> {
     let mut opts = ClusterOptions::new(1, agent.to_path_buf());
     opts.extra_config = format!(
-        "[[service]]\nname = \"pgbouncer-one\"\nvip = \"{}\"\nport = {ONE_PORT}\nmode = \"nat\"\nbackends = [{{ address = \"{}\", port = {PGBOUNCER_FIRST_PORT} }}]\n",
+        "[[service]]\nname = \"pgbouncer-one\"\nvip = \"{}\"\nport = {ONE_PORT}\nmode = \"nat\"\nnat_ports = \"{ONE_NAT_PORTS}\"\nbackends = [{{ address = \"{}\", port = {PGBOUNCER_FIRST_PORT} }}]\n",
         opts.vip(),
         opts.backend_ipv4()
     );
