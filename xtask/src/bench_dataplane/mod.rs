@@ -4,6 +4,7 @@
 //! (long connections and a connection per transaction), and the agent at
 //! rest. Every figure is the median (min-max) of the rounds.
 
+mod cost;
 mod idle;
 mod maglev;
 mod pgbench;

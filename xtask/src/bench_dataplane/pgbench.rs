@@ -11,13 +11,18 @@ use vipx_lab::{
     pgbench_init,
 };
 
-use super::stats::Rounds;
+use super::{
+    cost::{BpfStats, Meter},
+    stats::Rounds,
+};
 
 /// One pgbench result.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PgbenchResult {
     pub tps: f64,
     pub latency_ms: f64,
+    /// Transactions processed.
+    pub txns: u64,
 }
 
 pub fn parse_pgbench(report: &str) -> anyhow::Result<PgbenchResult> {
@@ -32,6 +37,8 @@ pub fn parse_pgbench(report: &str) -> anyhow::Result<PgbenchResult> {
         tps: value("tps = ").with_context(|| format!("no tps in pgbench's report:\n{report}"))?,
         latency_ms: value("latency average = ")
             .with_context(|| format!("no latency in:\n{report}"))?,
+        txns: value("number of transactions actually processed: ")
+            .with_context(|| format!("no transaction count in:\n{report}"))? as u64,
     })
 }
 
@@ -47,7 +54,8 @@ const LOADS: [(&str, &[&str]); 2] = [
 
 /// The rows of one cluster: per load, per target, the TPS and latency of
 /// every round, TPS as a ratio to the first target's (direct) per round,
-/// and the latency the target adds to the first's, per round.
+/// the latency the target adds to the first's, and what a transaction
+/// costs the machine (see [`cost`]).
 fn measure(
     cluster: &Cluster,
     targets: &[Target],
@@ -56,13 +64,18 @@ fn measure(
     out: &mut String,
 ) -> anyhow::Result<()> {
     let secs = seconds.to_string();
+    let meter = Meter::new(cluster)?;
+    let _stats = BpfStats::enable()?;
     for (load, args) in LOADS {
         let mut tps = vec![Rounds::default(); targets.len()];
         let mut latency = vec![Rounds::default(); targets.len()];
+        let mut cpu = vec![Rounds::default(); targets.len()];
+        let mut xdp = vec![Rounds::default(); targets.len()];
         for round in 0..rounds {
             for (i, (name, addr, port)) in targets.iter().enumerate() {
                 let mut all = args.to_vec();
                 all.extend(["-T", &secs]);
+                let before = meter.read();
                 let report = pgbench(
                     &cluster.client,
                     addr,
@@ -72,22 +85,28 @@ fn measure(
                 )
                 .with_context(|| format!("pgbench {load} {name}"))?;
                 let result = parse_pgbench(&report)?;
+                let (cpu_us, xdp_us) = meter.per_txn(&before, &meter.read(), result.txns);
                 eprintln!(
-                    "round {round}: pgbench {load}: {name}: {:.0} tps, {:.3} ms",
+                    "round {round}: pgbench {load}: {name}: {:.0} tps, {:.3} ms, {cpu_us:.1} us CPU/txn, {xdp_us:.2} us XDP/txn",
                     result.tps, result.latency_ms
                 );
                 tps[i].push(result.tps);
                 latency[i].push(result.latency_ms);
+                cpu[i].push(cpu_us);
+                xdp[i].push(xdp_us);
             }
         }
         for (i, (name, ..)) in targets.iter().enumerate() {
             let _ = writeln!(
                 out,
-                "| {load} | {name} | {} | {} | {} | {} |",
+                "| {load} | {name} | {} | {} | {} | {} | {} | {} | {} |",
                 tps[i].cell(0),
                 latency[i].cell(3),
                 tps[i].ratio_to(&tps[0]).cell(3),
-                latency[i].minus(&latency[0]).scaled(1000.0).cell(0)
+                latency[i].minus(&latency[0]).scaled(1000.0).cell(0),
+                cpu[i].cell(1),
+                cpu[i].minus(&cpu[0]).cell(1),
+                xdp[i].cell(2)
             );
         }
     }
@@ -101,9 +120,9 @@ fn header(out: &mut String, what: &str, seconds: u32, rounds: u32) {
     );
     let _ = writeln!(
         out,
-        "| load | target | TPS | latency avg (ms) | TPS x direct | latency - direct (us) |"
+        "| load | target | TPS | latency avg (ms) | TPS x direct | latency - direct (us) | CPU per txn (us) | CPU - direct (us) | in vipx XDP (us) |"
     );
-    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
 }
 
 /// The port of the VIP's second service, in front of the first PgBouncer
@@ -209,10 +228,11 @@ mod tests {
 
     #[test]
     fn pgbench_report_is_parsed() {
-        let report = "number of failed transactions: 0 (0.000%)\nlatency average = 0.563 ms\ninitial connection time = 4.123 ms\ntps = 14202.418055 (without initial connection time)\n";
+        let report = "number of transactions actually processed: 142024\nnumber of failed transactions: 0 (0.000%)\nlatency average = 0.563 ms\ninitial connection time = 4.123 ms\ntps = 14202.418055 (without initial connection time)\n";
         let r = parse_pgbench(report).expect("parse");
         assert!((r.tps - 14202.418055).abs() < 1e-6);
         assert!((r.latency_ms - 0.563).abs() < 1e-9);
+        assert_eq!(r.txns, 142024);
         assert!(
             parse_pgbench("garbage").is_err(),
             "a report without figures is an error"
