@@ -76,15 +76,26 @@ fn measure(
                 let mut all = args.to_vec();
                 all.extend(["-T", &secs]);
                 let before = meter.read();
-                let report = pgbench(
+                let run = pgbench(
                     &cluster.client,
                     addr,
                     *port,
                     &all,
                     Duration::from_secs(u64::from(seconds) + 60),
                 )
-                .with_context(|| format!("pgbench {load} {name}"))?;
-                let result = parse_pgbench(&report)?;
+                .and_then(|report| parse_pgbench(&report));
+                let result = match run {
+                    Ok(result) => result,
+                    Err(err) => {
+                        // A failed run is a finding: the table says so and
+                        // the other targets are still measured.
+                        eprintln!("round {round}: pgbench {load}: {name}: FAILED: {err:#}");
+                        for figure in [&mut tps, &mut latency, &mut cpu, &mut xdp] {
+                            figure[i].push(f64::NAN);
+                        }
+                        continue;
+                    }
+                };
                 let (cpu_us, xdp_us) = meter.per_txn(&before, &meter.read(), result.txns);
                 eprintln!(
                     "round {round}: pgbench {load}: {name}: {:.0} tps, {:.3} ms, {cpu_us:.1} us CPU/txn, {xdp_us:.2} us XDP/txn",

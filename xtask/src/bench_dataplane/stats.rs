@@ -34,8 +34,13 @@ impl Rounds {
         self.sorted().last().copied().unwrap_or(f64::NAN)
     }
 
-    /// `median (min-max)` with `decimals` decimals.
+    /// `median (min-max)` with `decimals` decimals; `failed` when a round
+    /// failed (a NaN value).
     pub fn cell(&self, decimals: usize) -> String {
+        let failed = self.0.iter().filter(|v| v.is_nan()).count();
+        if failed > 0 {
+            return format!("failed in {failed} of {} rounds", self.0.len());
+        }
         format!(
             "{:.d$} ({:.d$}-{:.d$})",
             self.median(),
@@ -82,5 +87,9 @@ mod tests {
         assert_eq!(r.ratio_to(&base).0, vec![0.5, 0.5, 3.0]);
         assert_eq!(r.minus(&base).0, vec![-5.0, -1.0, 2.0]);
         assert_eq!(r.scaled(2.0).0, vec![10.0, 2.0, 6.0]);
+        assert_eq!(
+            Rounds(vec![1.0, f64::NAN, 2.0]).cell(1),
+            "failed in 1 of 3 rounds"
+        );
     }
 }
