@@ -107,8 +107,14 @@ pub mod reason {
     /// from the VIP, sent on to the flow's backend (nat: translated so
     /// that it quotes the backend's own packet; dsr: as it is).
     pub const ICMP_TO_BACKEND: u32 = 23;
+    /// A heartbeat whose tag is not the cluster key's (forged, or from a
+    /// node with another secret), dropped unrecorded.
+    pub const HEARTBEAT_BAD_TAG: u32 = 24;
+    /// An authentic heartbeat that is not after the last one recorded from
+    /// its source (replayed, or reordered), dropped unrecorded.
+    pub const HEARTBEAT_REPLAY: u32 = 25;
     /// Number of slots.
-    pub const COUNT: u32 = 24;
+    pub const COUNT: u32 = 26;
     /// Metric label of each slot, indexed by slot.
     pub const NAMES: [&str; COUNT as usize] = [
         "malformed",
@@ -135,5 +141,7 @@ pub mod reason {
         "ttl_not_255",
         "icmp_to_client",
         "icmp_to_backend",
+        "heartbeat_bad_tag",
+        "heartbeat_replay",
     ];
 }

@@ -14,12 +14,13 @@ pub mod floor;
 pub mod flow;
 pub mod peer;
 pub mod service;
+pub mod siphash;
 pub mod vip;
 
 pub use addr::{FAMILY_V4, FAMILY_V6};
 pub use counters::{Counter, action, reason};
 pub use flow::{Flow, FlowEvent, FlowKey, NatEntry};
-pub use peer::{Heartbeat, PeerEvent, PeerKey, PeerSeen, PeerSettings};
+pub use peer::{Heartbeat, HeartbeatKey, PeerEvent, PeerKey, PeerSeen, PeerSettings};
 pub use service::{Backend, Group, Service, ServiceKey};
 pub use vip::{NatRange, Vip, VipKey};
 

@@ -32,8 +32,12 @@ const VRRP_HLEN: usize = 8;
 struct Said {
     priority: u8,
     state: u8,
+    epoch: u64,
     seq: u32,
     detect_mult: u8,
+    /// Recorded only after the (epoch, seq) of the record (an
+    /// authenticated heartbeat: a replay is refused).
+    ordered: bool,
 }
 
 /// Whether a UDP datagram to `dport` is a heartbeat (heartbeats are on).
@@ -63,10 +67,12 @@ pub fn vrrp(ctx: &XdpContext, l3: L3, off: usize) -> Decision {
     let said = Said {
         priority,
         state: STATE_UNKNOWN,
+        epoch: 0,
         seq: 0,
         detect_mult: 0,
+        ordered: false,
     };
-    match admit_and_record(ctx, l3, vrid, KIND_VRRP, &said) {
+    match admit(ctx, l3, vrid, KIND_VRRP).and_then(|key| record(&key, &said)) {
         Ok(()) => Decision::pass(reason::VRRP),
         Err(why) if why == reason::PEER_UNKNOWN || why == reason::TTL_NOT_255 => {
             Decision::drop(why)
@@ -95,22 +101,38 @@ pub fn heartbeat(ctx: &XdpContext, l3: L3, off: usize) -> Decision {
         return Decision::pass(reason::MALFORMED);
     };
     // SAFETY: `bytes` checked the payload lies inside the frame.
-    let Some(hb) = Heartbeat::decode(unsafe { &*payload }) else {
+    let payload = unsafe { &*payload };
+    let Some(hb) = Heartbeat::decode(payload) else {
         return Decision::pass(reason::MALFORMED);
     };
+    let auth = VIPX_PEER_SETTINGS.get(0).filter(|s| s.auth != 0);
     let said = Said {
         priority: hb.priority,
         state: hb.state,
+        epoch: hb.epoch,
         seq: hb.seq,
         detect_mult: hb.detect_mult,
+        ordered: auth.is_some(),
     };
-    match admit_and_record(ctx, l3, hb.vrid, KIND_HEARTBEAT, &said) {
+    let recorded = admit(ctx, l3, hb.vrid, KIND_HEARTBEAT).and_then(|key| {
+        // A forged heartbeat can neither force a takeover (priority 0) nor
+        // keep a dead master alive: only the cluster key makes the tag.
+        if let Some(settings) = auth
+            && !hb.authentic(payload, &settings.key)
+        {
+            return Err(reason::HEARTBEAT_BAD_TAG);
+        }
+        record(&key, &said)
+    });
+    match recorded {
         Ok(()) => Decision::drop(reason::HEARTBEAT),
         // No socket would read it anyway.
         Err(why)
             if why == reason::PEER_UNKNOWN
                 || why == reason::MAP_ERROR
-                || why == reason::TTL_NOT_255 =>
+                || why == reason::TTL_NOT_255
+                || why == reason::HEARTBEAT_BAD_TAG
+                || why == reason::HEARTBEAT_REPLAY =>
         {
             Decision::drop(why)
         }
@@ -118,11 +140,11 @@ pub fn heartbeat(ctx: &XdpContext, l3: L3, off: usize) -> Decision {
     }
 }
 
-/// Checks the source against the VRID's allow-list (when its filter is on)
-/// and records the packet. `Err` carries the reason slot: `PEER_UNKNOWN`
-/// (not recorded), `MALFORMED` or `MAP_ERROR`.
+/// Checks the TTL (GTSM) and the source against the VRID's allow-list
+/// (when its filter is on); the key of the packet's record. `Err` carries
+/// the reason slot: `TTL_NOT_255`, `PEER_UNKNOWN` or `MALFORMED`.
 #[inline(always)]
-fn admit_and_record(ctx: &XdpContext, l3: L3, vrid: u8, kind: u8, said: &Said) -> Result<(), u32> {
+fn admit(ctx: &XdpContext, l3: L3, vrid: u8, kind: u8) -> Result<PeerKey, u32> {
     // GTSM (RFC 5082): only a packet sent on this link arrives with 255.
     let ttl_off = match l3 {
         L3::V4 { off } => off + 8,
@@ -165,7 +187,7 @@ fn admit_and_record(ctx: &XdpContext, l3: L3, vrid: u8, kind: u8, said: &Said) -
         return Err(reason::PEER_UNKNOWN);
     }
     key.kind = kind;
-    record(&key, said)
+    Ok(key)
 }
 
 /// Updates the record of `key` in place (or inserts it) and signals what
@@ -180,7 +202,11 @@ fn record(key: &PeerKey, said: &Said) -> Result<(), u32> {
             // CPU with a packet of the same source) only touch these plain
             // integers, and a torn record is one packet old at worst.
             let seen = unsafe { &mut *seen };
+            if said.ordered && !is_after(said, seen) {
+                return Err(reason::HEARTBEAT_REPLAY);
+            }
             let (old_priority, old_state) = (seen.priority, seen.state);
+            seen.epoch = said.epoch;
             seen.seq = said.seq;
             seen.priority = said.priority;
             seen.state = said.state;
@@ -200,6 +226,7 @@ fn record(key: &PeerKey, said: &Said) -> Result<(), u32> {
             let seen = PeerSeen {
                 last_ns: now,
                 count: 1,
+                epoch: said.epoch,
                 seq: said.seq,
                 priority: said.priority,
                 state: said.state,
@@ -219,6 +246,18 @@ fn record(key: &PeerKey, said: &Said) -> Result<(), u32> {
         notify(key, said, now, old_priority, old_state, flags);
     }
     Ok(())
+}
+
+/// Whether `said` comes after the record `seen` (see
+/// [`Heartbeat::is_after`]).
+#[inline(always)]
+fn is_after(said: &Said, seen: &PeerSeen) -> bool {
+    Heartbeat {
+        epoch: said.epoch,
+        seq: said.seq,
+        ..Heartbeat::default()
+    }
+    .is_after(seen.epoch, seen.seq)
 }
 
 /// Writes one event straight into the ring buffer; when it is full the

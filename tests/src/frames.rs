@@ -12,7 +12,7 @@ use etherparse::{
 use vipx_agent::election::{
     Advert, VRRP_MULTICAST_V4, VRRP_MULTICAST_V6, VRRP_PROTOCOL, VRRP_TTL, build as vrrp_payload,
 };
-use vipx_common::Heartbeat;
+use vipx_common::{Heartbeat, HeartbeatKey};
 
 /// TCP flag bits (RFC 9293 section 3.1).
 pub mod tcp {
@@ -245,10 +245,16 @@ pub fn vrrp_frame(
 }
 
 /// A vipx heartbeat from `src` to `dst`, both on UDP port `port`, with
-/// TTL 255 as vipx sends them (GTSM).
-pub fn heartbeat(src: IpAddr, dst: IpAddr, port: u16, heartbeat: &Heartbeat) -> FrameSpec {
+/// TTL 255 as vipx sends them (GTSM), tagged under `key` if given.
+pub fn heartbeat(
+    src: IpAddr,
+    dst: IpAddr,
+    port: u16,
+    heartbeat: &Heartbeat,
+    key: Option<&HeartbeatKey>,
+) -> FrameSpec {
     FrameSpec::udp(src, port, dst, port)
-        .payload(&heartbeat.encode())
+        .payload(&heartbeat.encode(key))
         .ttl(255)
 }
 

@@ -287,8 +287,9 @@ fn heartbeats_from_outside_the_peer_list_are_dropped() {
         seq: 1,
         interval_us: 2000,
         detect_mult: 3,
+        ..Heartbeat::default()
     }
-    .encode();
+    .encode(None);
     let target = (
         cluster.nodes[1].host.ipv4(),
         vipx_common::peer::DEFAULT_HEARTBEAT_PORT,

@@ -61,7 +61,7 @@ impl Rig {
             "the ring buffer has one consumer"
         );
         peers
-            .set_heartbeat_port(PORT)
+            .set_heartbeat(PORT, None)
             .expect("set the heartbeat port");
         Self { rig, peers, events }
     }
@@ -137,12 +137,13 @@ fn hb(vrid: u8, priority: u8, state: u8, seq: u32) -> Heartbeat {
         seq,
         interval_us: 2000,
         detect_mult: 3,
+        ..Heartbeat::default()
     }
 }
 
 fn heartbeat(src: IpAddr, port: u16, beat: &Heartbeat) -> Vec<u8> {
     let dst = if src.is_ipv4() { NODE } else { NODE6 };
-    frames::heartbeat(src, dst, port, beat)
+    frames::heartbeat(src, dst, port, beat, None)
         .macs(CLIENT_MAC, NODE_MAC)
         .build()
 }
@@ -303,7 +304,7 @@ fn heartbeats_are_recorded_and_consumed() {
         XDP_PASS,
         reason::NO_SERVICE,
     );
-    let mut bad_magic = beat.encode();
+    let mut bad_magic = beat.encode(None);
     bad_magic[0] ^= 0xff;
     let bad_magic = FrameSpec::udp(PEER_A, PORT, NODE, PORT)
         .macs(CLIENT_MAC, NODE_MAC)
@@ -313,9 +314,9 @@ fn heartbeats_are_recorded_and_consumed() {
     // 8 bytes of payload, padded so that 16 are in the frame.
     let mut short = FrameSpec::udp(PEER_A, PORT, NODE, PORT)
         .macs(CLIENT_MAC, NODE_MAC)
-        .payload(&beat.encode()[..8])
+        .payload(&beat.encode(None)[..8])
         .build();
-    short.extend_from_slice(&beat.encode()[8..]);
+    short.extend_from_slice(&beat.encode(None)[8..]);
     rig.expect("heartbeat cut short", &short, XDP_PASS, reason::MALFORMED);
     let cut = heartbeat(PEER_A, PORT, &beat);
     let cut = &cut[..cut.len() - 1];
@@ -327,7 +328,7 @@ fn heartbeats_are_recorded_and_consumed() {
     );
 
     // Port 0: heartbeats off, such datagrams are ordinary UDP.
-    rig.peers.set_heartbeat_port(0).expect("heartbeats off");
+    rig.peers.set_heartbeat(0, None).expect("heartbeats off");
     rig.expect(
         "heartbeat with heartbeats off",
         &heartbeat(PEER_A, PORT, &beat),

@@ -79,9 +79,29 @@ pub struct Config {
     /// Flow replication (`[sync]`; off when absent).
     #[serde(default)]
     pub sync: Option<SyncConfig>,
+    /// The cluster (`[cluster]`).
+    #[serde(default)]
+    pub cluster: ClusterConfig,
     /// Logging (`[log]`).
     #[serde(default)]
     pub log: LogConfig,
+}
+
+/// `[cluster]`
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// A file holding the cluster secret, the same on every node (at least
+    /// 16 bytes; surrounding whitespace is not part of it; it may be the
+    /// file of `[sync] secret_file`). With it, every heartbeat carries a
+    /// SipHash-2-4 tag under a key derived from the secret and an (epoch,
+    /// sequence) that only grows; the XDP program drops the heartbeats
+    /// whose tag is wrong (`heartbeat_bad_tag`) or that are not newer than
+    /// the last from their source (`heartbeat_replay`), so a forged or
+    /// replayed heartbeat can neither force a takeover nor hold one off.
+    /// Without it, heartbeats are checked only by source, TTL 255 and peer
+    /// list.
+    pub secret_file: Option<PathBuf>,
 }
 
 /// `[node]`

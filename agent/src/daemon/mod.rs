@@ -37,14 +37,14 @@ use crate::{
         HealthRunner,
         track::{Effective, Tracker},
     },
-    heartbeat::HeartbeatThread,
+    heartbeat::{self, HeartbeatThread},
     locks::{lock, read, write},
     metrics::Metrics,
     neigh::Neighbours,
     notify::Notifier,
     ownership::Ownership,
     state::{AgentState, count_event},
-    sync::{Credentials, Replicator, SyncSetup},
+    sync::{Credentials, Replicator, SyncSetup, auth::Secret},
     vip::VipManager,
 };
 
@@ -432,10 +432,18 @@ fn start_groups(
         (None, None)
     } else {
         let peers = dataplane.peer_maps();
+        let key = match &config.cluster.secret_file {
+            Some(path) => Some(heartbeat::derive_key(
+                Secret::load(path)
+                    .context("[cluster] secret_file")?
+                    .expose(),
+            )),
+            None => None,
+        };
         peers
-            .set_heartbeat_port(config.node.heartbeat_port)
-            .context("telling XDP the heartbeat port")?;
-        let thread = HeartbeatThread::start(Arc::clone(&peers), dataplane.take_peer_events())
+            .set_heartbeat(config.node.heartbeat_port, key)
+            .context("telling XDP the heartbeat port and key")?;
+        let thread = HeartbeatThread::start(Arc::clone(&peers), dataplane.take_peer_events(), key)
             .context("starting the heartbeat thread")?;
         *write(&state.peers) = Some(Arc::clone(&peers));
         (Some(Arc::new(thread)), Some(peers))

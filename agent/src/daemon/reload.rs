@@ -84,6 +84,7 @@ fn restart_only(running: &Config, new: &Config) -> Vec<&'static str> {
             a.node.heartbeat_port != b.node.heartbeat_port,
         ),
         ("[sync]", a.sync != b.sync),
+        ("[cluster]", a.cluster != b.cluster),
         (
             "[dataplane] flow_table_size",
             a.dataplane.flow_table_size != b.dataplane.flow_table_size,

@@ -20,8 +20,8 @@ use aya::{
     maps::{Array, HashMap, MapData, MapError, RingBuf},
 };
 use vipx_common::{
-    MAP_PEER_ALLOW, MAP_PEER_EVENTS, MAP_PEER_FILTER, MAP_PEER_SEEN, MAP_PEER_SETTINGS, PeerEvent,
-    PeerKey, PeerSeen, PeerSettings, addr,
+    HeartbeatKey, MAP_PEER_ALLOW, MAP_PEER_EVENTS, MAP_PEER_FILTER, MAP_PEER_SEEN,
+    MAP_PEER_SETTINGS, PeerEvent, PeerKey, PeerSeen, PeerSettings, addr,
     peer::{FILTER_OFF, FILTER_ON, KIND_ALLOW},
 };
 
@@ -78,12 +78,19 @@ impl PeerMaps {
         })
     }
 
-    /// Sets the UDP destination port of heartbeats; 0 turns heartbeat
-    /// recording off (such datagrams are then ordinary UDP).
-    pub fn set_heartbeat_port(&self, port: u16) -> Result<(), DataplaneError> {
+    /// Sets the UDP destination port of heartbeats (0 turns heartbeat
+    /// recording off: such datagrams are then ordinary UDP) and the key
+    /// their tags must be made with (none: tags are not checked).
+    pub fn set_heartbeat(
+        &self,
+        port: u16,
+        key: Option<HeartbeatKey>,
+    ) -> Result<(), DataplaneError> {
         let settings = PeerSettings {
             heartbeat_port: port,
-            _pad: [0; 6],
+            auth: u8::from(key.is_some()),
+            _pad: [0; 5],
+            key: key.unwrap_or_default(),
         };
         lock(&self.settings)
             .set(0, settings, 0)

@@ -86,20 +86,24 @@ impl Damper {
 pub struct Declared {
     /// When the loss was signalled (`CLOCK_MONOTONIC` ns).
     pub at_ns: u64,
-    /// The sequence number of the master's last heartbeat then.
+    /// The epoch (the sending agent's start) and sequence number of the
+    /// master's last heartbeat then.
+    pub epoch: u64,
     pub seq: u32,
 }
 
 /// Whether our takeover after `loss` was false, judged at `now_ns` as we
 /// are BACKUP again: soon enough, and the master (its latest heartbeat
-/// `seen`) has said MASTER since, with a later sequence number (RFC 1982
+/// `seen`) has said MASTER since, from the same agent (the same epoch: a
+/// restarted one was really down) with a later sequence number (RFC 1982
 /// serial arithmetic: the count wraps).
 pub fn false_takeover(loss: Declared, now_ns: u64, seen: Option<&PeerSeen>) -> bool {
     let window = u64::try_from(FLAP_WINDOW.as_nanos()).unwrap_or(u64::MAX);
-    let later = |seq: u32| seq.wrapping_sub(loss.seq).cast_signed() > 0;
+    let later =
+        |s: &PeerSeen| s.epoch == loss.epoch && s.seq.wrapping_sub(loss.seq).cast_signed() > 0;
     now_ns.saturating_sub(loss.at_ns) <= window
         && seen.is_some_and(|s| {
-            s.state == STATE_MASTER && s.priority != 0 && s.last_ns > loss.at_ns && later(s.seq)
+            s.state == STATE_MASTER && s.priority != 0 && s.last_ns > loss.at_ns && later(s)
         })
 }
 
@@ -159,10 +163,12 @@ mod tests {
     fn a_takeover_is_false_when_the_same_master_said_master_again_soon_after() {
         let loss = Declared {
             at_ns: 100 * S,
+            epoch: 77,
             seq: 5000,
         };
         let alive = PeerSeen {
             last_ns: loss.at_ns + 3_000_000,
+            epoch: 77,
             seq: 5001,
             ..seen(0, STATE_MASTER, 150)
         };
@@ -176,6 +182,7 @@ mod tests {
             "stepping down 2 s later is another story"
         );
         let silent = PeerSeen {
+            epoch: 77,
             seq: 5000,
             ..seen(99, STATE_MASTER, 150)
         };
@@ -183,10 +190,23 @@ mod tests {
             !false_takeover(loss, soon, Some(&silent)),
             "nothing heard since the loss: it was silent indeed"
         );
-        let restarted = PeerSeen { seq: 40, ..alive };
+        let restarted = PeerSeen {
+            epoch: 78,
+            seq: 40,
+            ..alive
+        };
         assert!(
             !false_takeover(loss, soon, Some(&restarted)),
-            "a new agent (its sequence started again) was really down, even once it is MASTER"
+            "a new agent (a later epoch, its sequence started again) was really down, even once it is MASTER"
+        );
+        let restarted_high = PeerSeen {
+            epoch: 78,
+            seq: 6000,
+            ..alive
+        };
+        assert!(
+            !false_takeover(loss, soon, Some(&restarted_high)),
+            "a new agent is a new agent whatever its sequence number"
         );
         let as_backup = PeerSeen {
             state: STATE_BACKUP,

@@ -39,7 +39,7 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::warn;
 use vipx_common::{
-    Heartbeat,
+    Heartbeat, HeartbeatKey,
     peer::{STATE_BACKUP, STATE_MASTER, STATE_STOPPING},
 };
 
@@ -93,6 +93,29 @@ pub struct HeartbeatSpec {
     pub dampening: Duration,
 }
 
+/// The heartbeat key of a cluster secret: the first 16 bytes of
+/// HMAC-SHA256(secret, "vipx heartbeat key"), as SipHash-2-4's two
+/// little-endian halves. Every node with the same secret derives the same
+/// key; the secret itself never reaches the XDP program.
+pub fn derive_key(secret: &[u8]) -> HeartbeatKey {
+    use hmac::{Hmac, KeyInit as _, Mac as _};
+    let mut mac =
+        Hmac::<sha2::Sha256>::new_from_slice(secret).expect("HMAC takes a key of any length");
+    mac.update(b"vipx heartbeat key");
+    let digest = mac.finalize().into_bytes();
+    let half = |i: usize| {
+        u64::from_le_bytes(
+            digest[i..i + 8]
+                .try_into()
+                .expect("8 bytes of a 32-byte digest"),
+        )
+    };
+    HeartbeatKey {
+        k0: half(0),
+        k1: half(8),
+    }
+}
+
 /// What one group's election and the heartbeat thread share.
 pub struct HeartbeatLink {
     spec: HeartbeatSpec,
@@ -108,7 +131,12 @@ pub struct HeartbeatLink {
     backup_since: AtomicU64,
     /// A stopping master said farewell: keep saying it until unregistered.
     farewell: AtomicBool,
+    /// This agent's start (Unix ns): the heartbeats' epoch, later after
+    /// every restart.
+    epoch: u64,
     seq: AtomicU32,
+    /// The cluster's heartbeat key, if any.
+    key: Option<HeartbeatKey>,
     losses: UnboundedSender<Loss>,
     counters: HeartbeatMetrics,
     peers: Arc<PeerMaps>,
@@ -157,11 +185,13 @@ impl HeartbeatLink {
             vrid: self.spec.vrid,
             priority: self.priority.load(Ordering::Relaxed),
             state: self.state.load(Ordering::Acquire),
+            epoch: self.epoch,
             seq: self.seq.fetch_add(1, Ordering::Relaxed),
             interval_us: u32::try_from(self.spec.interval.as_micros()).unwrap_or(u32::MAX),
             detect_mult: self.spec.multiplier,
+            tag: 0,
         }
-        .encode();
+        .encode(self.key.as_ref());
         for target in &self.targets {
             match self.socket.send_to(&heartbeat, target) {
                 Ok(_) => self.counters.sent.inc(),
@@ -193,6 +223,9 @@ struct Inner {
     generation: AtomicU64,
     stop: AtomicBool,
     peers: Arc<PeerMaps>,
+    /// This agent's start (Unix ns), every link's epoch.
+    epoch: u64,
+    key: Option<HeartbeatKey>,
     /// Wakes the thread at once on a registration change or a stop, so a
     /// new group's heartbeats start now, not after the thread's longest
     /// sleep.
@@ -209,14 +242,25 @@ impl Inner {
 
 impl HeartbeatThread {
     /// Starts the thread (idle until a group registers). `events`: the XDP
-    /// program's ring buffer, which wakes the thread on a change.
-    pub fn start(peers: Arc<PeerMaps>, events: Option<PeerEvents>) -> std::io::Result<Self> {
+    /// program's ring buffer, which wakes the thread on a change; `key`:
+    /// the cluster's heartbeat key (see [`derive_key`]), which tags every
+    /// heartbeat sent.
+    pub fn start(
+        peers: Arc<PeerMaps>,
+        events: Option<PeerEvents>,
+        key: Option<HeartbeatKey>,
+    ) -> std::io::Result<Self> {
         let wake = EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?;
+        let epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         let inner = Arc::new(Inner {
             groups: Mutex::new(Vec::new()),
             generation: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             peers,
+            epoch,
+            key,
             wake,
         });
         let shared = Arc::clone(&inner);
@@ -268,7 +312,9 @@ impl HeartbeatThread {
             priority: AtomicU8::new(priority),
             backup_since: AtomicU64::new(0),
             farewell: AtomicBool::new(false),
+            epoch: self.inner.epoch,
             seq: AtomicU32::new(0),
+            key: self.inner.key,
             losses,
             counters,
             peers: Arc::clone(&self.inner.peers),

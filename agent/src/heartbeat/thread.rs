@@ -189,6 +189,7 @@ fn watch(inner: &Inner, link: &HeartbeatLink, book: &mut Book, now: u64) {
                 last_ns,
                 loss: Declared {
                     at_ns: now,
+                    epoch: seen_of(&book.views, master).map_or(0, |s| s.epoch),
                     seq: seen_of(&book.views, master).map_or(0, |s| s.seq),
                 },
             });
