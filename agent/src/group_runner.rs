@@ -147,8 +147,11 @@ impl GroupRunner {
         if let Some(election) = self.elections.remove(&group.name) {
             election.shutdown().await;
         }
-        if group.election == Election::Vrrp {
-            self.set_filter(group, &[]);
+        if group.election == Election::Vrrp
+            && let Some(records) = &self.wiring.records
+            && let Err(err) = records.release(group.vrid)
+        {
+            error!(group = %group.name, "releasing the XDP peer filter: {err}");
         }
         if self.wiring.ownership.is_master(id) {
             self.wiring.ownership.become_backup(id, group).await;

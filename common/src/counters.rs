@@ -113,8 +113,12 @@ pub mod reason {
     /// An authentic heartbeat that is not after the last one recorded from
     /// its source (replayed, or reordered), dropped unrecorded.
     pub const HEARTBEAT_REPLAY: u32 = 25;
+    /// An advert or heartbeat of a group's VRID from a new source while the
+    /// records of the groups' VRIDs are full: not recorded (a recorded peer
+    /// is never evicted for it); adverts are still passed.
+    pub const PEER_RECORDS_FULL: u32 = 26;
     /// Number of slots.
-    pub const COUNT: u32 = 26;
+    pub const COUNT: u32 = 27;
     /// Metric label of each slot, indexed by slot.
     pub const NAMES: [&str; COUNT as usize] = [
         "malformed",
@@ -143,5 +147,6 @@ pub mod reason {
         "icmp_to_backend",
         "heartbeat_bad_tag",
         "heartbeat_replay",
+        "peer_records_full",
     ];
 }

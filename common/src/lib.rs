@@ -62,9 +62,13 @@ pub const MAP_BACKEND_STATS: &str = "VIPX_BACKEND_STATS";
 /// Name of the peer allow-list (hash, `PeerKey` with `peer::KIND_ALLOW` ->
 /// `u32` 1), consulted for VRIDs whose filter is on.
 pub const MAP_PEER_ALLOW: &str = "VIPX_PEER_ALLOW";
-/// Name of the records of adverts and heartbeats (LRU hash,
-/// `PeerKey -> PeerSeen`).
+/// Name of the records of adverts and heartbeats of the VRIDs no group of
+/// the agent uses (LRU hash, `PeerKey -> PeerSeen`).
 pub const MAP_PEER_SEEN: &str = "VIPX_PEER_SEEN";
+/// Name of the records of the VRIDs the agent's groups use (hash, never
+/// evicting, `PeerKey -> PeerSeen`): no flood of other sources or VRIDs
+/// can push a configured peer's record out.
+pub const MAP_PEER_RECORDS: &str = "VIPX_PEER_RECORDS";
 /// Name of the per-VRID filter array (`u32`, `peer::FILTER_*`, by VRID).
 pub const MAP_PEER_FILTER: &str = "VIPX_PEER_FILTER";
 /// Name of the recorder's settings array (`PeerSettings`, one entry).

@@ -51,12 +51,20 @@ pub const VRID_SLOTS: u32 = 256;
 /// multiple of the page size).
 pub const PEER_EVENTS_BYTES: u32 = 64 * 1024;
 
-/// `PeerFilter` value: no allow-list for this VRID, every source is
-/// recorded and passed.
+/// `PeerFilter` value: a VRID no group of the agent uses: every source is
+/// recorded (in the LRU `VIPX_PEER_SEEN`) and passed.
 pub const FILTER_OFF: u32 = 0;
-/// `PeerFilter` value: sources not in the allow-list for this VRID are
-/// dropped and counted (`reason::PEER_UNKNOWN`).
+/// `PeerFilter` value: a group's VRID with an allow-list: other sources
+/// are dropped and counted (`reason::PEER_UNKNOWN`); the allowed ones are
+/// recorded in `VIPX_PEER_RECORDS`, which never evicts.
 pub const FILTER_ON: u32 = 1;
+/// `PeerFilter` value: a group's VRID without an allow-list (multicast):
+/// every source is recorded in `VIPX_PEER_RECORDS` while it has room; a
+/// new source finding it full is not recorded (`reason::PEER_RECORDS_FULL`),
+/// and no recorded one is ever evicted for it.
+pub const FILTER_OPEN: u32 = 2;
+/// Entries of `VIPX_PEER_RECORDS`.
+pub const PEER_RECORDS_ENTRIES: u32 = 1024;
 
 /// Key of the allow-list ([`KIND_ALLOW`]) and of the records (the other
 /// kinds). Two maps, so that records (an LRU) never evict the allow-list.

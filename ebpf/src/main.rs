@@ -30,7 +30,9 @@ use vipx_common::{
     Backend, Counter, Flow, FlowKey, Group, NatEntry, PeerKey, PeerSeen, PeerSettings, Service,
     ServiceKey, Vip, VipKey, action,
     flow::DEFAULT_FLOW_ENTRIES,
-    peer::{PEER_ALLOW_ENTRIES, PEER_EVENTS_BYTES, PEER_SEEN_ENTRIES, VRID_SLOTS},
+    peer::{
+        PEER_ALLOW_ENTRIES, PEER_EVENTS_BYTES, PEER_RECORDS_ENTRIES, PEER_SEEN_ENTRIES, VRID_SLOTS,
+    },
     reason,
     service::{MAGLEV_ENTRIES, MAX_BACKENDS, MAX_GROUPS, MAX_SERVICES},
     vip::MAX_VIPS,
@@ -90,12 +92,18 @@ static VIPX_BACKEND_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(
 #[map(name = "VIPX_PEER_ALLOW")]
 static VIPX_PEER_ALLOW: HashMap<PeerKey, u32> = HashMap::with_max_entries(PEER_ALLOW_ENTRIES, 0);
 
-/// The last advert / heartbeat seen per source, kind and VRID.
+/// The last advert / heartbeat seen per source, kind and VRID, for the
+/// VRIDs no group uses (an LRU: a flood evicts only its own kind).
 #[map(name = "VIPX_PEER_SEEN")]
 static VIPX_PEER_SEEN: LruHashMap<PeerKey, PeerSeen> =
     LruHashMap::with_max_entries(PEER_SEEN_ENTRIES, 0);
 
-/// Per-VRID filter switch (`FILTER_OFF` / `FILTER_ON`), by VRID.
+/// The same for the groups' VRIDs: a plain hash, never evicting.
+#[map(name = "VIPX_PEER_RECORDS")]
+static VIPX_PEER_RECORDS: HashMap<PeerKey, PeerSeen> =
+    HashMap::with_max_entries(PEER_RECORDS_ENTRIES, 0);
+
+/// Per-VRID filter switch (`FILTER_OFF`, `FILTER_ON`, `FILTER_OPEN`), by VRID.
 #[map(name = "VIPX_PEER_FILTER")]
 static VIPX_PEER_FILTER: Array<u32> = Array::with_max_entries(VRID_SLOTS, 0);
 

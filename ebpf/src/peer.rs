@@ -9,7 +9,7 @@ use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::XdpContext};
 use vipx_common::{
     FAMILY_V4, FAMILY_V6, Heartbeat, PeerEvent, PeerKey, PeerSeen,
     peer::{
-        EVENT_NEW_SOURCE, EVENT_PRIORITY, EVENT_PRIORITY_ZERO, EVENT_STATE, FILTER_ON,
+        EVENT_NEW_SOURCE, EVENT_PRIORITY, EVENT_PRIORITY_ZERO, EVENT_STATE, FILTER_OFF, FILTER_ON,
         HEARTBEAT_LEN, KIND_ALLOW, KIND_HEARTBEAT, KIND_VRRP, STATE_UNKNOWN,
     },
     reason,
@@ -17,7 +17,7 @@ use vipx_common::{
 
 use crate::{
     BPF_ANY, VIPX_PEER_ALLOW, VIPX_PEER_EVENTS, VIPX_PEER_EVENTS_LOST, VIPX_PEER_FILTER,
-    VIPX_PEER_SEEN, VIPX_PEER_SETTINGS,
+    VIPX_PEER_RECORDS, VIPX_PEER_SEEN, VIPX_PEER_SETTINGS,
     decision::Decision,
     parse::{L3, UDP_HLEN, bytes},
 };
@@ -72,7 +72,7 @@ pub fn vrrp(ctx: &XdpContext, l3: L3, off: usize) -> Decision {
         detect_mult: 0,
         ordered: false,
     };
-    match admit(ctx, l3, vrid, KIND_VRRP).and_then(|key| record(&key, &said)) {
+    match admit(ctx, l3, vrid, KIND_VRRP).and_then(|admitted| record(&admitted, &said)) {
         Ok(()) => Decision::pass(reason::VRRP),
         Err(why) if why == reason::PEER_UNKNOWN || why == reason::TTL_NOT_255 => {
             Decision::drop(why)
@@ -114,7 +114,7 @@ pub fn heartbeat(ctx: &XdpContext, l3: L3, off: usize) -> Decision {
         detect_mult: hb.detect_mult,
         ordered: auth.is_some(),
     };
-    let recorded = admit(ctx, l3, hb.vrid, KIND_HEARTBEAT).and_then(|key| {
+    let recorded = admit(ctx, l3, hb.vrid, KIND_HEARTBEAT).and_then(|admitted| {
         // A forged heartbeat can neither force a takeover (priority 0) nor
         // keep a dead master alive: only the cluster key makes the tag.
         if let Some(settings) = auth
@@ -122,7 +122,7 @@ pub fn heartbeat(ctx: &XdpContext, l3: L3, off: usize) -> Decision {
         {
             return Err(reason::HEARTBEAT_BAD_TAG);
         }
-        record(&key, &said)
+        record(&admitted, &said)
     });
     match recorded {
         Ok(()) => Decision::drop(reason::HEARTBEAT),
@@ -132,7 +132,8 @@ pub fn heartbeat(ctx: &XdpContext, l3: L3, off: usize) -> Decision {
                 || why == reason::MAP_ERROR
                 || why == reason::TTL_NOT_255
                 || why == reason::HEARTBEAT_BAD_TAG
-                || why == reason::HEARTBEAT_REPLAY =>
+                || why == reason::HEARTBEAT_REPLAY
+                || why == reason::PEER_RECORDS_FULL =>
         {
             Decision::drop(why)
         }
@@ -144,7 +145,7 @@ pub fn heartbeat(ctx: &XdpContext, l3: L3, off: usize) -> Decision {
 /// (when its filter is on); the key of the packet's record. `Err` carries
 /// the reason slot: `TTL_NOT_255`, `PEER_UNKNOWN` or `MALFORMED`.
 #[inline(always)]
-fn admit(ctx: &XdpContext, l3: L3, vrid: u8, kind: u8) -> Result<PeerKey, u32> {
+fn admit(ctx: &XdpContext, l3: L3, vrid: u8, kind: u8) -> Result<Admitted, u32> {
     // GTSM (RFC 5082): only a packet sent on this link arrives with 255.
     let ttl_off = match l3 {
         L3::V4 { off } => off + 8,
@@ -180,23 +181,41 @@ fn admit(ctx: &XdpContext, l3: L3, vrid: u8, kind: u8) -> Result<PeerKey, u32> {
         kind: KIND_ALLOW,
         _pad: 0,
     };
-    if let Some(filter) = VIPX_PEER_FILTER.get(u32::from(vrid))
-        && *filter == FILTER_ON
-        && VIPX_PEER_ALLOW.get_ptr(&key).is_none()
-    {
+    let filter = VIPX_PEER_FILTER
+        .get(u32::from(vrid))
+        .copied()
+        .unwrap_or(FILTER_OFF);
+    if filter == FILTER_ON && VIPX_PEER_ALLOW.get_ptr(&key).is_none() {
         return Err(reason::PEER_UNKNOWN);
     }
     key.kind = kind;
-    Ok(key)
+    Ok(Admitted {
+        key,
+        protected: filter != FILTER_OFF,
+    })
 }
 
-/// Updates the record of `key` in place (or inserts it) and signals what
-/// changed.
+/// A packet past the checks: its record's key, and whether the record
+/// belongs in the groups' map (`VIPX_PEER_RECORDS`, never evicting) or in
+/// the LRU of the other VRIDs.
+struct Admitted {
+    key: PeerKey,
+    protected: bool,
+}
+
+/// Updates the record of the packet in place (or inserts it) and signals
+/// what changed.
 #[inline(always)]
-fn record(key: &PeerKey, said: &Said) -> Result<(), u32> {
+fn record(admitted: &Admitted, said: &Said) -> Result<(), u32> {
+    let key = &admitted.key;
     // SAFETY: reading the monotonic clock has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    let (mut flags, old_priority, old_state) = match VIPX_PEER_SEEN.get_ptr_mut(key) {
+    let existing = if admitted.protected {
+        VIPX_PEER_RECORDS.get_ptr_mut(key)
+    } else {
+        VIPX_PEER_SEEN.get_ptr_mut(key)
+    };
+    let (mut flags, old_priority, old_state) = match existing {
         Some(seen) => {
             // SAFETY: a valid map value pointer; concurrent writers (another
             // CPU with a packet of the same source) only touch these plain
@@ -233,9 +252,16 @@ fn record(key: &PeerKey, said: &Said) -> Result<(), u32> {
                 detect_mult: said.detect_mult,
                 _pad: 0,
             };
-            VIPX_PEER_SEEN
-                .insert(key, &seen, BPF_ANY)
-                .map_err(|_| reason::MAP_ERROR)?;
+            if admitted.protected {
+                // Full: the new source waits, no recorded peer is evicted.
+                VIPX_PEER_RECORDS
+                    .insert(key, &seen, BPF_ANY)
+                    .map_err(|_| reason::PEER_RECORDS_FULL)?;
+            } else {
+                VIPX_PEER_SEEN
+                    .insert(key, &seen, BPF_ANY)
+                    .map_err(|_| reason::MAP_ERROR)?;
+            }
             (EVENT_NEW_SOURCE, 0, STATE_UNKNOWN)
         }
     };

@@ -3,8 +3,9 @@
 //! heartbeat seen from each source, and the ring buffer of [`PeerEvent`]s
 //! that signals a new source, a priority or state change and priority 0.
 //!
-//! Readers: the real-time heartbeat thread polls [`PeerMaps::seen`] (one
-//! map lookup, no allocation, no lock) and drains [`PeerEvents`] when its
+//! Readers: the real-time heartbeat thread polls [`PeerMaps::seen`] (a
+//! lookup or two, no allocation, one lock that only a reload removing a
+//! group ever holds) and drains [`PeerEvents`] when its
 //! descriptor is readable; `/metrics` and `status` list
 //! [`PeerMaps::records`].
 
@@ -20,9 +21,9 @@ use aya::{
     maps::{Array, HashMap, MapData, MapError, RingBuf},
 };
 use vipx_common::{
-    HeartbeatKey, MAP_PEER_ALLOW, MAP_PEER_EVENTS, MAP_PEER_FILTER, MAP_PEER_SEEN,
-    MAP_PEER_SETTINGS, PeerEvent, PeerKey, PeerSeen, PeerSettings, addr,
-    peer::{FILTER_OFF, FILTER_ON, KIND_ALLOW},
+    HeartbeatKey, MAP_PEER_ALLOW, MAP_PEER_EVENTS, MAP_PEER_FILTER, MAP_PEER_RECORDS,
+    MAP_PEER_SEEN, MAP_PEER_SETTINGS, PeerEvent, PeerKey, PeerSeen, PeerSettings, addr,
+    peer::{FILTER_OFF, FILTER_ON, FILTER_OPEN, KIND_ALLOW},
 };
 
 use super::{error::DataplaneError, maps::take};
@@ -33,12 +34,17 @@ const ALLOWED: u32 = 1;
 /// The allow-list, the filter switches, the heartbeat port and the records.
 ///
 /// `Send + Sync`: share it in an `Arc`. Writers serialise on internal
-/// locks; [`PeerMaps::seen`] and [`PeerMaps::records`] take none.
+/// locks; [`PeerMaps::seen`] and [`PeerMaps::records`] take only the lock
+/// of the groups' records, which [`PeerMaps::release`] holds while it
+/// frees a removed group's records.
 pub struct PeerMaps {
     allow: Mutex<HashMap<MapData, PeerKey, u32>>,
     filter: Mutex<Array<MapData, u32>>,
     settings: Mutex<Array<MapData, PeerSettings>>,
+    /// The records of the VRIDs no group uses (LRU).
     seen: HashMap<MapData, PeerKey, PeerSeen>,
+    /// The records of the groups' VRIDs (never evicting).
+    records: Mutex<HashMap<MapData, PeerKey, PeerSeen>>,
 }
 
 /// The key of `source`'s entry of `kind` (`peer::KIND_*`) for VRID `vrid`,
@@ -75,6 +81,7 @@ impl PeerMaps {
             filter: Mutex::new(take(ebpf, MAP_PEER_FILTER)?),
             settings: Mutex::new(take(ebpf, MAP_PEER_SETTINGS)?),
             seen: take(ebpf, MAP_PEER_SEEN)?,
+            records: Mutex::new(take(ebpf, MAP_PEER_RECORDS)?),
         })
     }
 
@@ -97,10 +104,11 @@ impl PeerMaps {
             .map_err(map_error(MAP_PEER_SETTINGS))
     }
 
-    /// Replaces VRID `vrid`'s allow-list with `peers`. With peers, the
-    /// filter is on: adverts and heartbeats of this VRID from any other
-    /// source are dropped (`peer_unknown`). Without, the filter is off and
-    /// every source is recorded and passed.
+    /// Makes VRID `vrid` a group's and replaces its allow-list with
+    /// `peers`. With peers, the filter is on: adverts and heartbeats of this
+    /// VRID from any other source are dropped (`peer_unknown`). Without,
+    /// it is open: every source is recorded and passed. Either way its
+    /// records live in the map that never evicts.
     ///
     /// The order keeps allowed peers admitted throughout: new entries
     /// first, then the filter, then the removal of the old entries.
@@ -127,7 +135,7 @@ impl PeerMaps {
                 })?;
         }
         let switch = if wanted.is_empty() {
-            FILTER_OFF
+            FILTER_OPEN
         } else {
             FILTER_ON
         };
@@ -153,6 +161,33 @@ impl PeerMaps {
         Ok(())
     }
 
+    /// VRID `vrid` is no group's any more: no allow-list, its records go
+    /// to the LRU again, and the ones it kept in the groups' map are freed.
+    pub fn release(&self, vrid: u8) -> Result<(), DataplaneError> {
+        self.set_peers(vrid, &[])?;
+        lock(&self.filter)
+            .set(u32::from(vrid), FILTER_OFF, 0)
+            .map_err(map_error(MAP_PEER_FILTER))?;
+        let mut records = lock(&self.records);
+        let keys: Vec<PeerKey> = records
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|key| key.vrid == vrid)
+            .collect();
+        for key in &keys {
+            match records.remove(key) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(source) => {
+                    return Err(DataplaneError::Map {
+                        name: MAP_PEER_RECORDS,
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The allowed peers of VRID `vrid` (an empty list: filter off).
     pub fn peers(&self, vrid: u8) -> Vec<IpAddr> {
         let allow = lock(&self.allow);
@@ -170,8 +205,8 @@ impl PeerMaps {
     /// `peer::KIND_HEARTBEAT`) recorded from `addr` for VRID `vrid`, or
     /// `None` if there is none (never seen, or evicted).
     ///
-    /// One `bpf_map_lookup_elem`: no lock, no allocation, fit for a
-    /// real-time thread. The program updates records in place, so the
+    /// At most two `bpf_map_lookup_elem` (the groups' records, then the
+    /// others'), no allocation, fit for a real-time thread. The program updates records in place, so the
     /// fields may come from two consecutive packets.
     pub fn seen(
         &self,
@@ -179,7 +214,18 @@ impl PeerMaps {
         kind: u8,
         addr: IpAddr,
     ) -> Result<Option<PeerSeen>, DataplaneError> {
-        match self.seen.get(&peer_key(vrid, kind, addr), 0) {
+        let key = peer_key(vrid, kind, addr);
+        match lock(&self.records).get(&key, 0) {
+            Ok(seen) => return Ok(Some(seen)),
+            Err(MapError::KeyNotFound) => {}
+            Err(source) => {
+                return Err(DataplaneError::Map {
+                    name: MAP_PEER_RECORDS,
+                    source,
+                });
+            }
+        }
+        match self.seen.get(&key, 0) {
             Ok(seen) => Ok(Some(seen)),
             Err(MapError::KeyNotFound) => Ok(None),
             Err(source) => Err(DataplaneError::Map {
@@ -189,9 +235,13 @@ impl PeerMaps {
         }
     }
 
-    /// Every record (for metrics and status).
+    /// Every record (for metrics and status): the groups' VRIDs', then the
+    /// others'.
     pub fn records(&self) -> Vec<(PeerKey, PeerSeen)> {
-        self.seen.iter().filter_map(Result::ok).collect()
+        let mut all: Vec<(PeerKey, PeerSeen)> =
+            lock(&self.records).iter().filter_map(Result::ok).collect();
+        all.extend(self.seen.iter().filter_map(Result::ok));
+        all
     }
 }
 
