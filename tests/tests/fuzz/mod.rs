@@ -6,10 +6,8 @@ pub mod oracle;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use vipx_agent::{
-    config::{Mode, PortRange},
-    dataplane::{BackendSpec, ServiceSpec},
-};
+use vipx_agent::{config::Mode, dataplane::ServiceSpec};
+use vipx_lab::rig::service;
 
 /// VIP of group 0 (this node is MASTER).
 pub const VIP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 77, 0, 100));
@@ -32,77 +30,67 @@ pub const fn v6(last: u16) -> IpAddr {
     IpAddr::V6(Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, last))
 }
 
-fn spec(
-    vip: IpAddr,
-    (port, protocol): (u16, u8),
-    mode: Mode,
-    group: u32,
-    nat: (u16, u16),
-    backends: &[(IpAddr, u16)],
-) -> ServiceSpec {
-    ServiceSpec {
-        name: format!("{vip}:{port}/{protocol}"),
-        vip,
-        port,
-        protocol,
-        mode,
-        group,
-        maglev_size: 251,
-        nat_ports: PortRange {
-            first: nat.0,
-            last: nat.1,
-        },
-        backends: backends
-            .iter()
-            .map(|&(addr, port)| BackendSpec {
-                addr,
-                port,
-                weight: 1,
-            })
-            .collect(),
-    }
-}
-
 /// The services: nat and dsr, TCP and UDP, IPv4 and IPv6, one with a
 /// four-port NAT range (so flows collide and run out of ports), one in
 /// a group this node does not serve. No NAT range holds a service port.
 pub fn services() -> Vec<ServiceSpec> {
     use Mode::{Dsr, Nat};
     vec![
-        spec(
-            VIP,
-            (5432, 6),
+        service(
+            "pg",
+            (VIP, 5432, 6),
             Nat,
             0,
-            (40000, 40999),
-            &[(v4(31), 6432), (v4(32), 6432), (v4(33), 6432)],
+            40000..=40999,
+            &[(v4(31), 6432, 1), (v4(32), 6432, 1), (v4(33), 6432, 1)],
         ),
-        spec(VIP, (5433, 6), Nat, 0, (41000, 41003), &[(v4(34), 6433)]),
-        spec(
-            VIP,
-            (53, 17),
+        service(
+            "small",
+            (VIP, 5433, 6),
             Nat,
             0,
-            (42000, 42999),
-            &[(v4(35), 5353), (v4(36), 5353)],
+            41000..=41003,
+            &[(v4(34), 6433, 1)],
         ),
-        spec(
-            VIP,
-            (5500, 6),
+        service(
+            "dns",
+            (VIP, 53, 17),
+            Nat,
+            0,
+            42000..=42999,
+            &[(v4(35), 5353, 1), (v4(36), 5353, 1)],
+        ),
+        service(
+            "dsr",
+            (VIP, 5500, 6),
             Dsr,
             0,
-            (0, 0),
-            &[(v4(41), 5500), (v4(42), 5500)],
+            0..=0,
+            &[(v4(41), 5500, 1), (v4(42), 5500, 1)],
         ),
-        spec(
-            VIP6,
-            (5432, 6),
+        service(
+            "pg6",
+            (VIP6, 5432, 6),
             Nat,
             0,
-            (40000, 40999),
-            &[(v6(0x31), 6432), (v6(0x32), 6432)],
+            40000..=40999,
+            &[(v6(0x31), 6432, 1), (v6(0x32), 6432, 1)],
         ),
-        spec(VIP6, (5500, 17), Dsr, 0, (0, 0), &[(v6(0x41), 5500)]),
-        spec(VIP_B, (5432, 6), Nat, 1, (40000, 40999), &[(v4(38), 6432)]),
+        service(
+            "dsr6",
+            (VIP6, 5500, 17),
+            Dsr,
+            0,
+            0..=0,
+            &[(v6(0x41), 5500, 1)],
+        ),
+        service(
+            "backup",
+            (VIP_B, 5432, 6),
+            Nat,
+            1,
+            40000..=40999,
+            &[(v4(38), 6432, 1)],
+        ),
     ]
 }

@@ -79,77 +79,66 @@ fn addr(bytes: &[u8]) -> IpAddr {
 
 /// Classifies `frame` (see the module's doc for the rules of the parse).
 pub fn classify(frame: &[u8], vips: &[IpAddr]) -> Class {
-    let parse = || -> Option<(Parsed, bool)> {
-        let mut ethertype = be16(frame.get(..14)?, 12);
-        let mut l3 = 14;
-        if matches!(ethertype, 0x8100 | 0x88a8) {
-            ethertype = be16(frame.get(..18)?, 16);
-            l3 = 18;
+    match parse(frame) {
+        Some(p) if p.proto == 112 || (p.proto == 17 && p.dport == HEARTBEAT_PORT) => {
+            Class::Election
         }
-        let (v6, proto, l4, src, dst) = match ethertype {
-            0x0800 => {
-                let ip = frame.get(l3..l3 + 20)?;
-                let ihl = usize::from(ip[0] & 0x0f) * 4;
-                let fragment = be16(ip, 6) & 0x3fff != 0;
-                if ip[0] >> 4 != 4 || ihl < 20 || fragment || frame.len() < l3 + ihl {
-                    return None;
-                }
-                (false, ip[9], l3 + ihl, addr(&ip[12..16]), addr(&ip[16..20]))
-            }
-            0x86dd => {
-                let ip = frame.get(l3..l3 + 40)?;
-                if ip[0] >> 4 != 6 {
-                    return None;
-                }
-                (true, ip[6], l3 + 40, addr(&ip[8..24]), addr(&ip[24..40]))
-            }
-            _ => return None,
-        };
-        if proto == 112 {
-            return Some((
-                Parsed {
-                    l3,
-                    v6,
-                    l4,
-                    proto,
-                    src,
-                    dst,
-                    sport: 0,
-                    dport: 0,
-                    flags: 0,
-                },
-                true,
-            ));
-        }
-        let l4_len = match proto {
-            6 => 20,
-            17 => 8,
-            _ => return None,
-        };
-        let hdr = frame.get(l4..l4 + l4_len)?;
-        let flags = if proto == 6 { hdr[13] } else { 0 };
-        let (sport, dport) = (be16(hdr, 0), be16(hdr, 2));
-        let election = proto == 17 && dport == HEARTBEAT_PORT;
-        Some((
-            Parsed {
-                l3,
-                v6,
-                l4,
-                proto,
-                src,
-                dst,
-                sport,
-                dport,
-                flags,
-            },
-            election,
-        ))
-    };
-    match parse() {
-        Some((_, true)) => Class::Election,
-        Some((p, false)) if vips.contains(&p.dst) => Class::Vip(p),
+        Some(p) if vips.contains(&p.dst) => Class::Vip(p),
         _ => Class::Other,
     }
+}
+
+/// TCP, UDP or VRRP (ports and flags 0) over IPv4 or IPv6, every header
+/// it needs inside the frame.
+fn parse(frame: &[u8]) -> Option<Parsed> {
+    let mut ethertype = be16(frame.get(..14)?, 12);
+    let mut l3 = 14;
+    if matches!(ethertype, 0x8100 | 0x88a8) {
+        ethertype = be16(frame.get(..18)?, 16);
+        l3 = 18;
+    }
+    let (v6, proto, l4, src, dst) = match ethertype {
+        0x0800 => {
+            let ip = frame.get(l3..l3 + 20)?;
+            let ihl = usize::from(ip[0] & 0x0f) * 4;
+            let fragment = be16(ip, 6) & 0x3fff != 0;
+            if ip[0] >> 4 != 4 || ihl < 20 || fragment || frame.len() < l3 + ihl {
+                return None;
+            }
+            (false, ip[9], l3 + ihl, addr(&ip[12..16]), addr(&ip[16..20]))
+        }
+        0x86dd => {
+            let ip = frame.get(l3..l3 + 40)?;
+            if ip[0] >> 4 != 6 {
+                return None;
+            }
+            (true, ip[6], l3 + 40, addr(&ip[8..24]), addr(&ip[24..40]))
+        }
+        _ => return None,
+    };
+    let l4_len = match proto {
+        6 => 20,
+        17 => 8,
+        112 => 0,
+        _ => return None,
+    };
+    let hdr = frame.get(l4..l4 + l4_len)?;
+    let (sport, dport, flags) = match proto {
+        6 => (be16(hdr, 0), be16(hdr, 2), hdr[13]),
+        17 => (be16(hdr, 0), be16(hdr, 2), 0),
+        _ => (0, 0, 0),
+    };
+    Some(Parsed {
+        l3,
+        v6,
+        l4,
+        proto,
+        src,
+        dst,
+        sport,
+        dport,
+        flags,
+    })
 }
 
 type Key = (IpAddr, u16, IpAddr, u16, u8);
