@@ -19,7 +19,6 @@ use std::{collections::HashMap, net::IpAddr};
 
 use vipx_agent::{config::Mode, dataplane::ServiceSpec};
 use vipx_common::action;
-
 use vipx_lab::rig::backend_mac;
 
 use super::{HEARTBEAT_PORT, frames::ReplyTuple};
