@@ -7,6 +7,10 @@
 //! [`aya::Pod`] impls the agent needs to read and write the maps.
 #![no_std]
 
+// The unit tests (property tests among them) run on the host, with std.
+#[cfg(test)]
+extern crate std;
+
 pub mod addr;
 pub mod counters;
 pub mod csum;

@@ -378,4 +378,86 @@ mod tests {
         assert!(!hb(4, 100).is_after(5, 9), "an earlier epoch");
         assert!(hb(5, 2).is_after(5, u32::MAX - 1), "the sequence wraps");
     }
+
+    fn any_heartbeat() -> impl proptest::strategy::Strategy<Value = Heartbeat> {
+        use proptest::prelude::*;
+        (
+            1..=u8::MAX,
+            any::<u8>(),
+            STATE_UNKNOWN..=STATE_STOPPING,
+            any::<u64>(),
+            any::<u32>(),
+            0..=0x00ff_ffffu32,
+            any::<u8>(),
+        )
+            .prop_map(
+                |(vrid, priority, state, epoch, seq, interval_us, detect_mult)| Heartbeat {
+                    vrid,
+                    priority,
+                    state,
+                    epoch,
+                    seq,
+                    interval_us,
+                    detect_mult,
+                    tag: 0,
+                },
+            )
+    }
+
+    /// `hb`'s bytes with the tag it carries (`encode` writes the tag of a
+    /// key, or 0).
+    fn reencoded(hb: &Heartbeat) -> [u8; HEARTBEAT_LEN] {
+        let mut bytes = hb.encode(None);
+        bytes[HEARTBEAT_SIGNED_LEN..].copy_from_slice(&hb.tag.to_le_bytes());
+        bytes
+    }
+
+    /// The table of [`Heartbeat`]'s doc: magic, version, a VRID (not 0),
+    /// a known state.
+    fn valid_by_the_table(bytes: &[u8; HEARTBEAT_LEN]) -> bool {
+        bytes[..4] == *b"vpHB" && bytes[4] == 2 && bytes[5] != 0 && bytes[7] <= STATE_STOPPING
+    }
+
+    proptest::proptest! {
+        /// Every heartbeat the format can carry comes back as it was sent.
+        #[test]
+        fn every_heartbeat_round_trips(hb in any_heartbeat()) {
+            proptest::prop_assert_eq!(Heartbeat::decode(&hb.encode(None)), Some(hb));
+        }
+
+        /// Any 32 bytes: decoded exactly when the table of the format says
+        /// so, and then nothing is lost or invented (encoding gives the
+        /// same bytes back).
+        #[test]
+        fn any_heartbeat_payload_is_decoded_only_as_the_format_says(
+            bytes in proptest::array::uniform32(proptest::prelude::any::<u8>()),
+        ) {
+            let decoded = Heartbeat::decode(&bytes);
+            proptest::prop_assert_eq!(decoded.is_some(), valid_by_the_table(&bytes));
+            if let Some(hb) = decoded {
+                proptest::prop_assert_eq!(reencoded(&hb), bytes);
+            }
+        }
+
+        /// Random bytes rarely carry the magic: the same, from valid
+        /// heartbeats with one byte changed (to 0, 0xff or any value).
+        #[test]
+        fn a_heartbeat_with_a_changed_byte_is_decoded_only_as_the_format_says(
+            hb in any_heartbeat(),
+            at in 0..HEARTBEAT_LEN,
+            value in proptest::prop_oneof![
+                proptest::strategy::Just(0u8),
+                proptest::strategy::Just(u8::MAX),
+                proptest::prelude::any::<u8>(),
+            ],
+        ) {
+            let mut bytes = hb.encode(None);
+            bytes[at] = value;
+            let decoded = Heartbeat::decode(&bytes);
+            proptest::prop_assert_eq!(decoded.is_some(), valid_by_the_table(&bytes));
+            if let Some(hb) = decoded {
+                proptest::prop_assert_eq!(reencoded(&hb), bytes);
+            }
+        }
+    }
 }

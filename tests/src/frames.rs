@@ -371,3 +371,26 @@ pub fn icmp_too_big(
     .expect("write an ICMP error");
     out
 }
+
+/// `frame` (untagged IPv6) with one extension header of type `ext`
+/// inserted after the fixed header (RFC 8200 section 4), 8 bytes long
+/// with the old next header in its first byte: a fragment header (44)
+/// says offset 0, more fragments; any other type carries a PadN option
+/// (hop-by-hop and destination options) or zeros (routing, segments left
+/// 0). The payload length grows by 8.
+pub fn with_ipv6_extension(frame: &[u8], ext: u8) -> Vec<u8> {
+    const IP: usize = 14;
+    let next = frame[IP + 6];
+    let header = match ext {
+        44 => [next, 0, 0x00, 0x01, 0, 0, 0, 1],
+        0 | 60 => [next, 0, 1, 4, 0, 0, 0, 0],
+        _ => [next, 0, 0, 0, 0, 0, 0, 0],
+    };
+    let mut out = frame[..IP + 40].to_vec();
+    out[IP + 6] = ext;
+    let len = u16::from_be_bytes([out[IP + 4], out[IP + 5]]) + 8;
+    out[IP + 4..IP + 6].copy_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(&frame[IP + 40..]);
+    out
+}

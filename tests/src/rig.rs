@@ -57,6 +57,37 @@ pub fn nat_spec(vip: IpAddr, backend: IpAddr, m: u32) -> ServiceSpec {
     }
 }
 
+/// A service listening on `vip:port` (IP protocol `protocol`) with
+/// `backends` as (address, port, weight), NAT ports `nat_ports`, and a
+/// small prime Maglev table (251 slots: quick to build; Maglev itself is
+/// tested with M = 65537 in the agent's unit tests).
+pub fn service(
+    name: &str,
+    (vip, port, protocol): (IpAddr, u16, u8),
+    mode: Mode,
+    group: u32,
+    nat_ports: std::ops::RangeInclusive<u16>,
+    backends: &[(IpAddr, u16, u32)],
+) -> ServiceSpec {
+    ServiceSpec {
+        name: name.into(),
+        vip,
+        port,
+        protocol,
+        mode,
+        group,
+        maglev_size: 251,
+        nat_ports: PortRange {
+            first: *nat_ports.start(),
+            last: *nat_ports.end(),
+        },
+        backends: backends
+            .iter()
+            .map(|&(addr, port, weight)| BackendSpec { addr, port, weight })
+            .collect(),
+    }
+}
+
 /// The flow-table key of a frame (client -> VIP direction).
 pub fn key_of(frame: &FrameSpec) -> FlowKey {
     let (src, family) = addr::to_map(frame.src);

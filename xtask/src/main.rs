@@ -8,6 +8,7 @@ mod bench_lab;
 mod bench_sessions;
 mod build;
 mod deps;
+mod fuzz;
 mod lab;
 mod package;
 mod setup;
@@ -46,6 +47,9 @@ enum Task {
     /// Check that the agent's modules depend on each other one way: no
     /// import cycle.
     Deps,
+    /// Random and mutated frames through the XDP program, checked against
+    /// the data plane's rules (the fuzz test, with a chosen count and seed).
+    Fuzz(fuzz::FuzzArgs),
     /// A Debian package (.deb) of the agent: the binary with its XDP
     /// object, the systemd unit, the example config, man pages and shell
     /// completions.
@@ -65,6 +69,7 @@ fn main() -> anyhow::Result<()> {
         Task::Test(args) => test::run(&args),
         Task::Lab(args) => lab::run(&args),
         Task::Deps => deps::run(),
+        Task::Fuzz(args) => fuzz::run(&args),
         Task::Bench(args) => bench::run(&args),
         Task::Package(args) => package::run(&args),
         Task::Sweep => {

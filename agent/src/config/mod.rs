@@ -540,4 +540,6 @@ fn find_key(text: &str, key: &str) -> Option<usize> {
 #[cfg(test)]
 mod holes_tests;
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;

@@ -310,4 +310,6 @@ fn to_v6(addr: IpAddr) -> Ipv6Addr {
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;

@@ -95,10 +95,19 @@ pub fn encode(message: &Message) -> Result<Vec<u8>, postcard::Error> {
     postcard::to_stdvec(message)
 }
 
-/// Decodes a frame's payload.
+/// Decodes a frame's payload: exactly one message. Bytes left after it
+/// mean the frame is not what this version sends (`postcard` itself
+/// would ignore them): "not well encoded".
 pub fn decode(payload: &[u8]) -> Result<Message, postcard::Error> {
-    postcard::from_bytes(payload)
+    match postcard::take_from_bytes(payload)? {
+        (message, []) => Ok(message),
+        _ => Err(postcard::Error::DeserializeBadEncoding),
+    }
 }
+
+#[cfg(test)]
+#[path = "wire_proptests.rs"]
+mod proptests;
 
 #[cfg(test)]
 mod tests {
