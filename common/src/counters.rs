@@ -98,8 +98,14 @@ pub mod reason {
     /// (GTSM, RFC 5082; RFC 5798 section 5.1.1.3), so a host beyond a
     /// router cannot forge one.
     pub const TTL_NOT_255: u32 = 21;
+    /// A new flow refused because the flow table or the NAT table is full
+    /// (dropped; live flows are never evicted to make room).
+    pub const FLOW_TABLE_FULL: u32 = 22;
+    /// A new TCP flow refused because its backend's embryonic flows (no
+    /// answer yet) already hold their share of the NAT ports (dropped).
+    pub const EMBRYONIC_LIMIT: u32 = 23;
     /// Number of slots.
-    pub const COUNT: u32 = 22;
+    pub const COUNT: u32 = 24;
     /// Metric label of each slot, indexed by slot.
     pub const NAMES: [&str; COUNT as usize] = [
         "malformed",
@@ -124,5 +130,7 @@ pub mod reason {
         "nat_reply_miss",
         "vip_fenced",
         "ttl_not_255",
+        "flow_table_full",
+        "embryonic_limit",
     ];
 }

@@ -10,7 +10,8 @@ use std::{
 use vipx_agent::{
     config::{Mode, PortRange},
     dataplane::{
-        BackendSpec, CounterSnapshot, Dataplane, GroupStates, ServiceSpec, ServiceTable, VipTable,
+        BackendSpec, CounterSnapshot, Dataplane, FlowCollector, FlowPolicy, GroupStates,
+        ServiceSpec, ServiceTable, VipTable,
     },
 };
 use vipx_common::{action, reason};
@@ -448,7 +449,8 @@ fn nat_ports_never_collide_and_rst_frees_the_flow() {
     );
     assert_eq!(rig.0.dataplane.maps().nat_entries().len(), ports.len());
 
-    // RST ends a flow at once and frees its port.
+    // RST ends a flow once it stayed quiet for rst_timeout (here none),
+    // and frees its port.
     let client = IpAddr::V4(Ipv4Addr::from(0x0a4d_0000 + 1000));
     let rst = FrameSpec::tcp(client, 5000, VIP, 5432, tcp::RST).macs(CLIENT_MAC, NODE_MAC);
     assert_eq!(
@@ -456,6 +458,17 @@ fn nat_ports_never_collide_and_rst_frees_the_flow() {
         XDP_TX,
         "the RST itself is forwarded"
     );
+    std::thread::sleep(Duration::from_millis(5));
+    let hour = Duration::from_secs(3600);
+    let policy = FlowPolicy {
+        tcp_idle: hour,
+        udp_idle: hour,
+        fin: hour,
+        embryonic: hour,
+        rst: Duration::ZERO,
+        embryonic_share: 100,
+    };
+    FlowCollector::new(rig.0.dataplane.maps(), policy).collect();
     assert!(rig.flow(&rst).is_none(), "RST removed the flow");
     assert_eq!(
         rig.0.dataplane.maps().nat_entries().len(),
