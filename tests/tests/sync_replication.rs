@@ -26,7 +26,7 @@ use vipx_common::{
 };
 use vipx_lab::{
     frames::{FrameSpec, tcp},
-    rig::{key_of, nat_spec},
+    rig::{flow_policy, key_of, nat_spec},
 };
 
 /// The destination port of a TCP frame leaving XDP (IPv4, no options).
@@ -177,14 +177,9 @@ async fn new_flows_and_resets_stream_from_the_program_as_they_happen() {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let hour = Duration::from_secs(3600);
     let policy = FlowPolicy {
-        tcp_idle: hour,
-        udp_idle: hour,
-        fin: hour,
-        embryonic: hour,
         rst: Duration::ZERO,
-        embryonic_share: 100,
+        ..flow_policy(Duration::from_secs(3600))
     };
     for node in [&a, &b] {
         FlowCollector::new(node.rig.dataplane.maps(), policy).collect();

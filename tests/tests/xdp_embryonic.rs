@@ -29,12 +29,9 @@ const EMBRYONIC: Duration = Duration::from_millis(50);
 
 fn policy(embryonic_share: u32) -> FlowPolicy {
     FlowPolicy {
-        tcp_idle: Duration::from_secs(3600),
-        udp_idle: Duration::from_secs(3600),
-        fin: Duration::from_secs(3600),
         embryonic: EMBRYONIC,
-        rst: Duration::from_secs(3600),
         embryonic_share,
+        ..rig::flow_policy(Duration::from_secs(3600))
     }
 }
 

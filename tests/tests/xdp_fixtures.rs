@@ -459,14 +459,9 @@ fn nat_ports_never_collide_and_rst_frees_the_flow() {
         "the RST itself is forwarded"
     );
     std::thread::sleep(Duration::from_millis(5));
-    let hour = Duration::from_secs(3600);
     let policy = FlowPolicy {
-        tcp_idle: hour,
-        udp_idle: hour,
-        fin: hour,
-        embryonic: hour,
         rst: Duration::ZERO,
-        embryonic_share: 100,
+        ..rig::flow_policy(Duration::from_secs(3600))
     };
     FlowCollector::new(rig.0.dataplane.maps(), policy).collect();
     assert!(rig.flow(&rst).is_none(), "RST removed the flow");

@@ -107,16 +107,11 @@ fn a_full_flow_table_refuses_new_flows_and_keeps_both_halves_of_every_flow() {
     };
     assert_eq!(rig.run(&back_fin.build()).expect("run").0, action::TX);
     std::thread::sleep(Duration::from_millis(5));
-    let hour = Duration::from_secs(3600);
     let mut collector = FlowCollector::new(
         rig.dataplane.maps(),
         FlowPolicy {
-            tcp_idle: hour,
-            udp_idle: hour,
             fin: Duration::ZERO,
-            embryonic: hour,
-            rst: hour,
-            embryonic_share: 100,
+            ..rig::flow_policy(Duration::from_secs(3600))
         },
     );
     assert_eq!(collector.collect().expired, 1, "the closed flow");

@@ -23,12 +23,8 @@ const BACKEND: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 77, 0, 31));
 /// forgotten; no limit on embryonic flows.
 fn timeouts(tcp_idle: Duration, fin: Duration) -> FlowPolicy {
     FlowPolicy {
-        tcp_idle,
-        udp_idle: tcp_idle,
         fin,
-        embryonic: tcp_idle,
-        rst: tcp_idle,
-        embryonic_share: 100,
+        ..rig::flow_policy(tcp_idle)
     }
 }
 
