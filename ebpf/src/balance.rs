@@ -1,12 +1,13 @@
 //! Load balancing: service match, flow table, Maglev, NAT ports, and the
-//! translation of both directions of a flow. The flow and NAT tables are
-//! plain hash maps: nothing evicts a live flow (or half of its NAT pair);
-//! a full table refuses new flows, and the agent's collector forgets a
-//! flow and its NAT entry together (`state` keeps what it goes by). What
-//! this node must not serve
+//! translation of both directions of a flow. What this node must not serve
 //! (a group it is not MASTER of, or whose lease is stale) is dropped,
 //! never passed: the kernel, which may still hold the VIP, would answer
 //! RST and end the client's session.
+//!
+//! The flow and NAT tables are plain hash maps: nothing evicts a live flow
+//! (or half of its NAT pair); a full table refuses new flows, and the
+//! agent's collector forgets a flow and its NAT entry together, by the
+//! state `state` keeps in the flow's flags.
 
 use aya_ebpf::{macros::map, maps::PerCpuArray, programs::XdpContext};
 use vipx_common::{
