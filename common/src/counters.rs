@@ -117,8 +117,14 @@ pub mod reason {
     /// records of the groups' VRIDs are full: not recorded (a recorded peer
     /// is never evicted for it); adverts are still passed.
     pub const PEER_RECORDS_FULL: u32 = 26;
+    /// A new flow refused because the flow table or the NAT table is full
+    /// (dropped; live flows are never evicted to make room).
+    pub const FLOW_TABLE_FULL: u32 = 27;
+    /// A new TCP flow refused because its backend's embryonic flows (no
+    /// answer yet) already hold their share of the NAT ports (dropped).
+    pub const EMBRYONIC_LIMIT: u32 = 28;
     /// Number of slots.
-    pub const COUNT: u32 = 27;
+    pub const COUNT: u32 = 29;
     /// Metric label of each slot, indexed by slot.
     pub const NAMES: [&str; COUNT as usize] = [
         "malformed",
@@ -148,5 +154,7 @@ pub mod reason {
         "heartbeat_bad_tag",
         "heartbeat_replay",
         "peer_records_full",
+        "flow_table_full",
+        "embryonic_limit",
     ];
 }

@@ -9,8 +9,24 @@ pub const FLOW_F_FIN_BACKEND: u8 = 2;
 /// Flow flag: installed from a peer's replication, not created by this
 /// node's XDP program (which never sets it).
 pub const FLOW_F_REPLICA: u8 = 4;
+/// Flow flag (TCP): the connection is known to be up: in nat mode the
+/// backend answered, in dsr mode (where replies bypass the node) the client
+/// sent a segment without SYN on the flow. A TCP flow without it is
+/// embryonic: forgotten after `embryonic_timeout`, and counted against
+/// its backend's share of NAT ports.
+pub const FLOW_F_ESTABLISHED: u8 = 8;
+/// Flow flag (TCP): a RST was seen, at `last_seen_ns`. The endpoints judge
+/// a RST's sequence number (RFC 5961), the program does not: the flow ends
+/// when it has stayed quiet for `rst_timeout` after it, and a segment
+/// without RST at least [`RST_SETTLE_NS`] after it (not one already in
+/// flight) clears the flag.
+pub const FLOW_F_RST: u8 = 16;
+/// How long after a RST a segment may still have been in flight: only a
+/// later one shows the connection lives on.
+pub const RST_SETTLE_NS: u64 = 200_000_000;
 
-/// Default size of the flow table (LRU hash).
+/// Default size of the flow table and of the NAT table (hash maps, never
+/// evicting: a full table refuses new flows).
 pub const DEFAULT_FLOW_ENTRIES: u32 = 262_144;
 /// Attempts to find a free NAT port before the flow is refused.
 pub const NAT_PORT_TRIES: u32 = 8;
@@ -41,7 +57,7 @@ pub struct FlowKey {
     pub _pad: [u8; 2],
 }
 
-/// A flow: value of the `VIPX_FLOWS` LRU hash.
+/// A flow: value of the `VIPX_FLOWS` hash map.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
@@ -63,7 +79,7 @@ pub struct Flow {
     pub last_seen_ns: u64,
 }
 
-/// Value of the `VIPX_NAT` LRU hash: how to send a backend's reply back.
+/// Value of the `VIPX_NAT` hash map: how to send a backend's reply back.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
@@ -149,8 +165,36 @@ pub const fn flow_hash(key: &FlowKey, seed: u32) -> u32 {
 pub const FLOW_EVENTS_BYTES: u32 = 1 << 20;
 /// [`FlowEvent::kind`]: the program created the flow.
 pub const FLOW_EVENT_NEW: u8 = 1;
-/// [`FlowEvent::kind`]: the program forgot the flow (a reset).
+/// [`FlowEvent::kind`]: the flow ended (sent by agents of older versions,
+/// whose program forgot a flow at a RST; this one reports no end: peers
+/// expire their copies by the same rules).
 pub const FLOW_EVENT_END: u8 = 2;
+/// [`FlowEvent::kind`]: the flow's state changed (established, RST seen or
+/// cleared): the peers replace their copy.
+pub const FLOW_EVENT_UPDATE: u8 = 3;
+
+/// The data plane's flow settings: value of the one-entry
+/// `VIPX_FLOW_SETTINGS` array, written by the agent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowSettings {
+    /// Percent of a nat service's NAT port range that embryonic TCP flows
+    /// may hold per backend; 0: no limit (the agent always writes its
+    /// configured share).
+    pub embryonic_share: u32,
+}
+
+/// The most embryonic flows a backend may have for a service whose NAT
+/// port range holds `span` ports, at `share` percent; 0: no limit.
+#[inline(always)]
+#[must_use]
+pub const fn embryonic_limit(span: u32, share: u32) -> u32 {
+    if share == 0 || share >= 100 {
+        return 0;
+    }
+    let limit = span / 100 * share + span % 100 * share / 100;
+    if limit == 0 { 1 } else { limit }
+}
 
 /// What the program reports of a flow for replication, through the
 /// `VIPX_FLOW_EVENTS` ring buffer, while `VIPX_FLOW_EVENTS_ON` says so.
@@ -163,7 +207,7 @@ pub struct FlowEvent {
     pub flow: Flow,
     /// The client's MAC (or its router's) as the first packet brought it.
     pub client_mac: [u8; 6],
-    /// [`FLOW_EVENT_NEW`] or [`FLOW_EVENT_END`].
+    /// [`FLOW_EVENT_NEW`] or [`FLOW_EVENT_UPDATE`].
     pub kind: u8,
     pub _pad: u8,
 }
@@ -175,6 +219,7 @@ mod pod {
     unsafe impl aya::Pod for super::Flow {}
     unsafe impl aya::Pod for super::NatEntry {}
     unsafe impl aya::Pod for super::FlowEvent {}
+    unsafe impl aya::Pod for super::FlowSettings {}
 }
 
 #[cfg(test)]
@@ -223,6 +268,16 @@ mod tests {
         for count in buckets {
             assert!((800..1200).contains(&count), "uneven buckets {buckets:?}");
         }
+    }
+
+    #[test]
+    fn embryonic_flows_get_their_share_of_a_range() {
+        assert_eq!(embryonic_limit(28_232, 50), 14_116);
+        assert_eq!(embryonic_limit(1000, 10), 100);
+        assert_eq!(embryonic_limit(3, 10), 1, "at least one");
+        assert_eq!(embryonic_limit(1000, 0), 0, "no limit");
+        assert_eq!(embryonic_limit(1000, 100), 0, "the whole range: no limit");
+        assert_eq!(embryonic_limit(u32::from(u16::MAX) + 1, 99), 64_880);
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub mod vip;
 
 pub use addr::{FAMILY_V4, FAMILY_V6};
 pub use counters::{Counter, action, reason};
-pub use flow::{Flow, FlowEvent, FlowKey, NatEntry};
+pub use flow::{Flow, FlowEvent, FlowKey, FlowSettings, NatEntry};
 pub use peer::{Heartbeat, HeartbeatKey, PeerEvent, PeerKey, PeerSeen, PeerSettings};
 pub use service::{Backend, Group, Service, ServiceKey};
 pub use vip::{NatRange, Vip, VipKey};
@@ -43,10 +43,17 @@ pub const MAP_BACKENDS: &str = "VIPX_BACKENDS";
 pub const MAP_MAGLEV: &str = "VIPX_MAGLEV";
 /// Name of the VIP group array (`Group`, by group id).
 pub const MAP_GROUPS: &str = "VIPX_GROUPS";
-/// Name of the flow LRU hash (`FlowKey -> Flow`).
+/// Name of the flow hash map (`FlowKey -> Flow`).
 pub const MAP_FLOWS: &str = "VIPX_FLOWS";
-/// Name of the NAT reverse LRU hash (`FlowKey -> NatEntry`).
+/// Name of the NAT reverse hash map (`FlowKey -> NatEntry`).
 pub const MAP_NAT: &str = "VIPX_NAT";
+/// Name of the embryonic flow counts (array of `u32` by backend id):
+/// raised by the program at each new embryonic nat flow, lowered when one
+/// is established, set to the true count by the agent's flow collector at
+/// each run.
+pub const MAP_EMBRYONIC: &str = "VIPX_EMBRYONIC";
+/// Name of the flow settings (array of one [`flow::FlowSettings`]).
+pub const MAP_FLOW_SETTINGS: &str = "VIPX_FLOW_SETTINGS";
 /// Name of the ring buffer of [`flow::FlowEvent`]s (replication).
 pub const MAP_FLOW_EVENTS: &str = "VIPX_FLOW_EVENTS";
 /// Name of the switch of flow events (one `u32`: 1 while the agent

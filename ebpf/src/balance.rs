@@ -3,13 +3,18 @@
 //! (a group it is not MASTER of, or whose lease is stale) is dropped,
 //! never passed: the kernel, which may still hold the VIP, would answer
 //! RST and end the client's session.
+//!
+//! The flow and NAT tables are plain hash maps: nothing evicts a live flow
+//! (or half of its NAT pair); a full table refuses new flows, and the
+//! agent's collector forgets a flow and its NAT entry together, by the
+//! state `state` keeps in the flow's flags.
 
 use aya_ebpf::{macros::map, maps::PerCpuArray, programs::XdpContext};
 use vipx_common::{
     Backend, FAMILY_V4, FAMILY_V6, Flow, FlowKey, NatEntry, Service, ServiceKey, VipKey,
     flow::{
-        FLOW_EVENT_END, FLOW_EVENT_NEW, FLOW_F_FIN_BACKEND, FLOW_F_FIN_CLIENT, NAT_PORT_TRIES,
-        SEED_MAGLEV, SEED_NAT_PORT, flow_hash, nat_key,
+        FLOW_EVENT_NEW, FLOW_EVENT_UPDATE, NAT_PORT_TRIES, SEED_MAGLEV, SEED_NAT_PORT, flow_hash,
+        nat_key,
     },
     reason,
     service::{MODE_DSR, MODE_NAT, maglev_index},
@@ -20,9 +25,13 @@ use crate::{
     VIPX_SERVICES, VIPX_VIPS, bump_backend, bump_service, clock,
     decision::Decision,
     flow_events,
-    parse::{L3, L4, Packet, bytes, u8_at},
+    parse::{IPPROTO_TCP, L3, L4, Packet, bytes, u8_at},
     rewrite::{Translation, set_macs, translate},
+    state::{self, Side},
 };
+
+/// `E2BIG` (`include/uapi/asm-generic/errno-base.h`): a hash map is full.
+const E2BIG: i32 = 7;
 
 /// Per-CPU scratch space for the values a new flow writes: the BPF stack
 /// (512 bytes) is too small to build them there.
@@ -36,15 +45,8 @@ struct Scratch {
 #[map(name = "VIPX_SCRATCH")]
 static VIPX_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
-/// A flow's `last_seen_ns` is written when it moves by at least this much:
-/// the idle timeouts are counted in seconds, and a hit then reads its
-/// entry without dirtying it.
-const LAST_SEEN_STEP_NS: u64 = 1_000_000_000;
-
-/// TCP header flag bits (RFC 9293 section 3.1), in the byte at offset 13.
+/// Offset of the TCP header's flag bits (RFC 9293 section 3.1).
 const TCP_FLAGS_OFF: usize = 13;
-const TCP_FIN: u8 = 0x01;
-const TCP_RST: u8 = 0x04;
 
 /// The L3/L4 facts of a TCP or UDP frame.
 struct Tuple {
@@ -117,7 +119,7 @@ fn no_entry(key: &FlowKey) -> Decision {
 #[inline(always)]
 fn tuple(ctx: &XdpContext, pkt: &Packet) -> Option<Tuple> {
     let (proto, l4_off, sport, dport) = match pkt.l4 {
-        L4::Tcp { off, sport, dport } => (crate::parse::IPPROTO_TCP, off, sport, dport),
+        L4::Tcp { off, sport, dport } => (IPPROTO_TCP, off, sport, dport),
         L4::Udp { off, sport, dport } => (crate::parse::IPPROTO_UDP, off, sport, dport),
         L4::Vrrp { .. } => return None,
     };
@@ -145,7 +147,7 @@ fn tuple(ctx: &XdpContext, pkt: &Packet) -> Option<Tuple> {
             key.dst.copy_from_slice(&ip[24..40]);
         }
     }
-    let tcp_flags = if proto == crate::parse::IPPROTO_TCP {
+    let tcp_flags = if proto == IPPROTO_TCP {
         u8_at(ctx, l4_off + TCP_FLAGS_OFF)?
     } else {
         0
@@ -174,12 +176,6 @@ pub fn serving(group: u32, now: u64) -> Result<(), u32> {
     Ok(())
 }
 
-/// `flag` if the packet carries a FIN, else 0.
-#[inline(always)]
-fn fin_flag(t: &Tuple, flag: u8) -> u8 {
-    if t.tcp_flags & TCP_FIN != 0 { flag } else { 0 }
-}
-
 /// Client -> VIP:port of a known flow: to its backend.
 #[inline(always)]
 fn flow_hit(ctx: &XdpContext, pkt: &Packet, t: &Tuple, flow: &mut Flow, len: u64) -> Decision {
@@ -187,7 +183,11 @@ fn flow_hit(ctx: &XdpContext, pkt: &Packet, t: &Tuple, flow: &mut Flow, len: u64
     if let Err(why) = serving(flow.group, now) {
         return Decision::drop(why);
     }
-    touch(flow, now, fin_flag(t, FLOW_F_FIN_CLIENT));
+    let change = state::observe(flow, now, t.key.proto, t.tcp_flags, Side::Client);
+    if change.report {
+        let mac = client_mac(ctx).unwrap_or([0; 6]);
+        flow_events::report(FLOW_EVENT_UPDATE, &t.key, flow, mac);
+    }
     let mode = if flow.nat_port != 0 {
         MODE_NAT
     } else {
@@ -209,7 +209,8 @@ fn to_backend(ctx: &XdpContext, pkt: &Packet, t: &Tuple, service: &Service, len:
     if let Err(why) = serving(service.group, now) {
         return Decision::drop(why);
     }
-    let (backend, nat_port) = match new_flow(ctx, t, service, now, fin_flag(t, FLOW_F_FIN_CLIENT)) {
+    let flags = state::first_flags(t.key.proto, t.tcp_flags);
+    let (backend, nat_port) = match new_flow(ctx, t, service, now, flags) {
         Ok(picked) => picked,
         Err(why) => return Decision::drop(why),
     };
@@ -261,29 +262,16 @@ fn forward(
             return Decision::drop(reason::MALFORMED);
         }
     }
-    if t.tcp_flags & TCP_RST != 0 {
-        forget(&t.key, backend, to.nat_port, to.mode);
-    }
     bump_service(to.service, len);
     bump_backend(to.backend, len);
     Decision::tx(why)
 }
 
-/// Records a packet of a flow: `last_seen_ns` when it moved by a step,
-/// `fin` (a `FLOW_F_FIN_*` flag, or 0) when new. A flow that changes
-/// nothing is not written.
-#[inline(always)]
-fn touch(flow: &mut Flow, now: u64, fin: u8) {
-    if now.saturating_sub(flow.last_seen_ns) >= LAST_SEEN_STEP_NS {
-        flow.last_seen_ns = now;
-    }
-    if flow.flags & fin != fin {
-        flow.flags |= fin;
-    }
-}
-
 /// A flow's first packet: Maglev picks the backend; nat mode also takes a
 /// free NAT port (the reverse entry is inserted only if the port is free).
+/// A TCP flow starts embryonic: in nat mode only while its backend's
+/// embryonic flows hold less than their share of the NAT port range. A
+/// full table refuses the flow (and leaves no half of it behind).
 #[inline(always)]
 fn new_flow(
     ctx: &XdpContext,
@@ -300,6 +288,10 @@ fn new_flow(
         .get(maglev_index(service.id, service.table, slot))
         .ok_or(reason::MAP_ERROR)?;
     let backend = VIPX_BACKENDS.get(backend_id).ok_or(reason::MAP_ERROR)?;
+    let embryonic = service.mode == MODE_NAT && t.key.proto == IPPROTO_TCP;
+    if embryonic {
+        state::embryonic_room(backend_id, nat_span(service))?;
+    }
     let nat_port = if service.mode == MODE_NAT {
         nat_port(ctx, t, service, backend)?
     } else {
@@ -315,9 +307,20 @@ fn new_flow(
     flow.group = service.group;
     flow.created_ns = now;
     flow.last_seen_ns = now;
-    VIPX_FLOWS
-        .insert(&t.key, &*flow, BPF_ANY)
-        .map_err(|_| reason::MAP_ERROR)?;
+    if let Err(err) = VIPX_FLOWS.insert(&t.key, &*flow, BPF_ANY) {
+        if nat_port != 0 {
+            // SAFETY: this CPU's scratch slot: the key `nat_port` took.
+            let _ = VIPX_NAT.remove(unsafe { &(*scratch).nat_key });
+        }
+        return Err(if err == -E2BIG {
+            reason::FLOW_TABLE_FULL
+        } else {
+            reason::MAP_ERROR
+        });
+    }
+    if embryonic {
+        state::embryonic_started(backend_id);
+    }
     flow_events::report(
         FLOW_EVENT_NEW,
         &t.key,
@@ -327,13 +330,20 @@ fn new_flow(
     Ok((backend_id, nat_port))
 }
 
+/// The number of ports of a service's NAT port range.
+#[inline(always)]
+fn nat_span(service: &Service) -> u32 {
+    u32::from(service.nat_port_last).saturating_sub(u32::from(service.nat_port_first)) + 1
+}
+
 /// Takes a NAT port no other flow to the same backend uses: candidates
 /// follow from the flow hash, and the reverse entry is inserted only if
-/// absent (`BPF_NOEXIST`), so two flows never share a port.
+/// absent (`BPF_NOEXIST`), so two flows never share a port. A full NAT
+/// table refuses the flow at once.
 #[inline(always)]
 fn nat_port(ctx: &XdpContext, t: &Tuple, service: &Service, backend: &Backend) -> Result<u16, u32> {
     let first = u32::from(service.nat_port_first);
-    let span = u32::from(service.nat_port_last).saturating_sub(first) + 1;
+    let span = nat_span(service);
     let hash = flow_hash(&t.key, SEED_NAT_PORT);
     let scratch = VIPX_SCRATCH.get_ptr_mut(0).ok_or(reason::MAP_ERROR)?;
     // SAFETY: this CPU's scratch slot; nothing else runs on it meanwhile.
@@ -348,8 +358,10 @@ fn nat_port(ctx: &XdpContext, t: &Tuple, service: &Service, backend: &Backend) -
         // Candidates a large odd stride apart, starting from the flow hash.
         let port = (first + hash.wrapping_add(attempt.wrapping_mul(0x9e37_79b1)) % span) as u16;
         key.dport = port;
-        if VIPX_NAT.insert(&*key, &*entry, BPF_NOEXIST).is_ok() {
-            return Ok(port);
+        match VIPX_NAT.insert(&*key, &*entry, BPF_NOEXIST) {
+            Ok(()) => return Ok(port),
+            Err(err) if err == -E2BIG => return Err(reason::FLOW_TABLE_FULL),
+            Err(_) => {}
         }
         attempt += 1;
     }
@@ -375,7 +387,13 @@ fn to_client(ctx: &XdpContext, pkt: &Packet, t: &Tuple, entry: &NatEntry, len: u
     if let Some(flow) = VIPX_FLOWS.get_ptr_mut(&entry.client) {
         // SAFETY: a valid map value pointer.
         let flow = unsafe { &mut *flow };
-        touch(flow, now, fin_flag(t, FLOW_F_FIN_BACKEND));
+        let change = state::observe(flow, now, t.key.proto, t.tcp_flags, Side::Backend);
+        if change.established {
+            state::embryonic_ended(flow.backend);
+        }
+        if change.report {
+            flow_events::report(FLOW_EVENT_UPDATE, &entry.client, flow, entry.client_mac);
+        }
         backend_id = Some(flow.backend);
     }
     if set_macs(ctx, entry.client_mac).is_none() {
@@ -390,34 +408,9 @@ fn to_client(ctx: &XdpContext, pkt: &Packet, t: &Tuple, entry: &NatEntry, len: u
     if translate(ctx, pkt.l3, t.l4_off, t.key.proto, &to).is_none() {
         return Decision::drop(reason::MALFORMED);
     }
-    if t.tcp_flags & TCP_RST != 0 {
-        report_end(&entry.client, entry.client_mac);
-        let _ = VIPX_FLOWS.remove(&entry.client);
-        let _ = VIPX_NAT.remove(&t.key);
-    }
     bump_service(entry.service, len);
     if let Some(id) = backend_id {
         bump_backend(id, len);
     }
     Decision::tx(reason::NAT_REPLY)
-}
-
-/// Drops a flow (and its NAT entry) at once, on RST.
-#[inline(always)]
-fn forget(key: &FlowKey, backend: &Backend, nat_port: u16, mode: u8) {
-    report_end(key, [0; 6]);
-    let _ = VIPX_FLOWS.remove(key);
-    if mode == MODE_NAT {
-        let _ = VIPX_NAT.remove(&nat_key(key, backend.addr, backend.port, nat_port));
-    }
-}
-
-/// Reports the end of a flow the table still holds (for replication).
-#[inline(always)]
-fn report_end(key: &FlowKey, client_mac: [u8; 6]) {
-    // SAFETY: read before the flow is removed; a concurrent update only
-    // touches plain integers.
-    if let Some(flow) = unsafe { VIPX_FLOWS.get(key) } {
-        flow_events::report(FLOW_EVENT_END, key, flow, client_mac);
-    }
 }

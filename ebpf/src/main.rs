@@ -19,6 +19,7 @@ mod icmp;
 mod parse;
 mod peer;
 mod rewrite;
+mod state;
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -69,15 +70,16 @@ static VIPX_GROUPS: Array<Group> = Array::with_max_entries(MAX_GROUPS, 0);
 static VIPX_VIPS: HashMap<VipKey, Vip> = HashMap::with_max_entries(MAX_VIPS, 0);
 
 /// The flow table (client -> VIP direction). The agent sizes it from its
-/// configuration at load time.
+/// configuration at load time. A hash map, not an LRU one: a live flow is
+/// never evicted (a full table refuses new flows), and the agent's flow
+/// collector forgets a flow together with its NAT entry.
 #[map(name = "VIPX_FLOWS")]
-static VIPX_FLOWS: LruHashMap<FlowKey, Flow> =
-    LruHashMap::with_max_entries(DEFAULT_FLOW_ENTRIES, 0);
+static VIPX_FLOWS: HashMap<FlowKey, Flow> = HashMap::with_max_entries(DEFAULT_FLOW_ENTRIES, 0);
 
-/// NAT reverse entries (backend -> VIP:nat-port direction).
+/// NAT reverse entries (backend -> VIP:nat-port direction), as large as
+/// the flow table and kept the same way.
 #[map(name = "VIPX_NAT")]
-static VIPX_NAT: LruHashMap<FlowKey, NatEntry> =
-    LruHashMap::with_max_entries(DEFAULT_FLOW_ENTRIES, 0);
+static VIPX_NAT: HashMap<FlowKey, NatEntry> = HashMap::with_max_entries(DEFAULT_FLOW_ENTRIES, 0);
 
 /// Per-service counters, by service id.
 #[map(name = "VIPX_SERVICE_STATS")]

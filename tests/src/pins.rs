@@ -106,7 +106,7 @@ pub fn insert_pinned_flows(
     let data =
         aya::maps::MapData::from_pin(&path).with_context(|| format!("open {}", path.display()))?;
     let mut map: aya::maps::HashMap<_, vipx_common::FlowKey, vipx_common::Flow> =
-        aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(data))?;
+        aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data))?;
     for (key, flow) in flows {
         map.insert(key, flow, 0)
             .with_context(|| format!("write {}", path.display()))?;

@@ -9,8 +9,8 @@ use aya::programs::{TestRun as _, TestRunOptions};
 use vipx_agent::{
     config::{Mode, PortRange},
     dataplane::{
-        BackendSpec, CounterSnapshot, Dataplane, GroupStates, ServiceSpec, ServiceTable, VipSpec,
-        VipTable, maglev,
+        BackendSpec, CounterSnapshot, Dataplane, FlowPolicy, GroupStates, ServiceSpec,
+        ServiceTable, VipSpec, VipTable, maglev,
     },
 };
 use vipx_common::{
@@ -85,6 +85,20 @@ pub fn service(
             .iter()
             .map(|&(addr, port, weight)| BackendSpec { addr, port, weight })
             .collect(),
+    }
+}
+
+/// A flow collector's policy that forgets every flow idle `idle`, in any
+/// state, with no limit on embryonic flows: a test sets the one timeout
+/// (or share) it is about over it.
+pub fn flow_policy(idle: Duration) -> FlowPolicy {
+    FlowPolicy {
+        tcp_idle: idle,
+        udp_idle: idle,
+        fin: idle,
+        embryonic: idle,
+        rst: idle,
+        embryonic_share: 100,
     }
 }
 

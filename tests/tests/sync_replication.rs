@@ -14,11 +14,19 @@ use std::time::{Duration, Instant};
 use replica::{
     BACKEND, CLIENT, Node, Relay, SECRET, VIP, connect, nothing_passed, synced, wait_until,
 };
-use vipx_agent::{config::PortRange, sync::Replicator};
-use vipx_common::{action, reason};
+use vipx_agent::{
+    config::PortRange,
+    dataplane::{FlowCollector, FlowPolicy},
+    sync::Replicator,
+};
+use vipx_common::{
+    action,
+    flow::{FLOW_F_ESTABLISHED, FLOW_F_RST},
+    reason,
+};
 use vipx_lab::{
     frames::{FrameSpec, tcp},
-    rig::{key_of, nat_spec},
+    rig::{flow_policy, key_of, nat_spec},
 };
 
 /// The destination port of a TCP frame leaving XDP (IPv4, no options).
@@ -135,12 +143,49 @@ async fn new_flows_and_resets_stream_from_the_program_as_they_happen() {
         "from the flow's creation to B's acknowledgement: {lag} s"
     );
 
-    // The client resets it on A: B forgets it too.
+    // The backend answers on A: B's copy is established too (else B's
+    // collector would forget it as embryonic).
+    let backend = a
+        .rig
+        .dataplane
+        .maps()
+        .backend(flow.backend)
+        .expect("its backend");
+    let answer = FrameSpec::tcp(
+        BACKEND,
+        backend.port,
+        VIP,
+        flow.nat_port,
+        tcp::SYN | tcp::ACK,
+    );
+    let (act, _) = a.rig.run(&answer.build()).expect("run on A");
+    assert_eq!(act, action::TX, "A translates the answer");
+    wait_until("B's copy is established", || {
+        maps_b
+            .flow(&key)
+            .is_some_and(|f| f.flags & FLOW_F_ESTABLISHED != 0)
+    })
+    .await;
+
+    // The client resets it on A: B's copy carries the RST too, so that
+    // B's collector ends it as A's does once it stays quiet (here at once).
     let rst = FrameSpec::tcp(CLIENT, 52_000, VIP, 5432, tcp::RST);
     let (act, _) = a.rig.run(&rst.build()).expect("run on A");
     assert_eq!(act, action::TX, "A forwards the reset");
+    wait_until("B's copy carries the RST", || {
+        maps_b.flow(&key).is_some_and(|f| f.flags & FLOW_F_RST != 0)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let policy = FlowPolicy {
+        rst: Duration::ZERO,
+        ..flow_policy(Duration::from_secs(3600))
+    };
+    for node in [&a, &b] {
+        FlowCollector::new(node.rig.dataplane.maps(), policy).collect();
+    }
     assert!(a.rig.dataplane.maps().flow(&key).is_none(), "A forgot it");
-    wait_until("B forgets the ended flow", || maps_b.flow(&key).is_none()).await;
+    assert!(maps_b.flow(&key).is_none(), "B forgot it");
     assert!(
         maps_b.nat_entries().is_empty(),
         "its NAT entry went with it: {:?}",

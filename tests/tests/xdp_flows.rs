@@ -1,12 +1,14 @@
-//! Flow lifetimes: FIN both ways and idle timeouts end flows and free their
-//! NAT ports, through the agent's own flow collector on the real maps.
+//! Flow lifetimes: FIN both ways, idle timeouts and a RST followed by
+//! silence end flows and free their NAT ports, through the agent's own
+//! flow collector on the real maps; a RST the session outlives ends
+//! nothing.
 
 use std::{
     net::{IpAddr, Ipv4Addr},
     time::Duration,
 };
 
-use vipx_agent::dataplane::{FlowCollector, FlowTimeouts};
+use vipx_agent::dataplane::{FlowCollector, FlowPolicy};
 use vipx_common::action;
 use vipx_lab::{
     frames::{FrameSpec, tcp},
@@ -17,11 +19,12 @@ const VIP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 77, 0, 100));
 const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 77, 0, 21));
 const BACKEND: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 77, 0, 31));
 
-fn timeouts(tcp_idle: Duration, fin: Duration) -> FlowTimeouts {
-    FlowTimeouts {
-        tcp_idle,
-        udp_idle: tcp_idle,
+/// Flows idle `tcp_idle` (any state but closed) or closed `fin` are
+/// forgotten; no limit on embryonic flows.
+fn timeouts(tcp_idle: Duration, fin: Duration) -> FlowPolicy {
+    FlowPolicy {
         fin,
+        ..rig::flow_policy(tcp_idle)
     }
 }
 
@@ -198,4 +201,94 @@ fn the_collector_reads_every_flow_of_a_large_table() {
         "every flow expired once"
     );
     assert!(maps.flows().is_empty(), "the table is empty");
+}
+
+/// A RST from the client on the flow of `syn`, with sequence number `seq`.
+fn client_rst(syn: &FrameSpec, seq: u32) -> FrameSpec {
+    FrameSpec {
+        transport: vipx_lab::frames::Transport::Tcp {
+            flags: tcp::RST,
+            seq,
+        },
+        ..syn.clone()
+    }
+}
+
+#[test]
+fn a_rst_with_a_wrong_sequence_number_leaves_the_session_working() {
+    // Issue 13: a forged RST with any sequence number deleted the flow at
+    // once. The endpoint judges the RST (RFC 5961: out of window, it is
+    // ignored), so the program forwards it and keeps the flow.
+    let mut rig = Rig::master(&[rig::nat_spec(VIP, BACKEND, 251)]).expect("rig");
+    let (syn, reply) = open(&mut rig, 50000);
+    assert_eq!(rig.run(&reply.build()).expect("run").0, action::TX);
+    let forged = client_rst(&syn, 0x5eed_0000);
+    assert_eq!(
+        rig.run(&forged.build()).expect("run").0,
+        action::TX,
+        "the RST goes on to the backend, which judges it"
+    );
+    assert!(rig.flow(&syn).is_some(), "the flow outlives a RST");
+    // The backend ignored it and answers: its reply reaches the client.
+    let (act, out) = rig.run(&reply.build()).expect("run");
+    assert_eq!(act, action::TX, "the backend's reply still goes back");
+    let to_client = reply
+        .clone()
+        .addrs(VIP, 5432, CLIENT, 50000)
+        .macs(NODE_MAC, CLIENT_MAC)
+        .build();
+    assert_eq!(out, to_client, "translated back to the client");
+
+    // The session goes on after the RST: the flow no longer ends by it,
+    // even with no grace at all, and both halves still work.
+    std::thread::sleep(Duration::from_millis(300));
+    let data =
+        FrameSpec::tcp(CLIENT, 50000, VIP, 5432, tcp::ACK | tcp::PSH).macs(CLIENT_MAC, NODE_MAC);
+    assert_eq!(rig.run(&data.build()).expect("run").0, action::TX);
+    assert_eq!(rig.run(&reply.build()).expect("run").0, action::TX);
+    let hour = Duration::from_secs(3600);
+    let mut collector = FlowCollector::new(
+        rig.dataplane.maps(),
+        FlowPolicy {
+            rst: Duration::ZERO,
+            ..timeouts(hour, hour)
+        },
+    );
+    assert_eq!(collector.collect().expired, 0, "traffic went on");
+    assert!(rig.flow(&syn).is_some());
+    assert_eq!(rig.run(&reply.build()).expect("run").0, action::TX);
+}
+
+#[test]
+fn a_rst_followed_by_silence_ends_the_flow_after_rst_timeout() {
+    let mut rig = Rig::master(&[rig::nat_spec(VIP, BACKEND, 251)]).expect("rig");
+    let (syn, reply) = open(&mut rig, 50100);
+    let (other, _) = open(&mut rig, 50101);
+    assert_eq!(rig.run(&reply.build()).expect("run").0, action::TX);
+    // The backend resets the connection (a RST from either side counts).
+    let rst = FrameSpec {
+        transport: vipx_lab::frames::Transport::Tcp {
+            flags: tcp::RST | tcp::ACK,
+            seq: 1,
+        },
+        ..reply.clone()
+    };
+    assert_eq!(rig.run(&rst.build()).expect("run").0, action::TX);
+    let maps = rig.dataplane.maps();
+    let hour = Duration::from_secs(3600);
+    let mut patient = FlowCollector::new(maps.clone(), timeouts(hour, hour));
+    assert_eq!(patient.collect().expired, 0, "not at once");
+
+    std::thread::sleep(Duration::from_millis(20));
+    let mut collector = FlowCollector::new(
+        maps.clone(),
+        FlowPolicy {
+            rst: Duration::from_millis(10),
+            ..timeouts(hour, hour)
+        },
+    );
+    assert_eq!(collector.collect().expired, 1, "quiet past rst_timeout");
+    assert!(rig.flow(&syn).is_none(), "the reset flow is gone");
+    assert!(rig.flow(&other).is_some(), "the other flow stays");
+    assert_eq!(maps.nat_entries().len(), 1, "its NAT port is free");
 }

@@ -201,7 +201,7 @@ fn a_pinned_map_of_another_layout_is_replaced() {
     assert_eq!(report.replaced, ["VIPX_FLOWS"], "{report:?}");
     assert!(report.adopted.is_empty(), "{report:?}");
     let pinned = MapLayout::of_pin(&flows).expect("the new VIPX_FLOWS");
-    assert_eq!(pinned.map_type, MapType::LruHash);
+    assert_eq!(pinned.map_type, MapType::Hash);
     assert_eq!(pinned.key_size as usize, size_of::<FlowKey>());
     assert_eq!(
         pinned.value_size as usize,
@@ -230,6 +230,42 @@ fn a_pinned_map_of_another_layout_is_replaced() {
     assert_eq!(flows_now.max_entries, 2 * FLOW_ENTRIES);
     bigger.stop();
     assert_eq!(pins_under(&pins), Vec::<PathBuf>::new(), "no pin left");
+}
+
+#[test]
+fn flow_tables_an_older_agent_pinned_as_lru_maps_are_replaced() {
+    // Agents before issue 13 had LRU flow and NAT tables, of the same key,
+    // value and size: the type alone differs, and must not be adopted (an
+    // LRU table would go on evicting live flows).
+    let (_lab, _node, pins) = lab_with_node();
+    std::fs::create_dir_all(&pins).expect("create the pin directory");
+    let entries = FLOW_ENTRIES.to_string();
+    let key = size_of::<FlowKey>().to_string();
+    for (name, value) in [
+        ("VIPX_FLOWS", size_of::<Flow>()),
+        ("VIPX_NAT", size_of::<vipx_common::NatEntry>()),
+    ] {
+        let out = Command::new("bpftool")
+            .args(["map", "create"])
+            .arg(pins.join(name))
+            .args(["type", "lru_hash", "key", &key, "value", &value.to_string()])
+            .args(["entries", &entries, "name", name])
+            .output()
+            .expect("run bpftool");
+        assert!(
+            out.status.success(),
+            "bpftool map create {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let dataplane = Dataplane::load_pinned(FLOW_ENTRIES, &pins).expect("load pinned");
+    let report = dataplane.pin_report().expect("pinned").clone();
+    assert_eq!(report.replaced, ["VIPX_FLOWS", "VIPX_NAT"], "{report:?}");
+    for name in ["VIPX_FLOWS", "VIPX_NAT"] {
+        let layout = MapLayout::of_pin(&pins.join(name)).expect("the new map");
+        assert_eq!(layout.map_type, MapType::Hash, "{name}: {layout}");
+    }
+    dataplane.stop();
 }
 
 /// The file names of the link pins in `pins`.

@@ -179,13 +179,13 @@ pub async fn run_collector(
     mut collector: FlowCollector,
     table: SharedTable,
     metrics: Arc<Metrics>,
-    mut timeouts: tokio::sync::watch::Receiver<crate::dataplane::FlowTimeouts>,
+    mut policy: tokio::sync::watch::Receiver<crate::dataplane::FlowPolicy>,
 ) {
     let mut tick = tokio::time::interval(GC_INTERVAL);
     loop {
         tick.tick().await;
-        if timeouts.has_changed().unwrap_or(false) {
-            collector.set_timeouts(*timeouts.borrow_and_update());
+        if policy.has_changed().unwrap_or(false) {
+            collector.set_policy(*policy.borrow_and_update());
         }
         let (collector_back, stats) = tokio::task::spawn_blocking(move || {
             let stats = collector.collect();

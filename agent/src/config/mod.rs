@@ -7,6 +7,7 @@
 mod group;
 mod health;
 mod log;
+mod percent;
 mod service;
 mod sync;
 
@@ -25,6 +26,7 @@ pub use group::{
 };
 pub use health::{AllDown, CheckKind, HealthConfig, OnDown};
 pub use log::{LogConfig, LogLevel};
+pub use percent::Percent;
 pub use service::{BackendConfig, DEFAULT_MAGLEV_SIZE, Protocol, ServiceConfig};
 pub use sync::{AckLevel, MAX_HANDOVER_WAIT, SyncConfig, SyncTls};
 
@@ -194,6 +196,20 @@ pub struct DataplaneConfig {
     /// TCP flows that saw a FIN both ways are forgotten after this.
     #[serde(default = "default_fin_timeout", with = "humantime_serde")]
     pub fin_timeout: Duration,
+    /// Embryonic TCP flows (no answer from the backend yet: a SYN the
+    /// backend's listen queue dropped, a flood) are forgotten after this
+    /// idle, and their NAT ports freed.
+    #[serde(default = "default_embryonic_timeout", with = "humantime_serde")]
+    pub embryonic_timeout: Duration,
+    /// After a RST, a TCP flow is forgotten once it stayed quiet this long
+    /// (traffic going on clears the RST: a forged one ends nothing).
+    #[serde(default = "default_rst_timeout", with = "humantime_serde")]
+    pub rst_timeout: Duration,
+    /// The percent of a nat service's NAT port range that embryonic flows
+    /// may hold per backend; new flows past it are refused and counted
+    /// (`embryonic_limit`). 100: no limit.
+    #[serde(default = "default_embryonic_port_share")]
+    pub embryonic_port_share: Percent,
 }
 
 fn default_flow_table_size() -> u32 {
@@ -213,6 +229,15 @@ fn default_udp_idle() -> Duration {
 }
 fn default_fin_timeout() -> Duration {
     Duration::from_secs(10)
+}
+fn default_embryonic_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_rst_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_embryonic_port_share() -> Percent {
+    Percent(50)
 }
 
 /// An interface name, checked against the kernel's limits.

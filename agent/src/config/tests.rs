@@ -51,6 +51,18 @@ fn defaults_fill_the_optional_sections() {
 }
 
 #[test]
+fn embryonic_and_rst_flows_have_documented_defaults_and_a_checked_share() {
+    let config = parse("[dataplane]\ninterfaces = [\"eth0\"]\n").expect("minimal config parses");
+    let dataplane = &config.dataplane;
+    assert_eq!(dataplane.embryonic_timeout, Duration::from_secs(5));
+    assert_eq!(dataplane.embryonic_port_share.get(), 50);
+    assert_eq!(dataplane.rst_timeout, Duration::from_secs(10));
+    let err = error_of("[dataplane]\ninterfaces = [\"eth0\"]\nembryonic_port_share = 0\n");
+    assert!(err.starts_with("/etc/vipx/vipx.toml:3:24: "), "{err}");
+    assert!(err.contains("from 1 to 100"), "{err}");
+}
+
+#[test]
 fn unknown_key_names_file_line_and_column() {
     let text = "[dataplane]\ninterfaces = [\"eth0\"]\n  colour = \"blue\"\n";
     let err = error_of(text);

@@ -27,7 +27,7 @@ use crate::{
     balancer::{self, ServiceCollector, SharedTable},
     config::Config,
     dataplane::{
-        Dataplane, DataplaneError, FlowCollector, FlowTimeouts, GroupStates, LeaseCollector, Maps,
+        Dataplane, DataplaneError, FlowCollector, FlowPolicy, GroupStates, LeaseCollector, Maps,
         Refresher, ServiceSpec, ServiceTable, VipTable, XdpCollector,
     },
     election::runner::Wiring,
@@ -99,8 +99,8 @@ async fn serve(
         })
         .context("starting the lease refresher")?;
     let specs = Arc::new(Mutex::new(balancer::specs(&config)));
-    let (flow_timeouts, timeouts_rx) = tokio::sync::watch::channel(timeouts(&config));
-    let tasks = spawn_background(dataplane, &state, neighbours, &specs, timeouts_rx);
+    let (flow_policy, policy_rx) = tokio::sync::watch::channel(flow_policy(&config));
+    let tasks = spawn_background(dataplane, &state, neighbours, &specs, policy_rx);
     let (server, stop_server) = serve_api(&config, &state).await?;
     let groups_now: std::collections::BTreeMap<String, String> = config
         .groups_with_ids()
@@ -127,7 +127,7 @@ async fn serve(
         replicator,
         notifier,
         handover_rx,
-        flow_timeouts,
+        flow_policy,
     };
     running.follow_signals().await?;
     systemd::stopping();
@@ -154,8 +154,9 @@ struct Running<'a> {
     notifier: Notifier,
     /// Handovers asked through the API.
     handover_rx: mpsc::UnboundedReceiver<crate::operator::HandoverCall>,
-    /// The flow collector's idle timeouts (a reload changes them).
-    flow_timeouts: tokio::sync::watch::Sender<FlowTimeouts>,
+    /// The flow collector's timeouts and embryonic share (a reload changes
+    /// them).
+    flow_policy: tokio::sync::watch::Sender<FlowPolicy>,
 }
 
 impl Running<'_> {
@@ -198,7 +199,7 @@ impl Running<'_> {
             let new = read(&self.state.config).clone();
             self.notifier.set_config(&new);
             self.state.groups.set_lease(new.dataplane.lease_timeout);
-            self.flow_timeouts.send_replace(timeouts(&new));
+            self.flow_policy.send_replace(flow_policy(&new));
             self.tracker = start_tracker(&new, &self.state, self.track_tx.clone());
             let held = lock(&self.state.operator).held.clone();
             let restarted = self
@@ -466,9 +467,9 @@ fn spawn_background(
     state: &AgentState,
     neighbours: Neighbours,
     specs: &Arc<Mutex<Vec<ServiceSpec>>>,
-    flow_timeouts: tokio::sync::watch::Receiver<FlowTimeouts>,
+    flow_policy: tokio::sync::watch::Receiver<FlowPolicy>,
 ) -> Vec<JoinHandle<()>> {
-    let initial = *flow_timeouts.borrow();
+    let initial = *flow_policy.borrow();
     vec![
         tokio::spawn(balancer::run_resolver(
             Arc::clone(&state.table),
@@ -479,7 +480,7 @@ fn spawn_background(
             FlowCollector::new(dataplane.maps(), initial),
             Arc::clone(&state.table),
             Arc::clone(&state.metrics),
-            flow_timeouts,
+            flow_policy,
         )),
     ]
 }
@@ -521,11 +522,14 @@ fn first_round_limit(config: &Config) -> Duration {
         + Duration::from_millis(500)
 }
 
-fn timeouts(config: &Config) -> FlowTimeouts {
-    FlowTimeouts {
+fn flow_policy(config: &Config) -> FlowPolicy {
+    FlowPolicy {
         tcp_idle: config.dataplane.tcp_idle_timeout,
         udp_idle: config.dataplane.udp_idle_timeout,
         fin: config.dataplane.fin_timeout,
+        embryonic: config.dataplane.embryonic_timeout,
+        rst: config.dataplane.rst_timeout,
+        embryonic_share: u32::from(config.dataplane.embryonic_port_share.get()),
     }
 }
 

@@ -144,6 +144,20 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_gives_the_flow_collector_its_new_embryonic_and_rst_policy() {
+        let base = parse(BASE);
+        let new = parse(&BASE.replace(
+            "[dataplane]\n",
+            "[dataplane]\nembryonic_timeout = \"2s\"\nembryonic_port_share = 20\nrst_timeout = \"3s\"\n",
+        ));
+        assert!(restart_only(&base, &new).is_empty(), "they apply at once");
+        let policy = crate::daemon::flow_policy(&new);
+        assert_eq!(policy.embryonic, std::time::Duration::from_secs(2));
+        assert_eq!(policy.embryonic_share, 20);
+        assert_eq!(policy.rst, std::time::Duration::from_secs(3));
+    }
+
+    #[test]
     fn only_sockets_sizes_pins_and_identity_wait_for_a_restart() {
         let base = parse(BASE);
         assert!(restart_only(&base, &base).is_empty());

@@ -1,5 +1,18 @@
-//! The flow table's upkeep: forgetting idle and closed flows (which frees
-//! their NAT ports) and counting what is in use.
+//! The flow table's upkeep: forgetting idle, closed, reset and embryonic
+//! flows, each together with its NAT entry (which frees its NAT port), and
+//! counting what is in use. The flow and NAT tables never evict: this is
+//! the only way flows end.
+//!
+//! A TCP flow ends, whichever comes first:
+//! - `rst` after a RST, unless a segment without RST came later than a
+//!   packet in flight could have (the program then clears the mark): the
+//!   endpoints judge a RST's sequence number (RFC 5961), and a connection
+//!   a RST really ended stays quiet;
+//! - `fin` after a FIN was seen both ways;
+//! - `embryonic` idle while embryonic (no answer from the backend yet);
+//! - `tcp_idle` idle otherwise.
+//!
+//! A UDP flow ends `udp_idle` idle.
 
 use crate::locks::lock;
 use std::{
@@ -9,19 +22,57 @@ use std::{
 };
 
 use vipx_common::{
-    FlowKey,
-    flow::{FLOW_F_FIN_BACKEND, FLOW_F_FIN_CLIENT, FLOW_F_REPLICA, nat_key},
+    Flow, FlowKey,
+    flow::{
+        FLOW_F_ESTABLISHED, FLOW_F_FIN_BACKEND, FLOW_F_FIN_CLIENT, FLOW_F_REPLICA, FLOW_F_RST,
+        nat_key,
+    },
 };
 
 use super::{lease::monotonic_ns, maps::Maps};
 
-/// When flows are forgotten.
-#[derive(Clone, Copy, Debug)]
-pub struct FlowTimeouts {
+/// IP protocol number of TCP.
+const TCP: u8 = 6;
+
+/// When flows are forgotten, and how many NAT ports embryonic flows may
+/// hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowPolicy {
     pub tcp_idle: Duration,
     pub udp_idle: Duration,
     /// After a FIN was seen both ways.
     pub fin: Duration,
+    /// TCP flows without an answer yet (see `FLOW_F_ESTABLISHED`).
+    pub embryonic: Duration,
+    /// After a RST, unless traffic went on.
+    pub rst: Duration,
+    /// Percent of a nat service's NAT port range that embryonic flows may
+    /// hold per backend (100: no limit).
+    pub embryonic_share: u32,
+}
+
+impl FlowPolicy {
+    /// How long `flow` may stay idle.
+    fn limit(&self, key: &FlowKey, flow: &Flow) -> Duration {
+        if key.proto != TCP {
+            return self.udp_idle;
+        }
+        let fins = FLOW_F_FIN_CLIENT | FLOW_F_FIN_BACKEND;
+        if flow.flags & FLOW_F_RST != 0 {
+            self.rst
+        } else if flow.flags & fins == fins {
+            self.fin
+        } else if flow.flags & FLOW_F_ESTABLISHED == 0 {
+            self.embryonic
+        } else {
+            self.tcp_idle
+        }
+    }
+}
+
+/// Whether a flow holds a NAT port without an answer yet.
+fn embryonic_nat(key: &FlowKey, flow: &Flow) -> bool {
+    key.proto == TCP && flow.nat_port != 0 && flow.flags & FLOW_F_ESTABLISHED == 0
 }
 
 /// What one collection found, per service id.
@@ -31,6 +82,10 @@ pub struct FlowStats {
     pub flows: HashMap<u32, u64>,
     /// Flows per backend id.
     pub backend_flows: HashMap<u32, u64>,
+    /// Embryonic nat flows (holding a NAT port, no answer yet) per backend
+    /// id, of every backend a TCP nat flow was found on (0 for those
+    /// whose flows are all established, or all forgotten by this run).
+    pub embryonic: HashMap<u32, u64>,
     /// Of all flows, those installed from a peer's replication (the rest
     /// this node's XDP program created).
     pub replicated: u64,
@@ -45,7 +100,11 @@ pub struct FlowStats {
 /// Forgets expired flows; keeps what it needs between runs.
 pub struct FlowCollector {
     maps: Arc<Maps>,
-    timeouts: FlowTimeouts,
+    policy: FlowPolicy,
+    /// The share last written to the data plane's settings.
+    share_written: Option<u32>,
+    /// Backend ids whose embryonic count was last written non-zero.
+    embryonic_written: HashSet<u32>,
     /// NAT entries without a flow at the previous run. The XDP program
     /// inserts the NAT entry just before the flow, so an entry is removed
     /// only when it is still an orphan one run later.
@@ -53,31 +112,63 @@ pub struct FlowCollector {
 }
 
 impl FlowCollector {
-    pub fn new(maps: Arc<Maps>, timeouts: FlowTimeouts) -> Self {
+    pub fn new(maps: Arc<Maps>, policy: FlowPolicy) -> Self {
         Self {
             maps,
-            timeouts,
+            policy,
+            share_written: None,
+            embryonic_written: HashSet::new(),
             orphans: HashSet::new(),
         }
     }
 
-    /// A reload changed the idle timeouts: the next run uses these.
-    pub fn set_timeouts(&mut self, timeouts: FlowTimeouts) {
-        self.timeouts = timeouts;
+    /// A reload changed the policy: the next run uses it.
+    pub fn set_policy(&mut self, policy: FlowPolicy) {
+        self.policy = policy;
     }
 
-    /// Removes expired flows and their NAT entries, then NAT entries whose
-    /// flow is gone (evicted by the LRU), and counts what stays.
+    /// Writes the embryonic share (when it changed), removes expired flows
+    /// and their NAT entries, then NAT entries whose flow is gone, counts
+    /// what stays, and gives the program the true count of embryonic flows
+    /// of each backend.
     pub fn collect(&mut self) -> FlowStats {
-        let (stats, orphans) = collect(&self.maps, self.timeouts, &self.orphans);
+        let share = self.policy.embryonic_share;
+        if self.share_written != Some(share) && self.maps.set_embryonic_share(share).is_ok() {
+            self.share_written = Some(share);
+        }
+        let (stats, orphans) = collect(&self.maps, self.policy, &self.orphans);
         self.orphans = orphans;
+        self.write_embryonic(&stats.embryonic);
         stats
+    }
+
+    /// Sets the count of every backend a flow was found on, or that had
+    /// embryonic flows at the last write (between runs the program counts
+    /// by itself).
+    fn write_embryonic(&mut self, counts: &HashMap<u32, u64>) {
+        let ids: HashSet<u32> = self
+            .embryonic_written
+            .iter()
+            .chain(counts.keys())
+            .copied()
+            .collect();
+        for id in ids {
+            let count = counts.get(&id).copied().unwrap_or(0);
+            let _ = self
+                .maps
+                .set_embryonic(id, u32::try_from(count).unwrap_or(u32::MAX));
+        }
+        self.embryonic_written = counts
+            .iter()
+            .filter(|(_, count)| **count > 0)
+            .map(|(id, _)| *id)
+            .collect();
     }
 }
 
 fn collect(
     maps: &Arc<Maps>,
-    timeouts: FlowTimeouts,
+    policy: FlowPolicy,
     seen_orphans: &HashSet<FlowKey>,
 ) -> (FlowStats, HashSet<FlowKey>) {
     let now = monotonic_ns();
@@ -87,20 +178,17 @@ fn collect(
     // it, without a lookup each.
     let mut kept: HashMap<FlowKey, u16> = HashMap::new();
     for (key, flow) in maps.flows() {
+        if key.proto == TCP && flow.nat_port != 0 {
+            stats.embryonic.entry(flow.backend).or_default();
+        }
         let idle = Duration::from_nanos(now.saturating_sub(flow.last_seen_ns));
-        let closed = flow.flags & (FLOW_F_FIN_CLIENT | FLOW_F_FIN_BACKEND)
-            == (FLOW_F_FIN_CLIENT | FLOW_F_FIN_BACKEND);
-        let limit = if closed {
-            timeouts.fin
-        } else if key.proto == 6 {
-            timeouts.tcp_idle
-        } else {
-            timeouts.udp_idle
-        };
-        if idle <= limit {
+        if idle <= policy.limit(&key, &flow) {
             kept.insert(key, flow.nat_port);
             *stats.flows.entry(flow.service).or_default() += 1;
             *stats.backend_flows.entry(flow.backend).or_default() += 1;
+            if embryonic_nat(&key, &flow) {
+                *stats.embryonic.entry(flow.backend).or_default() += 1;
+            }
             stats.replicated += u64::from(flow.flags & FLOW_F_REPLICA != 0);
             continue;
         }

@@ -10,9 +10,9 @@ use aya::{
     maps::{Array, HashMap, MapData, MapError, PerCpuArray},
 };
 use vipx_common::{
-    Backend, Counter, Flow, FlowKey, Group, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_FLOWS, MAP_GROUPS,
-    MAP_MAGLEV, MAP_NAT, MAP_SERVICE_STATS, MAP_SERVICES, MAP_VIPS, NatEntry, Service, ServiceKey,
-    Vip, VipKey,
+    Backend, Counter, Flow, FlowKey, FlowSettings, Group, MAP_BACKEND_STATS, MAP_BACKENDS,
+    MAP_EMBRYONIC, MAP_FLOW_SETTINGS, MAP_FLOWS, MAP_GROUPS, MAP_MAGLEV, MAP_NAT,
+    MAP_SERVICE_STATS, MAP_SERVICES, MAP_VIPS, NatEntry, Service, ServiceKey, Vip, VipKey,
 };
 
 use super::error::DataplaneError;
@@ -26,6 +26,8 @@ pub struct Maps {
     pub(super) vips: Mutex<HashMap<MapData, VipKey, Vip>>,
     pub(super) flows: Mutex<HashMap<MapData, FlowKey, Flow>>,
     pub(super) nat: Mutex<HashMap<MapData, FlowKey, NatEntry>>,
+    pub(super) embryonic: Mutex<Array<MapData, u32>>,
+    pub(super) flow_settings: Mutex<Array<MapData, FlowSettings>>,
     pub(super) service_stats: PerCpuArray<MapData, Counter>,
     pub(super) backend_stats: PerCpuArray<MapData, Counter>,
 }
@@ -50,6 +52,8 @@ impl Maps {
             vips: Mutex::new(take(ebpf, MAP_VIPS)?),
             flows: Mutex::new(take(ebpf, MAP_FLOWS)?),
             nat: Mutex::new(take(ebpf, MAP_NAT)?),
+            embryonic: Mutex::new(take(ebpf, MAP_EMBRYONIC)?),
+            flow_settings: Mutex::new(take(ebpf, MAP_FLOW_SETTINGS)?),
             service_stats: take(ebpf, MAP_SERVICE_STATS)?,
             backend_stats: take(ebpf, MAP_BACKEND_STATS)?,
         })
@@ -86,6 +90,36 @@ impl Maps {
     pub fn nat_entries(&self) -> Vec<(FlowKey, NatEntry)> {
         let nat = lock(&self.nat);
         super::batch::entries(&nat).unwrap_or_else(|| nat.iter().filter_map(Result::ok).collect())
+    }
+
+    /// The program's count of embryonic nat flows to backend `id`.
+    pub fn embryonic(&self, id: u32) -> Option<u32> {
+        lock(&self.embryonic).get(&id, 0).ok()
+    }
+
+    /// Sets the count of embryonic nat flows to backend `id` (the flow
+    /// collector's true count).
+    pub fn set_embryonic(&self, id: u32, count: u32) -> Result<(), DataplaneError> {
+        lock(&self.embryonic)
+            .set(id, count, 0)
+            .map_err(|source| DataplaneError::Map {
+                name: MAP_EMBRYONIC,
+                source,
+            })
+    }
+
+    /// Sets the percent of a nat service's NAT port range that embryonic
+    /// flows may hold per backend (0 or 100: no limit).
+    pub fn set_embryonic_share(&self, percent: u32) -> Result<(), DataplaneError> {
+        let settings = FlowSettings {
+            embryonic_share: percent,
+        };
+        lock(&self.flow_settings)
+            .set(0, settings, 0)
+            .map_err(|source| DataplaneError::Map {
+                name: MAP_FLOW_SETTINGS,
+                source,
+            })
     }
 
     /// Removes a flow (not its NAT entry).

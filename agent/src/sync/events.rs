@@ -1,5 +1,8 @@
 //! From the program's flow events to the peers' queues: each new flow and
-//! each reset, as it happens, as a record any peer can install. Events the
+//! each change of a flow's state (established, RST seen or cleared), as it
+//! happens, as a record any peer can install (a change replaces the
+//! peer's copy, which the peer's collector then expires by the same
+//! rules). Events the
 //! ring buffer lost turn into a whole-table transfer to every peer.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
@@ -8,7 +11,7 @@ use tokio::io::unix::AsyncFd;
 use tracing::warn;
 use vipx_common::{
     Backend, FlowEvent,
-    flow::{FLOW_EVENT_END, FLOW_EVENT_NEW},
+    flow::{FLOW_EVENT_END, FLOW_EVENT_NEW, FLOW_EVENT_UPDATE},
 };
 
 use super::{
@@ -91,7 +94,7 @@ fn entry(
     };
     let record = replica::record_with(&event.key, &event.flow, &backend, event.client_mac, now_ns)?;
     match event.kind {
-        FLOW_EVENT_NEW => Some(Entry::Flow(record)),
+        FLOW_EVENT_NEW | FLOW_EVENT_UPDATE => Some(Entry::Flow(record)),
         FLOW_EVENT_END => Some(Entry::End(record)),
         _ => None,
     }

@@ -2,7 +2,9 @@
 //! parse of the input (DESIGN.md, "Kernel data plane": Ethernet, one VLAN
 //! tag, IPv4 without fragments and with its options inside the frame,
 //! IPv6 without extension headers, whole TCP/UDP headers), a model of the
-//! flows the program opened (learnt from what it sent, forgotten on RST),
+//! flows the program opened (learnt from what it sent; kept for the whole
+//! epoch: a RST only marks a flow, the agent's collector, which never runs
+//! here, ends it),
 //! and the frame each must become (addresses, ports and MACs written from
 //! the model, checksums updated by RFC 1624 eqn. 3, written here).
 //!
@@ -23,8 +25,6 @@ use vipx_lab::rig::backend_mac;
 
 use super::{HEARTBEAT_PORT, frames::ReplyTuple, icmp};
 
-const TCP_RST: u8 = 0x04;
-
 /// A parsed TCP/UDP packet.
 #[derive(Clone, Copy, Debug)]
 pub struct Parsed {
@@ -36,7 +36,6 @@ pub struct Parsed {
     dst: IpAddr,
     sport: u16,
     dport: u16,
-    flags: u8,
 }
 
 impl Parsed {
@@ -87,7 +86,7 @@ pub fn classify(frame: &[u8], vips: &[IpAddr]) -> Class {
     }
 }
 
-/// TCP, UDP or VRRP (ports and flags 0) over IPv4 or IPv6, every header
+/// TCP, UDP or VRRP (ports 0) over IPv4 or IPv6, every header
 /// it needs inside the frame.
 fn parse(frame: &[u8]) -> Option<Parsed> {
     let mut ethertype = be16(frame.get(..14)?, 12);
@@ -122,10 +121,9 @@ fn parse(frame: &[u8]) -> Option<Parsed> {
         _ => return None,
     };
     let hdr = frame.get(l4..l4 + l4_len)?;
-    let (sport, dport, flags) = match proto {
-        6 => (be16(hdr, 0), be16(hdr, 2), hdr[13]),
-        17 => (be16(hdr, 0), be16(hdr, 2), 0),
-        _ => (0, 0, 0),
+    let (sport, dport) = match proto {
+        6 | 17 => (be16(hdr, 0), be16(hdr, 2)),
+        _ => (0, 0),
     };
     Some(Parsed {
         l3,
@@ -136,7 +134,6 @@ fn parse(frame: &[u8]) -> Option<Parsed> {
         dst,
         sport,
         dport,
-        flags,
     })
 }
 
@@ -235,7 +232,6 @@ impl Model {
     }
 
     fn sent(&mut self, p: &Parsed, input: &[u8], out: &[u8]) -> Result<Sent, String> {
-        let rst = p.flags & TCP_RST != 0;
         if let Some(client) = self.replies.get(&p.reply_tuple()).copied() {
             let flow = &self.flows[&client];
             let expected = rewrite(
@@ -246,9 +242,6 @@ impl Model {
                 (client.0, client.1),
             );
             same(out, &expected, p)?;
-            if rst {
-                self.forget(&client);
-            }
             return Ok(Sent::ToClient);
         }
         let key = p.key();
@@ -272,9 +265,6 @@ impl Model {
             )
         };
         same(out, &expected, p)?;
-        if rst {
-            self.forget(&key);
-        }
         Ok(Sent::ToBackend)
     }
 
@@ -382,20 +372,6 @@ impl Model {
         };
         self.flows.insert(p.key(), flow);
         Ok(())
-    }
-
-    fn forget(&mut self, key: &Key) {
-        if let Some(flow) = self.flows.remove(key)
-            && flow.nat_port != 0
-        {
-            self.replies.remove(&ReplyTuple {
-                backend: flow.backend,
-                backend_port: flow.backend_port,
-                vip: key.2,
-                nat_port: flow.nat_port,
-                proto: key.4,
-            });
-        }
     }
 }
 

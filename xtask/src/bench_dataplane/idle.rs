@@ -73,7 +73,10 @@ fn fill(cluster: &Cluster) -> anyhow::Result<()> {
         };
         key.src[..4].copy_from_slice(&(0xac10_0000 + i / 50_000).to_be_bytes());
         key.dst[..4].copy_from_slice(&vip.octets());
+        // Established (answered) sessions: an embryonic flow would be
+        // forgotten after seconds.
         let flow = Flow {
+            flags: vipx_common::flow::FLOW_F_ESTABLISHED,
             created_ns: now,
             last_seen_ns: now,
             ..Flow::default()
