@@ -70,6 +70,27 @@ pub fn event_addr(event: &PeerEvent) -> Option<IpAddr> {
     addr::from_map(event.family, &event.addr)
 }
 
+/// Removes the entries of `map` (named `name`) whose key `doomed` picks;
+/// one already gone is no error.
+fn remove_where<V: aya::Pod>(
+    map: &mut HashMap<MapData, PeerKey, V>,
+    name: &'static str,
+    doomed: impl Fn(&PeerKey) -> bool,
+) -> Result<(), DataplaneError> {
+    let keys: Vec<PeerKey> = map
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|key| doomed(key))
+        .collect();
+    for key in &keys {
+        match map.remove(key) {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(source) => return Err(DataplaneError::Map { name, source }),
+        }
+    }
+    Ok(())
+}
+
 fn map_error(name: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
     move |source| DataplaneError::Map { name, source }
 }
@@ -142,23 +163,9 @@ impl PeerMaps {
         filter
             .set(u32::from(vrid), switch, 0)
             .map_err(map_error(MAP_PEER_FILTER))?;
-        let stale: Vec<PeerKey> = allow
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|key| key.vrid == vrid && !wanted.contains(key))
-            .collect();
-        for key in &stale {
-            match allow.remove(key) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(source) => {
-                    return Err(DataplaneError::Map {
-                        name: MAP_PEER_ALLOW,
-                        source,
-                    });
-                }
-            }
-        }
-        Ok(())
+        remove_where(&mut allow, MAP_PEER_ALLOW, |key| {
+            key.vrid == vrid && !wanted.contains(key)
+        })
     }
 
     /// VRID `vrid` is no group's any more: no allow-list, its records go
@@ -168,24 +175,9 @@ impl PeerMaps {
         lock(&self.filter)
             .set(u32::from(vrid), FILTER_OFF, 0)
             .map_err(map_error(MAP_PEER_FILTER))?;
-        let mut records = lock(&self.records);
-        let keys: Vec<PeerKey> = records
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|key| key.vrid == vrid)
-            .collect();
-        for key in &keys {
-            match records.remove(key) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(source) => {
-                    return Err(DataplaneError::Map {
-                        name: MAP_PEER_RECORDS,
-                        source,
-                    });
-                }
-            }
-        }
-        Ok(())
+        remove_where(&mut lock(&self.records), MAP_PEER_RECORDS, |key| {
+            key.vrid == vrid
+        })
     }
 
     /// The allowed peers of VRID `vrid` (an empty list: filter off).
