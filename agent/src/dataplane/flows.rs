@@ -174,8 +174,9 @@ fn collect(
     let now = monotonic_ns();
     let mut orphans = HashSet::new();
     let mut stats = FlowStats::default();
-    // The NAT port of each flow kept: most NAT entries are checked against
-    // it, without a lookup each.
+    // The NAT port of each nat flow kept: most NAT entries are checked
+    // against it, without a lookup each (a dsr flow has no NAT entry, and
+    // is not hashed for nothing).
     let mut kept: HashMap<FlowKey, u16> = HashMap::new();
     for (key, flow) in maps.flows() {
         if key.proto == TCP && flow.nat_port != 0 {
@@ -183,7 +184,9 @@ fn collect(
         }
         let idle = Duration::from_nanos(now.saturating_sub(flow.last_seen_ns));
         if idle <= policy.limit(&key, &flow) {
-            kept.insert(key, flow.nat_port);
+            if flow.nat_port != 0 {
+                kept.insert(key, flow.nat_port);
+            }
             *stats.flows.entry(flow.service).or_default() += 1;
             *stats.backend_flows.entry(flow.backend).or_default() += 1;
             if embryonic_nat(&key, &flow) {
