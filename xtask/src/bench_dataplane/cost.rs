@@ -119,14 +119,23 @@ impl Meter {
     }
 }
 
+/// Field `n` (numbered from 1, as in proc(5)) of each of `pid`'s
+/// `/proc/PID/stat` fields `ns`, numeric ones only.
+pub(super) fn stat_fields<const K: usize>(pid: Pid, ns: [usize; K]) -> Option<[u64; K]> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name (which may hold spaces) start at 3.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let mut out = [0; K];
+    for (value, n) in out.iter_mut().zip(ns) {
+        *value = fields.get(n.checked_sub(3)?)?.parse().ok()?;
+    }
+    Some(out)
+}
+
 /// Start time and utime + stime + cutime + cstime of `pid`, in ticks.
 fn proc_ticks(pid: Pid) -> Option<(u64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    // From field 3 on: utime 14, stime 15, cutime 16, cstime 17, starttime 22.
-    let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
-    let ticks = field(14)? + field(15)? + field(16)? + field(17)?;
-    Some((field(22)?, ticks))
+    let [utime, stime, cutime, cstime, start] = stat_fields(pid, [14, 15, 16, 17, 22])?;
+    Some((start, utime + stime + cutime + cstime))
 }
 
 /// `run_time_ns` of BPF program `id` (`bpftool prog show`).

@@ -10,22 +10,17 @@ use anyhow::Context as _;
 use vipx_common::{FAMILY_V4, Flow, FlowKey};
 use vipx_lab::{Cluster, ClusterOptions, LabOptions, Pid, VIP_PORT};
 
-use super::setup::now_ns;
+use super::{cost::stat_fields, setup::now_ns};
 
 /// Flows of the second measure.
 const FLOWS: u32 = 100_000;
 
 /// utime + stime of `pid`, in seconds.
 fn cpu_secs(pid: Pid) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // The fields after the command name (which may hold spaces), from
-    // field 3 on: utime and stime are fields 14 and 15.
-    let rest = stat.rsplit_once(')').context("no command name in stat")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    let [utime, stime] = stat_fields(pid, [14, 15]).context("reading /proc/PID/stat")?;
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Ok(ticks / hz)
+    Ok((utime + stime) as f64 / hz)
 }
 
 /// VmRSS of `pid`, in MB.
