@@ -39,6 +39,8 @@ pub enum EventKind {
     /// An operator handed a group over (`held`), or that ended
     /// (`released`).
     Handover,
+    /// This node's quorum (`held`, `lost`): without it, no VIP.
+    Quorum,
 }
 
 impl fmt::Display for EventKind {
@@ -51,6 +53,7 @@ impl fmt::Display for EventKind {
             Self::Drain => "drain",
             Self::Track => "track",
             Self::Handover => "handover",
+            Self::Quorum => "quorum",
         })
     }
 }

@@ -22,6 +22,9 @@ pub struct GroupRunner {
     /// records are absent in HA debug mode).
     wiring: Wiring,
     elections: HashMap<String, ElectionHandle>,
+    /// Whether this node holds the cluster's quorum (always, without a
+    /// cluster): without it no group may be MASTER.
+    quorum: bool,
 }
 
 fn state(master: bool) -> GroupState {
@@ -37,6 +40,7 @@ impl GroupRunner {
         Self {
             wiring,
             elections: HashMap::new(),
+            quorum: true,
         }
     }
 
@@ -108,6 +112,9 @@ impl GroupRunner {
                 priority: group.priority,
                 fault: false,
             });
+            if let Some(cluster) = &self.wiring.cluster {
+                cluster.set_group_priority(&group.name, effective.priority);
+            }
             self.wiring.metrics.set_group_priority(
                 &group.name,
                 effective.priority,
@@ -128,13 +135,17 @@ impl GroupRunner {
                             if effective.fault {
                                 handle.send(Command::Fault(true));
                             }
+                            if !self.quorum {
+                                handle.send(Command::Quorum(false));
+                            }
                             self.elections.insert(group.name.clone(), handle);
                         }
                         Err(err) => error!("{err:#}"),
                     }
                 }
                 Election::Static => {
-                    let master = group.state == InitialState::Master && !effective.fault;
+                    let master =
+                        group.state == InitialState::Master && !effective.fault && self.quorum;
                     self.set_static(id, group, master, "configured state").await;
                 }
             }
@@ -223,13 +234,16 @@ impl GroupRunner {
         let Some((id, group)) = config.groups_with_ids().find(|(_, g)| g.name == name) else {
             return;
         };
+        if let Some(cluster) = &self.wiring.cluster {
+            cluster.set_group_priority(name, effective.priority);
+        }
         if let Some(election) = self.elections.get(name) {
             election.send(Command::Fault(effective.fault));
             election.send(Command::SetPriority(effective.priority));
             return;
         }
         // Static groups: a FAULT gives up MASTER, its end restores the state.
-        let master = group.state == InitialState::Master && !effective.fault;
+        let master = group.state == InitialState::Master && !effective.fault && self.quorum;
         if master != self.wiring.ownership.is_master(id) {
             let reason = if effective.fault {
                 "a tracked item failed (FAULT)"
@@ -237,6 +251,30 @@ impl GroupRunner {
                 "tracked items recovered"
             };
             self.set_static(id, group, master, reason).await;
+        }
+    }
+
+    /// The node lost or regained the cluster's quorum: without it every
+    /// group gives its VIPs up (FAULT) and claims nothing.
+    pub async fn on_quorum(&mut self, config: &Config, tracking: &Tracking, held: bool) {
+        self.quorum = held;
+        for (id, group) in config.groups_with_ids() {
+            if let Some(election) = self.elections.get(&group.name) {
+                election.send(Command::Quorum(held));
+                continue;
+            }
+            if group.election == Election::Static {
+                let fault = tracking.effective(&group.name).is_some_and(|e| e.fault);
+                let master = group.state == InitialState::Master && !fault && held;
+                if master != self.wiring.ownership.is_master(id) {
+                    let reason = if held {
+                        "the cluster's quorum is back"
+                    } else {
+                        "this node lost the cluster's quorum (fenced itself)"
+                    };
+                    self.set_static(id, group, master, reason).await;
+                }
+            }
         }
     }
 

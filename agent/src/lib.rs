@@ -15,6 +15,7 @@
 pub mod api;
 pub mod balancer;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;

@@ -15,7 +15,7 @@ use vipx_agent::{
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, None | Some(Command::Run)) {
+    if !matches!(cli.command, None | Some(Command::Run | Command::Witness)) {
         // A command-line tool whose reader went away (`vipx-agent events |
         // head`) ends quietly, as Unix tools do; the daemon keeps Rust's
         // default (SIGPIPE ignored, a write to a closed socket is an error).
@@ -41,6 +41,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .build()?;
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => runtime.block_on(daemon::run(&cli.config, cli.ha_debug)),
+        Command::Witness => runtime.block_on(daemon::witness::run(&cli.config)),
         Command::CheckConfig { path } => {
             let config = Config::load(&path)?;
             // The files [sync] names: read as the agent will (never shown).
@@ -192,7 +193,7 @@ fn init_logs(cli: &Cli) {
         .and_then(|v| EnvFilter::try_new(v).ok());
     let filter = from_env.unwrap_or_else(|| {
         let level = match cli.command {
-            None | Some(Command::Run) => Config::load(&cli.config)
+            None | Some(Command::Run | Command::Witness) => Config::load(&cli.config)
                 .map(|c| c.log.level.0)
                 .unwrap_or_else(|_| "info".to_owned()),
             _ => "info".to_owned(),

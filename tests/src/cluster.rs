@@ -16,10 +16,12 @@ use crate::{Host, Lab, LabOptions, PgBouncer, Pid, Postgres, ProcSpec, http};
 mod backends;
 mod config;
 mod failure;
+mod membership;
 
 use backends::service_lines;
 use config::{Ipv6Group, NodeConfig, node_config, peers, service6, sync_section, with_ipv6_group};
 pub use failure::Failure;
+pub use membership::{Membership, Witness};
 
 /// Port of every agent's API and `/metrics`.
 pub const API_PORT: u16 = 9469;
@@ -105,6 +107,10 @@ pub struct ClusterOptions {
     /// With [`ipv6_vip`](Self::ipv6_vip): a nat service `pgbouncer6` on the
     /// IPv6 VIP, in front of the same PgBouncers over IPv6.
     pub ipv6_service: bool,
+    /// `[cluster] members` on every node, a witness host with it.
+    pub membership: Option<Membership>,
+    /// Arguments of every agent besides `--config` (`--ha-debug`).
+    pub agent_args: Vec<String>,
     /// Lab settings.
     pub lab: LabOptions,
 }
@@ -127,6 +133,8 @@ impl ClusterOptions {
             sync: false,
             dsr: false,
             ipv6_service: false,
+            membership: None,
+            agent_args: Vec::new(),
             lab: LabOptions::default(),
         }
     }
@@ -168,8 +176,10 @@ pub struct Cluster {
     backend_addrs6: Vec<SocketAddr>,
     /// What the cluster was made of.
     opts: ClusterOptions,
-    /// The cluster secret's file, with `[sync]`.
+    /// The cluster secret's file, with `[sync]` or a membership.
     sync_secret: Option<PathBuf>,
+    /// The witness, with [`ClusterOptions::membership`]'s.
+    pub witness: Option<Witness>,
     // Last: hosts and processes above refer to it.
     pub lab: Lab,
 }
@@ -192,7 +202,7 @@ impl Cluster {
             backend.add_addr(&lab.v6(BACKEND))?;
         }
         let backends = backends::start(&lab, &backend, opts.pgbouncers, opts.dsr, opts.pool_size)?;
-        let sync_secret = if opts.sync {
+        let sync_secret = if opts.sync || opts.membership.is_some() {
             let path = lab.tmp_dir().join("cluster.secret");
             let mut bytes = [0u8; 24];
             std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
@@ -213,8 +223,20 @@ impl Cluster {
             agent_bin: opts.agent_bin.clone(),
             opts: opts.clone(),
             sync_secret,
+            witness: None,
             lab,
         };
+        if let (Some(membership), Some(secret)) = (&opts.membership, &cluster.sync_secret)
+            && membership.witness
+        {
+            cluster.witness = Some(membership::start_witness(
+                &cluster.lab,
+                &opts.agent_bin,
+                opts.nodes,
+                secret,
+                membership,
+            )?);
+        }
         for i in 0..opts.nodes {
             let name = format!("n{}", i + 1);
             let number = NODE_BASE + u32::try_from(i).context("node count")?;
@@ -239,6 +261,7 @@ impl Cluster {
             let agent = node.host.spawn(
                 "vipx-agent",
                 ProcSpec::new(&opts.agent_bin)
+                    .args(&opts.agent_args)
                     .arg("--config")
                     .arg(&node.config)
                     .env("RUST_LOG", "info"),
@@ -304,6 +327,11 @@ impl Cluster {
                 heartbeat: opts.heartbeat,
             }),
         );
+        if let (Some(membership), Some(secret)) = (&opts.membership, &self.sync_secret) {
+            extra.push_str(&membership::cluster_section(
+                lab, opts.nodes, secret, membership,
+            ));
+        }
         if opts.ipv6_service {
             extra.push_str(&service6(
                 lab,
@@ -330,6 +358,7 @@ impl Cluster {
             sync: self
                 .sync_secret
                 .as_deref()
+                .filter(|_| opts.sync)
                 .map(|secret| sync_section(lab, opts.nodes, index, secret)),
         })
     }
@@ -367,6 +396,7 @@ impl Cluster {
         let pid = node.host.spawn(
             "vipx-agent",
             ProcSpec::new(&self.agent_bin)
+                .args(&self.opts.agent_args)
                 .arg("--config")
                 .arg(&node.config)
                 .env("RUST_LOG", "info"),

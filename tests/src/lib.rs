@@ -50,8 +50,8 @@ pub mod xdp;
 mod selftest;
 
 pub use cluster::{
-    ADVERT_INTERVAL_MS, API_PORT, Cluster, ClusterOptions, Failure, Node, PG_PORT,
-    PGBOUNCER_FIRST_PORT, VIP_PORT, agent_bin, node_priority,
+    ADVERT_INTERVAL_MS, API_PORT, Cluster, ClusterOptions, Failure, Membership, Node, PG_PORT,
+    PGBOUNCER_FIRST_PORT, VIP_PORT, Witness, agent_bin, node_priority,
 };
 pub use host::{Host, IFACE};
 pub use lab::{BRIDGE, KEEP_ENV, Lab, LabCore, LabOptions};

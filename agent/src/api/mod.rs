@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod guard;
+pub mod ha;
 mod report;
 pub mod server;
 pub mod stats;
@@ -34,8 +35,9 @@ use wire::DrainRequest;
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The routes the agent serves: reading is open, changing state passes
-/// the [`guard`]; every request is logged.
-pub fn router(state: Arc<AgentState>, guard: Arc<guard::Guard>) -> Router {
+/// the [`guard`], the cluster's routes (`ha`, when there is a cluster)
+/// the cluster secret; every request is logged.
+pub fn router(state: Arc<AgentState>, guard: Arc<guard::Guard>, ha: Option<Router>) -> Router {
     let changes = Router::new()
         .route("/api/v1/drain", post(drain))
         .route("/api/v1/handover", post(handover))
@@ -50,8 +52,9 @@ pub fn router(state: Arc<AgentState>, guard: Arc<guard::Guard>) -> Router {
         .route("/api/v1/status", get(status))
         .route("/api/v1/events", get(events))
         .merge(changes)
-        .layer(axum::middleware::from_fn(guard::access_log))
         .with_state(state)
+        .merge(ha.unwrap_or_default())
+        .layer(axum::middleware::from_fn(guard::access_log))
 }
 
 async fn metrics(State(state): State<Arc<AgentState>>) -> Response {

@@ -40,6 +40,12 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the daemon (the default).
     Run,
+    /// Run as the cluster's witness (`[cluster] witness`): a vote without
+    /// a data plane, which makes two nodes safe against a partition. It
+    /// reads the cluster's configuration file (the nodes' own will do):
+    /// its `[node] name` (or VIPX_NODE_NAME) must be the witness's, and it
+    /// listens on the witness's address.
+    Witness,
     /// Check a configuration file without touching the host.
     CheckConfig {
         /// The file to check.

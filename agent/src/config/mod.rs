@@ -4,6 +4,7 @@
 //! Every error names the file, the line and the column it comes from, so a
 //! bad line is found at once; a bad file never replaces a running config.
 
+mod cluster;
 mod group;
 mod health;
 mod log;
@@ -21,6 +22,7 @@ use std::{
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use cluster::{ClusterConfig, Member, MembershipError, NODE_NAME_ENV};
 pub use group::{
     Election, GroupConfig, InitialState, TrackInterface, TrackScript, TrackService, VipCidr,
 };
@@ -89,23 +91,6 @@ pub struct Config {
     pub log: LogConfig,
 }
 
-/// `[cluster]`
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct ClusterConfig {
-    /// A file holding the cluster secret, the same on every node (at least
-    /// 16 bytes; surrounding whitespace is not part of it; it may be the
-    /// file of `[sync] secret_file`). With it, every heartbeat carries a
-    /// SipHash-2-4 tag under a key derived from the secret and an (epoch,
-    /// sequence) that only grows; the XDP program drops the heartbeats
-    /// whose tag is wrong (`heartbeat_bad_tag`) or that are not newer than
-    /// the last from their source (`heartbeat_replay`), so a forged or
-    /// replayed heartbeat can neither force a takeover nor hold one off.
-    /// Without it, heartbeats are checked only by source, TTL 255 and peer
-    /// list.
-    pub secret_file: Option<PathBuf>,
-}
-
 /// `[node]`
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -151,8 +136,14 @@ fn default_heartbeat_port() -> u16 {
 }
 
 impl NodeConfig {
-    /// The configured name, or the host name.
+    /// The node's name: `VIPX_NODE_NAME` when set (as Rauthy's
+    /// `HOSTNAME_OVERWRITE`), else the configured name, else the host name.
     pub fn name(&self) -> String {
+        if let Ok(name) = std::env::var(NODE_NAME_ENV)
+            && !name.trim().is_empty()
+        {
+            return name.trim().to_owned();
+        }
         self.name.clone().unwrap_or_else(|| {
             nix::unistd::gethostname()
                 .ok()
@@ -384,6 +375,9 @@ impl Config {
         if let Some(sync) = &self.sync
             && let Err((key, message)) = sync.check()
         {
+            return Err(invalid(path, text, at_key(key), message));
+        }
+        if let Err((key, message)) = self.cluster.check() {
             return Err(invalid(path, text, at_key(key), message));
         }
         self.check_groups(path, text)?;

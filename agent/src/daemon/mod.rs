@@ -4,9 +4,11 @@
 //! SIGTERM/SIGINT step down, detach, unpin and stop). [`run`] reads as
 //! those steps; each is a function of this module or of [`reload`].
 
+mod cluster;
 mod handover;
 mod reload;
 mod systemd;
+pub mod witness;
 
 use std::{
     path::Path,
@@ -81,13 +83,38 @@ async fn serve(
     let (state, ownership, neighbours) =
         start_services(config_path, &config, dataplane, vips, handover_tx, ha_debug).await?;
     let held = handover::restore(&state);
+    // The cluster's voter answers on the API from the start: the peers
+    // count this node before its groups run.
+    let voter = cluster::voter(&config, &state.metrics)?;
+    let (server, stop_server) =
+        serve_api(&config, &state, voter.as_ref().map(|(_, r)| r.clone())).await?;
+    let voter = voter.map(|(v, _)| v);
+    let mut cluster_tasks = Vec::new();
+    if let Some(voter) = &voter {
+        cluster_tasks.extend(cluster::start_pings(&config, voter)?);
+        cluster_tasks.push(cluster::follow_groups(&state.events, Arc::clone(voter)));
+    }
     let replicator = start_sync(&config, dataplane, &state).await?;
     let notifier = start_notifier(&config, &state)?;
     let (track_tx, track_rx) = mpsc::unbounded_channel();
     let tracker = start_tracker(&config, &state, track_tx.clone());
     wait_ready(&config, &state, replicator.as_ref()).await;
     let gate = replicator.as_ref().map(Replicator::ready);
-    let mut groups = start_groups(&config, dataplane, &state, ownership, gate, ha_debug)?;
+    let mut groups = start_groups(
+        &config,
+        dataplane,
+        &state,
+        ownership,
+        gate,
+        voter.clone(),
+        ha_debug,
+    )?;
+    if let Some(voter) = &voter
+        && !cluster::wait_quorum(voter).await
+        && !ha_debug
+    {
+        groups.on_quorum(&config, &tracker.tracking, false).await;
+    }
     groups.start(&config, &tracker.tracking, &held).await;
     let watchdog = systemd::Watchdog::start(config.dataplane.lease_refresh);
     let ping = watchdog.as_ref().map(systemd::Watchdog::pinger);
@@ -100,8 +127,8 @@ async fn serve(
         .context("starting the lease refresher")?;
     let specs = Arc::new(Mutex::new(balancer::specs(&config)));
     let (flow_policy, policy_rx) = tokio::sync::watch::channel(flow_policy(&config));
-    let tasks = spawn_background(dataplane, &state, neighbours, &specs, policy_rx);
-    let (server, stop_server) = serve_api(&config, &state).await?;
+    let mut tasks = spawn_background(dataplane, &state, neighbours, &specs, policy_rx);
+    tasks.extend(cluster_tasks);
     let groups_now: std::collections::BTreeMap<String, String> = config
         .groups_with_ids()
         .map(|(id, g)| {
@@ -128,6 +155,8 @@ async fn serve(
         notifier,
         handover_rx,
         flow_policy,
+        quorum: voter.as_ref().map(|v| v.quorum()),
+        ha_debug,
     };
     running.follow_signals().await?;
     systemd::stopping();
@@ -157,6 +186,9 @@ struct Running<'a> {
     /// The flow collector's timeouts and embryonic share (a reload changes
     /// them).
     flow_policy: tokio::sync::watch::Sender<FlowPolicy>,
+    /// The cluster's quorum as it changes (with `[cluster] members`).
+    quorum: Option<tokio::sync::watch::Receiver<crate::cluster::view::Quorum>>,
+    ha_debug: bool,
 }
 
 impl Running<'_> {
@@ -180,6 +212,10 @@ impl Running<'_> {
                 Some((group, effective)) = self.track_rx.recv() => {
                     let config = read(&self.state.config).clone();
                     self.groups.on_tracking(&config, &group, effective).await;
+                }
+                Some(quorum) = next_quorum(&mut self.quorum) => {
+                    let config = read(&self.state.config).clone();
+                    cluster::quorum_changed(&quorum, &config, &mut self.groups, &self.tracker.tracking, &self.state.events, self.ha_debug).await;
                 }
             }
         }
@@ -243,10 +279,29 @@ impl Running<'_> {
     }
 }
 
+/// The next change of the quorum (never, without a cluster).
+async fn next_quorum(
+    quorum: &mut Option<tokio::sync::watch::Receiver<crate::cluster::view::Quorum>>,
+) -> Option<crate::cluster::view::Quorum> {
+    let Some(rx) = quorum else {
+        return std::future::pending().await;
+    };
+    if rx.changed().await.is_err() {
+        *quorum = None;
+        return std::future::pending().await;
+    }
+    Some(rx.borrow_and_update().clone())
+}
+
 /// Reads the configuration and says what is starting.
 fn load_config(config_path: &Path, ha_debug: bool) -> anyhow::Result<Config> {
     let config = Config::load(config_path)?;
     info!(node = config.node.name(), config = %config_path.display(), "vipx-agent {} starting", env!("CARGO_PKG_VERSION"));
+    // A node must find itself among the cluster's members.
+    config
+        .cluster
+        .check_member(&config.node.name())
+        .with_context(|| format!("{}", config_path.display()))?;
     if ha_debug {
         warn!("HA debug mode: VIP, map, fence and reboot actions are logged, not carried out");
     }
@@ -427,6 +482,7 @@ fn start_groups(
     state: &AgentState,
     ownership: Arc<Ownership>,
     preempt_gate: Option<tokio::sync::watch::Receiver<bool>>,
+    cluster: Option<Arc<crate::cluster::Cluster>>,
     ha_debug: bool,
 ) -> anyhow::Result<GroupRunner> {
     let (heartbeat, records) = if ha_debug {
@@ -457,6 +513,7 @@ fn start_groups(
         heartbeat_port: config.node.heartbeat_port,
         records,
         preempt_gate,
+        cluster,
     }))
 }
 
@@ -489,6 +546,7 @@ fn spawn_background(
 async fn serve_api(
     config: &Config,
     state: &Arc<AgentState>,
+    ha: Option<axum::Router>,
 ) -> anyhow::Result<(JoinHandle<std::io::Result<()>>, oneshot::Sender<()>)> {
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
@@ -502,7 +560,7 @@ async fn serve_api(
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let server = tokio::spawn(api::server::serve(
         listener,
-        api::router(Arc::clone(state), Arc::new(guard)),
+        api::router(Arc::clone(state), Arc::new(guard), ha),
         config.api.header_timeout,
         stop_rx,
     ));

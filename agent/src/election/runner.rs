@@ -17,6 +17,7 @@ use super::{
     socket::{Received, VrrpSocket, wait_source},
 };
 use crate::{
+    cluster::Cluster,
     config::GroupConfig,
     dataplane::{PeerMaps, monotonic_ns},
     events::{EventKind, EventLog, GroupState},
@@ -37,6 +38,10 @@ pub enum Command {
     SetPriority(u8),
     /// A tracked weight-0 item failed (true) or recovered (false).
     Fault(bool),
+    /// The node lost (false) or regained (true) the cluster's quorum:
+    /// without it a MASTER fences itself (FAULT, as with a failed weight-0
+    /// item) and a BACKUP claims nothing.
+    Quorum(bool),
     /// Stop: a MASTER sends priority 0 first; answered when done.
     Shutdown(oneshot::Sender<()>),
     /// A manual handover (true): a MASTER hands the VIPs to the best
@@ -67,6 +72,8 @@ pub struct Wiring {
     /// while it is closed, a backup does not preempt a lower-priority
     /// master (absent without `[sync]`).
     pub preempt_gate: Option<watch::Receiver<bool>>,
+    /// The cluster (`[cluster] members`): every claim passes its gate.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 /// The next change of the readiness gate: open or not (a gate whose
@@ -114,7 +121,11 @@ struct Election {
     events: Arc<EventLog>,
     metrics: Arc<Metrics>,
     epoch: Instant,
-    faulted: bool,
+    /// A tracked weight-0 item failed.
+    tracked_fault: bool,
+    /// The node lost the cluster's quorum while MASTER, and fenced itself.
+    quorum_fenced: bool,
+    cluster: Option<Arc<Cluster>>,
     /// When the last advert from another node arrived.
     last_advert: Option<Instant>,
     /// The group's fast heartbeat, when configured.
@@ -203,7 +214,9 @@ async fn prepare(
         events: wiring.events,
         metrics: wiring.metrics,
         epoch: Instant::now(),
-        faulted: false,
+        tracked_fault: false,
+        quorum_fenced: false,
+        cluster: wiring.cluster,
         last_advert: None,
         heartbeat,
         heartbeat_silence: None,
@@ -239,7 +252,7 @@ impl Election {
             let deadline = self
                 .instance
                 .next_deadline()
-                .filter(|_| !self.faulted)
+                .filter(|_| !self.faulted())
                 .map(|at| self.epoch + at);
             tokio::select! {
                 received = self.socket.recv() => match received {
@@ -271,18 +284,12 @@ impl Election {
                         }
                     }
                     Some(Command::Hold(held)) => self.hold(held).await,
-                    Some(Command::Fault(true)) if !self.faulted => {
-                        self.faulted = true;
-                        let actions = self.instance.shutdown(self.now());
-                        self.execute(actions).await;
-                        self.events.record(EventKind::Group, &self.group.name, None, GroupState::Fault, "a tracked item failed");
+                    Some(Command::Fault(fault)) => {
+                        let was = self.faulted();
+                        self.tracked_fault = fault;
+                        self.fault_changed(was, "a tracked item failed").await;
                     }
-                    Some(Command::Fault(false)) if self.faulted => {
-                        self.faulted = false;
-                        let actions = self.instance.startup(self.now());
-                        self.execute(actions).await;
-                    }
-                    Some(Command::Fault(_)) => {}
+                    Some(Command::Quorum(held)) => self.quorum_changed(held).await,
                     Some(Command::Shutdown(done)) => {
                         let actions = self.instance.shutdown(self.now());
                         self.execute(actions).await;
@@ -300,6 +307,74 @@ impl Election {
         }
     }
 
+    /// FAULT (a tracked item failed, or no quorum) or not.
+    fn faulted(&self) -> bool {
+        self.tracked_fault || self.quorum_fenced
+    }
+
+    /// Without the quorum a MASTER fences itself: FAULT (its VIPs go, XDP
+    /// stops serving them) until the quorum is back. A BACKUP stays one:
+    /// the cluster's gate refuses its claims meanwhile.
+    async fn quorum_changed(&mut self, held: bool) {
+        let was = self.faulted();
+        if !held && !self.quorum_fenced && self.ownership.is_master(self.id) {
+            self.quorum_fenced = true;
+            self.fault_changed(was, "this node lost the cluster's quorum (fenced itself)")
+                .await;
+        } else if held && self.quorum_fenced {
+            self.quorum_fenced = false;
+            self.fault_changed(was, "").await;
+        }
+    }
+
+    /// Enters or leaves FAULT after a change of its causes.
+    async fn fault_changed(&mut self, was: bool, why: &str) {
+        match (was, self.faulted()) {
+            (false, true) => {
+                let actions = self.instance.shutdown(self.now());
+                self.execute(actions).await;
+                self.events.record(
+                    EventKind::Group,
+                    &self.group.name,
+                    None,
+                    GroupState::Fault,
+                    why,
+                );
+            }
+            (true, false) => {
+                let actions = self.instance.startup(self.now());
+                self.execute(actions).await;
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether the cluster lets this node claim the group (always, without
+    /// a cluster): with the quorum, and once a MASTER lost is no longer
+    /// heard anywhere (it fenced itself).
+    async fn cluster_allows(&self, reason: Reason) -> bool {
+        let Some(cluster) = &self.cluster else {
+            return true;
+        };
+        // A MASTER that fell silent may be cut off and still serving: wait
+        // until it fenced itself. One that stopped or is being preempted
+        // lets go by itself.
+        let silent = matches!(
+            reason,
+            Reason::MasterDown
+                | Reason::HeartbeatLost {
+                    stopping: false,
+                    ..
+                }
+        );
+        let refused = match cluster.claim(&self.group.name, silent).await {
+            Ok(()) => return true,
+            Err(refused) => refused,
+        };
+        info!(group = %self.group.name, %reason, "not taking the VIPs: {refused}");
+        false
+    }
+
     /// A manual handover, or its end.
     async fn hold(&mut self, held: bool) {
         if held == self.held {
@@ -314,7 +389,7 @@ impl Election {
             info!(group = %self.group.name, priority = self.tracked_priority, "manual handover undone");
             self.instance.set_priority(now, self.tracked_priority)
         };
-        if !self.faulted {
+        if !self.faulted() {
             self.execute(actions).await;
         }
         self.publish();
@@ -322,7 +397,7 @@ impl Election {
 
     /// The heartbeat declared the master lost and us the one to take over.
     async fn on_loss(&mut self, loss: Loss) {
-        if self.faulted {
+        if self.faulted() {
             return;
         }
         if self
@@ -358,7 +433,7 @@ impl Election {
                     .count_advert(&self.group.name, AdvertOutcome::Received);
                 let (arrival, age) = self.arrival(received.src);
                 self.last_advert = Some(Instant::now() - age);
-                if self.faulted {
+                if self.faulted() {
                     return;
                 }
                 let actions = self
@@ -376,6 +451,16 @@ impl Election {
     }
 
     async fn execute(&mut self, actions: Vec<Action>) {
+        let claim = actions.iter().find_map(|a| match a {
+            Action::BecomeMaster { reason } => Some(*reason),
+            _ => None,
+        });
+        if let Some(reason) = claim
+            && !self.cluster_allows(reason).await
+        {
+            self.instance.claim_refused(self.now());
+            return;
+        }
         for action in actions {
             match action {
                 Action::SendAdvert { priority } => {

@@ -494,6 +494,15 @@ impl Instance {
         ]
     }
 
+    /// The runner did not take the VIPs after [`Action::BecomeMaster`]
+    /// (the cluster refused the claim): BACKUP again, as if the claim had
+    /// not happened, with a new `Master_Down_Timer`. Nothing is sent.
+    pub fn claim_refused(&mut self, now: Time) {
+        if self.state == State::Master {
+            let _ = self.become_backup(now, Reason::MasterDown);
+        }
+    }
+
     fn become_backup(&mut self, now: Time, reason: Reason) -> Vec<Action> {
         self.state = State::Backup;
         self.timer = Timer::MasterDown {

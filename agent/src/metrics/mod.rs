@@ -11,6 +11,7 @@
 //! transition entered, series present at 0 from the start and removed when
 //! a reload removes their service or backend, capacities next to usage.
 
+pub mod cluster;
 pub mod family;
 mod group;
 mod health;
@@ -40,6 +41,7 @@ pub struct Metrics {
     health: health::HealthFamilies,
     groups: group::GroupFamilies,
     sync: SyncMetrics,
+    cluster: cluster::ClusterMetrics,
 }
 
 /// The configuration's reloads and the capacities it sets.
@@ -201,6 +203,7 @@ impl Metrics {
         let health = health::HealthFamilies::new(&r)?;
         let groups = group::GroupFamilies::new(&r)?;
         let sync = SyncMetrics::new(&r)?;
+        let cluster = cluster::ClusterMetrics::new(&r)?;
         for origin in ["own", "replicated"] {
             services.held.with_label_values(&[origin]);
         }
@@ -216,7 +219,13 @@ impl Metrics {
             health,
             groups,
             sync,
+            cluster,
         })
+    }
+
+    /// The cluster's families.
+    pub fn cluster(&self) -> cluster::ClusterMetrics {
+        self.cluster.clone()
     }
 
     /// Flow replication's families.

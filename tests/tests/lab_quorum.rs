@@ -1,0 +1,297 @@
+//! Quorum against split brain (`[cluster] members`, a witness):
+//! - 3 nodes, the MASTER cut off from the other two (the client still
+//!   reaches every node): the majority elects a new MASTER, the isolated
+//!   node drops the VIP, and at no instant do two nodes answer for it
+//!   (ARP from the client, and the VIP traffic each node's port receives);
+//! - 2 nodes and a witness: the side that keeps the witness wins, the
+//!   other drops the VIP; the nodes cut from each other but both seeing
+//!   the witness: nothing changes; the witness lost while both nodes see
+//!   each other: nothing changes;
+//! - `--ha-debug`: a partition fences nothing, and logs what it would do.
+//!
+//! Partitions are nftables rules in the hosts' namespaces (both ways), so
+//! the client and the backends keep reaching both sides, as in a real
+//! split brain.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use vipx_lab::arp::{ArpObserver, ObserveOptions};
+use vipx_lab::capture::{CaptureLog, PortCapture};
+use vipx_lab::probe::{Prober, ProberOptions};
+use vipx_lab::walltime::WallTime;
+use vipx_lab::{Cluster, ClusterOptions, Membership, Signal, VIP_PORT, agent_bin, keepalived};
+
+/// Time for a takeover or a step-down.
+const MOVE: Duration = Duration::from_secs(10);
+/// How long "nothing changes" is watched.
+const STEADY: Duration = Duration::from_secs(2);
+/// Observers stop by themselves after this long.
+const OBSERVE_LIMIT: Duration = Duration::from_secs(60);
+/// VIP frames may reach the old MASTER's port this long after the new
+/// MASTER's first (frames already on their way when the client followed
+/// the gratuitous ARP; see `lab_single_owner`).
+const IN_FLIGHT: Duration = Duration::from_millis(5);
+
+fn options(nodes: usize, witness: bool) -> ClusterOptions {
+    // The fast heartbeat, as in production: the majority detects the lost
+    // MASTER in 20 ms, well before the quorum timeout; the gate makes it
+    // wait for the isolated MASTER to fence itself.
+    ClusterOptions {
+        advert_interval_ms: 10,
+        heartbeat: Some(Duration::from_millis(2)),
+        group_options: "heartbeat_multiplier = 10\n".into(),
+        membership: Some(Membership {
+            witness,
+            ..Membership::default()
+        }),
+        ..ClusterOptions::new(nodes, agent_bin())
+    }
+}
+
+fn quorum(cluster: &Cluster, index: usize) -> Option<f64> {
+    cluster.metric(index, "vipx_cluster_quorum")
+}
+
+fn wait_quorum_everywhere(cluster: &Cluster) {
+    for i in 0..cluster.nodes.len() {
+        support::wait_for(MOVE, || (quorum(cluster, i) == Some(1.0)).then_some(()))
+            .unwrap_or_else(|| panic!("node {i} holds the quorum once every voter is up"));
+    }
+}
+
+fn log(cluster: &Cluster, index: usize) -> String {
+    std::fs::read_to_string(cluster.nodes[index].host.log_path("vipx-agent")).unwrap_or_default()
+}
+
+/// Watches who answers for the VIP while `scenario` runs.
+struct Watch {
+    arp: ArpObserver,
+    prober: Prober,
+    captures: Vec<PortCapture>,
+}
+
+impl Watch {
+    fn start(cluster: &Cluster) -> Self {
+        let vip = cluster.vip();
+        let filter = format!("dst host {vip} and tcp");
+        Self {
+            arp: ArpObserver::start(
+                &cluster.client,
+                vip,
+                ObserveOptions {
+                    interval: Duration::from_millis(2),
+                    limit: OBSERVE_LIMIT,
+                },
+            )
+            .expect("start the ARP observer"),
+            prober: Prober::start(
+                &cluster.client,
+                SocketAddr::from((vip, VIP_PORT)),
+                ProberOptions {
+                    interval: Duration::from_millis(3),
+                    timeout: Duration::from_millis(50),
+                    limit: OBSERVE_LIMIT,
+                },
+            ),
+            captures: cluster
+                .nodes
+                .iter()
+                .map(|n| PortCapture::start(&n.host, "vip", &filter).expect("tcpdump on a port"))
+                .collect(),
+        }
+    }
+
+    /// Asserts one owner at a time from `from` on: no ARP request answered
+    /// by two MACs, and once `new` received VIP traffic, no other node
+    /// does (but for frames in flight).
+    fn one_owner(self, from: WallTime, new: usize) {
+        let _ = self.prober.finish().expect("the client's connections");
+        let arp = self.arp.finish().expect("the ARP observer's log");
+        let traffic: Vec<CaptureLog> = self
+            .captures
+            .into_iter()
+            .map(|c| c.finish().expect("tcpdump's capture"))
+            .collect();
+        let doubly: Vec<_> = arp
+            .answering_macs(from)
+            .into_iter()
+            .filter(|(_, macs)| {
+                let mut macs = macs.clone();
+                macs.sort_by_key(|m| m.0);
+                macs.dedup();
+                macs.len() > 1
+            })
+            .collect();
+        assert!(
+            doubly.is_empty(),
+            "ARP requests answered by two nodes after the cut: {doubly:?}"
+        );
+        let first_new = traffic[new]
+            .packets
+            .iter()
+            .map(|p| p.at)
+            .filter(|at| *at >= from)
+            .min()
+            .expect("the new MASTER received VIP traffic");
+        for (i, log) in traffic.iter().enumerate() {
+            if i == new {
+                continue;
+            }
+            let late: Vec<_> = log
+                .packets
+                .iter()
+                .filter(|p| p.at.micros_since(first_new) > IN_FLIGHT.as_micros() as i64)
+                .collect();
+            assert!(
+                late.is_empty(),
+                "node {i} still received {} VIP frames after node {new} had its first (first late: {:?})",
+                late.len(),
+                late.first().map(|p| p.at.micros_since(first_new))
+            );
+        }
+    }
+}
+
+#[test]
+fn three_nodes_the_cut_off_master_fences_itself_and_the_majority_takes_over() {
+    let cluster = Cluster::up(&options(3, false)).expect("bring the cluster up");
+    wait_quorum_everywhere(&cluster);
+    let watch = Watch::start(&cluster);
+    std::thread::sleep(Duration::from_millis(300));
+    let cut = WallTime::now();
+    Cluster::partition(
+        &[&cluster.nodes[0].host],
+        &[&cluster.nodes[1].host, &cluster.nodes[2].host],
+    )
+    .expect("cut node 0 off from nodes 1 and 2");
+    cluster
+        .wait_master(1, MOVE)
+        .expect("the majority's best node takes over");
+    support::wait_for(MOVE, || (!cluster.is_master(0)).then_some(()))
+        .expect("the isolated MASTER gives the VIP up");
+    std::thread::sleep(Duration::from_secs(1));
+    watch.one_owner(cut, 1);
+    assert_eq!(quorum(&cluster, 0), Some(0.0), "node 0 sees 1 of 3 voters");
+    assert!(
+        !keepalived::holds(&cluster.nodes[0].host, cluster.vip()),
+        "the isolated node removed the VIP from its interface"
+    );
+    assert!(
+        log(&cluster, 0).contains("lost the cluster's quorum"),
+        "node 0 logged its self-fencing"
+    );
+    assert!(
+        cluster.is_only_master(1),
+        "node 1 alone is MASTER during the partition"
+    );
+    // Healed: node 0 has the quorum back and, first in priority, preempts.
+    Cluster::heal(&[
+        &cluster.nodes[0].host,
+        &cluster.nodes[1].host,
+        &cluster.nodes[2].host,
+    ])
+    .expect("heal the partition");
+    cluster
+        .wait_master(0, MOVE)
+        .expect("node 0 returns and preempts");
+    support::wait_for(MOVE, || cluster.is_only_master(0).then_some(()))
+        .expect("node 0 alone is MASTER after the partition healed");
+}
+
+#[test]
+fn two_nodes_and_a_witness_the_side_with_the_witness_wins() {
+    let cluster = Cluster::up(&options(2, true)).expect("bring the cluster up");
+    wait_quorum_everywhere(&cluster);
+    let witness = cluster.witness.as_ref().expect("a witness").host.clone();
+    let [n0, n1] = [0, 1].map(|i| cluster.nodes[i].host.clone());
+
+    // The nodes cut from each other, both seeing the witness: the MASTER
+    // keeps the witness's vote, the backup has no quorum and claims
+    // nothing.
+    Cluster::partition(&[&n0], &[&n1]).expect("cut node 0 from node 1");
+    std::thread::sleep(STEADY);
+    assert!(
+        cluster.is_only_master(0),
+        "node 0 holds the VIP alone while it keeps the witness"
+    );
+    assert_eq!(quorum(&cluster, 1), Some(0.0), "node 1 has no quorum");
+    assert!(
+        log(&cluster, 1).contains("claim refused"),
+        "node 1 wanted to take over and the cluster refused it"
+    );
+    Cluster::heal(&[&n0, &n1]).expect("heal");
+    wait_quorum_everywhere(&cluster);
+
+    // The MASTER cut off from both its peer and the witness: it drops
+    // the VIP, and node 1, with the witness, takes over.
+    let watch = Watch::start(&cluster);
+    std::thread::sleep(Duration::from_millis(300));
+    let cut = WallTime::now();
+    Cluster::partition(&[&n0], &[&n1, &witness]).expect("cut node 0 off");
+    cluster
+        .wait_master(1, MOVE)
+        .expect("node 1 takes over with the witness");
+    support::wait_for(MOVE, || (!cluster.is_master(0)).then_some(()))
+        .expect("node 0 gives the VIP up");
+    std::thread::sleep(Duration::from_secs(1));
+    watch.one_owner(cut, 1);
+    assert!(
+        !keepalived::holds(&n0, cluster.vip()),
+        "node 0 removed the VIP"
+    );
+    Cluster::heal(&[&n0, &n1, &witness]).expect("heal");
+    cluster
+        .wait_master(0, MOVE)
+        .expect("node 0 returns and preempts");
+    wait_quorum_everywhere(&cluster);
+
+    // The witness lost while both nodes see each other: nothing changes.
+    let pid = cluster.witness.as_ref().expect("a witness").pid;
+    cluster
+        .lab
+        .kill(pid, Signal::SIGKILL)
+        .expect("kill the witness");
+    std::thread::sleep(STEADY);
+    assert!(cluster.is_only_master(0), "node 0 stays the only MASTER");
+    assert_eq!(quorum(&cluster, 0), Some(1.0), "2 of 3 voters: quorum");
+    assert_eq!(quorum(&cluster, 1), Some(1.0), "2 of 3 voters: quorum");
+}
+
+#[test]
+fn ha_debug_a_partition_fences_nothing_and_logs_what_it_would_do() {
+    let opts = ClusterOptions {
+        agent_args: vec!["--ha-debug".into()],
+        ..options(3, false)
+    };
+    let cluster = Cluster::up(&opts).expect("bring the cluster up");
+    wait_quorum_everywhere(&cluster);
+    Cluster::partition(
+        &[&cluster.nodes[0].host],
+        &[&cluster.nodes[1].host, &cluster.nodes[2].host],
+    )
+    .expect("cut node 0 off");
+    support::wait_for(MOVE, || (quorum(&cluster, 0) == Some(0.0)).then_some(()))
+        .expect("node 0 loses the quorum");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        cluster.is_master(0),
+        "in HA debug mode node 0 does not fence itself: still MASTER"
+    );
+    let text = log(&cluster, 0);
+    assert!(
+        text.contains("HA debug: lost the cluster's quorum") && text.contains("would fence itself"),
+        "node 0 logged the self-fencing it would do:\n{}",
+        text.lines().rev().take(30).collect::<Vec<_>>().join("\n")
+    );
+    assert!(
+        !text.contains("fencing itself"),
+        "node 0 did not fence itself"
+    );
+    assert!(
+        !cluster.events(0).events.iter().any(|e| e.to == "FAULT"),
+        "no group of node 0 went FAULT"
+    );
+}
