@@ -6,6 +6,9 @@
 
 mod cluster;
 mod handover;
+mod start;
+
+use start::{flow_policy, start_notifier, start_tracker, wait_ready};
 mod reload;
 mod systemd;
 pub mod witness;
@@ -455,25 +458,6 @@ fn start_metrics(
     Ok(metrics)
 }
 
-/// Ready before claiming: backend MACs resolved (at start) and every
-/// backend checked once, so a node taking the VIP (back) serves a current
-/// view.
-async fn wait_ready(config: &Config, state: &AgentState, replicator: Option<&Replicator>) {
-    let limit = first_round_limit(config);
-    let ready = lock(&state.health).ready_waiter();
-    if tokio::time::timeout(limit, ready).await.is_ok() {
-        info!("every backend checked once: taking part in the groups");
-    } else {
-        warn!("backends not all checked within {limit:?}: taking part in the groups anyway");
-    }
-    // A node that takes the VIP (back) must hold the flows it would serve:
-    // a peer's whole table first, when there is a peer to send one (the
-    // gate is bounded by `ready_timeout`, and says why it opened).
-    if let Some(replicator) = replicator {
-        let _ = replicator.ready().wait_for(|open| *open).await;
-    }
-}
-
 /// The groups' runner, with the heartbeat thread and the XDP records (none
 /// in HA debug mode: nothing is written to the maps there).
 fn start_groups(
@@ -565,74 +549,4 @@ async fn serve_api(
         stop_rx,
     ));
     Ok((server, stop_tx))
-}
-
-/// How long start-up waits for the first round of health checks: the first
-/// check of a backend starts within its jitter and ends within its timeout.
-fn first_round_limit(config: &Config) -> Duration {
-    config
-        .services
-        .iter()
-        .filter_map(|s| s.get_ref().health.as_ref())
-        .map(|h| h.jitter + h.timeout)
-        .max()
-        .unwrap_or_default()
-        + Duration::from_millis(500)
-}
-
-fn flow_policy(config: &Config) -> FlowPolicy {
-    FlowPolicy {
-        tcp_idle: config.dataplane.tcp_idle_timeout,
-        udp_idle: config.dataplane.udp_idle_timeout,
-        fin: config.dataplane.fin_timeout,
-        embryonic: config.dataplane.embryonic_timeout,
-        rst: config.dataplane.rst_timeout,
-        embryonic_share: u32::from(config.dataplane.embryonic_port_share.get()),
-    }
-}
-
-/// The groups' notify hooks, following the event log; the generic hook's
-/// priority is the group's tracked one.
-fn start_notifier(config: &Config, state: &Arc<AgentState>) -> anyhow::Result<Notifier> {
-    let tracking = Arc::clone(state);
-    let (notifier, collectors) = Notifier::start(config, &state.events, move |group| {
-        read(&tracking.tracking)
-            .effective(group)
-            .map(|e| e.priority)
-    })
-    .context("registering the notify metrics")?;
-    for collector in collectors {
-        state
-            .metrics
-            .register(collector)
-            .context("registering the notify metrics")?;
-    }
-    Ok(notifier)
-}
-
-/// Starts the tracked items of every group; their changes come back on
-/// `changes`.
-fn start_tracker(
-    config: &Config,
-    state: &AgentState,
-    changes: mpsc::UnboundedSender<TrackChange>,
-) -> Tracker {
-    let service_down = lock(&state.health).service_down();
-    let tracker = Tracker::start(
-        config,
-        Arc::clone(&state.events),
-        service_down,
-        move |group, effective| {
-            let _ = changes.send((group.to_owned(), effective));
-        },
-    );
-    for (_, group) in config.groups_with_ids() {
-        if let Some(effective) = tracker.tracking.effective(&group.name) {
-            state
-                .metrics
-                .set_group_priority(&group.name, effective.priority, effective.fault);
-        }
-    }
-    *write(&state.tracking) = Arc::clone(&tracker.tracking);
-    tracker
 }

@@ -27,6 +27,7 @@ use crate::{
 };
 use vipx_common::peer::KIND_VRRP;
 
+mod faults;
 mod heartbeat;
 
 use heartbeat::{Registered, advertised, next_loss, register_heartbeat};
@@ -305,74 +306,6 @@ impl Election {
                 }
             }
         }
-    }
-
-    /// FAULT (a tracked item failed, or no quorum) or not.
-    fn faulted(&self) -> bool {
-        self.tracked_fault || self.quorum_fenced
-    }
-
-    /// Without the quorum a MASTER fences itself: FAULT (its VIPs go, XDP
-    /// stops serving them) until the quorum is back. A BACKUP stays one:
-    /// the cluster's gate refuses its claims meanwhile.
-    async fn quorum_changed(&mut self, held: bool) {
-        let was = self.faulted();
-        if !held && !self.quorum_fenced && self.ownership.is_master(self.id) {
-            self.quorum_fenced = true;
-            self.fault_changed(was, "this node lost the cluster's quorum (fenced itself)")
-                .await;
-        } else if held && self.quorum_fenced {
-            self.quorum_fenced = false;
-            self.fault_changed(was, "").await;
-        }
-    }
-
-    /// Enters or leaves FAULT after a change of its causes.
-    async fn fault_changed(&mut self, was: bool, why: &str) {
-        match (was, self.faulted()) {
-            (false, true) => {
-                let actions = self.instance.shutdown(self.now());
-                self.execute(actions).await;
-                self.events.record(
-                    EventKind::Group,
-                    &self.group.name,
-                    None,
-                    GroupState::Fault,
-                    why,
-                );
-            }
-            (true, false) => {
-                let actions = self.instance.startup(self.now());
-                self.execute(actions).await;
-            }
-            _ => {}
-        }
-    }
-
-    /// Whether the cluster lets this node claim the group (always, without
-    /// a cluster): with the quorum, and once a MASTER lost is no longer
-    /// heard anywhere (it fenced itself).
-    async fn cluster_allows(&self, reason: Reason) -> bool {
-        let Some(cluster) = &self.cluster else {
-            return true;
-        };
-        // A MASTER that fell silent may be cut off and still serving: wait
-        // until it fenced itself. One that stopped or is being preempted
-        // lets go by itself.
-        let silent = matches!(
-            reason,
-            Reason::MasterDown
-                | Reason::HeartbeatLost {
-                    stopping: false,
-                    ..
-                }
-        );
-        let refused = match cluster.claim(&self.group.name, silent).await {
-            Ok(()) => return true,
-            Err(refused) => refused,
-        };
-        info!(group = %self.group.name, %reason, "not taking the VIPs: {refused}");
-        false
     }
 
     /// A manual handover, or its end.
