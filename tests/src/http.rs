@@ -38,6 +38,43 @@ pub fn get_from(host: &Host, addr: SocketAddr, path: &str) -> Result<(u16, Strin
     host.enter(|| get(addr, path))?
 }
 
+/// `curl -X METHOD URL` from `host` with a JSON `body` and, when given,
+/// `Authorization: Bearer`: the status and the body (status 0: no answer).
+pub fn curl(
+    host: &Host,
+    method: &str,
+    url: &str,
+    body: Option<&str>,
+    bearer: Option<&str>,
+) -> Result<(u16, String)> {
+    let auth = bearer.map(|b| format!("Authorization: Bearer {b}"));
+    let mut argv = vec![
+        "curl",
+        "-s",
+        "-w",
+        "\n%{http_code}",
+        "--max-time",
+        "5",
+        "-X",
+        method,
+    ];
+    if let Some(body) = body {
+        argv.extend(["-H", "Content-Type: application/json", "-d", body]);
+    }
+    if let Some(auth) = &auth {
+        argv.extend(["-H", auth.as_str()]);
+    }
+    argv.push(url);
+    let out = host.run_unchecked(&argv).context("run curl")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let code = code
+        .trim()
+        .parse()
+        .with_context(|| format!("curl said {text:?}"))?;
+    Ok((code, body.to_owned()))
+}
+
 /// The value of one sample (`name{labels}`) on a Prometheus text page.
 pub fn metric_value(page: &str, series: &str) -> Option<f64> {
     page.lines()

@@ -110,10 +110,29 @@ fn forged_and_replayed_heartbeats_neither_force_nor_block_a_takeover() {
     let socket = spoofing_socket(&cluster.client, master);
     let key = derive_key(SECRET.as_bytes());
     let wrong = HeartbeatKey { k0: 1, k1: 2 };
-    let (bad_before, replay_before) = (
+    let (bad_before, replay_before, ttl_before) = (
         counter(&cluster, 1, "heartbeat_bad_tag"),
         counter(&cluster, 1, "heartbeat_replay"),
+        counter(&cluster, 1, "ttl_not_255"),
     );
+
+    // 0. Farewells that are authentic but come from off the link (TTL 64,
+    //    as a host routed to the segment sends them): GTSM drops them
+    //    before their tag is even read. (Accepted, their epoch, newer than
+    //    any, would also make every real heartbeat after them a replay.)
+    let routed = spoofing_socket(&cluster.client, master);
+    routed.set_ttl(64).expect("TTL 64");
+    for seq in 0..100u32 {
+        routed
+            .send_to(&beat(0, u64::MAX, seq).encode(Some(&key)), target)
+            .expect("send a routed farewell");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    drop(routed);
+    support::wait_for(Duration::from_secs(5), || {
+        (counter(&cluster, 1, "ttl_not_255") - ttl_before >= 100.0).then_some(())
+    })
+    .expect("node 1's XDP drops the 100 farewells of TTL 64 (ttl_not_255)");
 
     // 1. Forged farewells (priority 0: "take over at once"): untagged,
     //    under another key, and authentic but from an old epoch (what a

@@ -197,34 +197,11 @@ fn a_drain_survives_a_restart_of_the_agent() {
     assert_eq!(weight(&cluster), Some(1), "back in");
 }
 
-/// POSTs `body` to `path` on `addr` with curl from `host`; the HTTP status.
+/// POSTs `body` to `url` with curl from `host`; the HTTP status.
 fn post(host: &vipx_lab::Host, url: &str, body: &str, bearer: Option<&str>) -> u16 {
-    let auth = bearer.map(|b| format!("Authorization: Bearer {b}"));
-    let mut argv = vec![
-        "curl",
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "--max-time",
-        "5",
-        "-X",
-        "POST",
-        "-H",
-        "Content-Type: application/json",
-        "-d",
-        body,
-    ];
-    if let Some(auth) = &auth {
-        argv.extend(["-H", auth.as_str()]);
-    }
-    argv.push(url);
-    let out = host.run_unchecked(&argv).expect("run curl");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("curl said {:?}", String::from_utf8_lossy(&out.stdout)))
+    vipx_lab::http::curl(host, "POST", url, Some(body), bearer)
+        .expect("run curl")
+        .0
 }
 
 #[test]

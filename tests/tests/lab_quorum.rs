@@ -295,3 +295,79 @@ fn ha_debug_a_partition_fences_nothing_and_logs_what_it_would_do() {
         "no group of node 0 went FAULT"
     );
 }
+
+#[test]
+fn the_cluster_endpoints_take_the_secret_and_a_listed_voter() {
+    let cluster = Cluster::up(&ClusterOptions {
+        membership: Some(Membership::default()),
+        ..ClusterOptions::new(3, agent_bin())
+    })
+    .expect("bring the cluster up");
+    wait_quorum_everywhere(&cluster);
+    let secret = std::fs::read_to_string(cluster.lab.tmp_dir().join("cluster.secret"))
+        .expect("the lab's cluster secret");
+    let base = format!("http://{}/api/v1/ha", cluster.nodes[0].api);
+    let ping = r#"{"node":"x","epoch":1}"#;
+    let curl = |method: &str, path: &str, body: Option<&str>, bearer: Option<&str>| {
+        vipx_lab::http::curl(
+            &cluster.client,
+            method,
+            &format!("{base}/{path}"),
+            body,
+            bearer,
+        )
+        .expect("curl from the client")
+    };
+    for (method, path, body) in [
+        ("POST", "register", Some(ping)),
+        ("POST", "ping", Some(ping)),
+        ("GET", "nodes", None),
+    ] {
+        assert_eq!(
+            curl(method, path, body, None).0,
+            401,
+            "{path} without the secret"
+        );
+        assert_eq!(
+            curl(
+                method,
+                path,
+                body,
+                Some("not the cluster's secret, though long")
+            )
+            .0,
+            401,
+            "{path} with a wrong secret"
+        );
+    }
+    // The secret alone is not enough: the client is no voter.
+    let own_name = format!("{}-n2", cluster.lab.id());
+    let as_n2 = format!(r#"{{"node":"{own_name}","epoch":1}}"#);
+    assert_eq!(
+        curl("POST", "ping", Some(&as_n2), Some(secret.trim())).0,
+        403,
+        "a voter's name from another address"
+    );
+    let (code, nodes) = curl("GET", "nodes", None, Some(secret.trim()));
+    assert_eq!(code, 200, "{nodes}");
+    let nodes: serde_json::Value = serde_json::from_str(&nodes).expect("JSON");
+    assert_eq!(nodes["quorum"]["held"], true, "{nodes}");
+    assert_eq!(nodes["quorum"]["voters"], 3, "{nodes}");
+    let voters = nodes["voters"].as_array().expect("voters");
+    assert_eq!(voters.len(), 3, "{nodes}");
+    assert!(
+        voters.iter().all(|v| v["up"] == true),
+        "every voter up: {nodes}"
+    );
+    let text = log(&cluster, 0);
+    for peer in ["n2", "n3"] {
+        let name = format!("{}-{peer}", cluster.lab.id());
+        assert!(
+            text.contains(&format!("registered a new node: {name}"))
+                && text.contains(&format!("joined the candidate: {name}")),
+            "node 0 logged {name}'s registration"
+        );
+    }
+    assert!(text.contains("API: refused"), "the refusals are logged");
+    assert!(!text.contains(secret.trim()), "the secret is never logged");
+}
