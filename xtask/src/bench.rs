@@ -27,6 +27,10 @@ pub struct BenchArgs {
     /// failover: seconds of the steady-state pgbench run (0: none).
     #[arg(long, default_value_t = 600)]
     steady_secs: u64,
+    /// failover: only the partition row (3 nodes, vipx's quorum beside
+    /// keepalived).
+    #[arg(long)]
+    partition_only: bool,
     /// sessions: the events, comma-separated (default: all); with no
     /// value, no sessions table.
     #[arg(long, value_enum, value_delimiter = ',', num_args = 0..)]
@@ -103,6 +107,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 nodes: args.nodes.clone(),
                 only: args.only,
                 steady_secs: args.steady_secs,
+                partition_only: args.partition_only,
             },
             agent,
         ),

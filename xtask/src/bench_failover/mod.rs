@@ -6,6 +6,7 @@
 
 mod gap;
 mod measure;
+mod partition;
 mod probe;
 mod report;
 mod steady;
@@ -91,6 +92,8 @@ pub struct Options {
     pub only: Option<Only>,
     /// Seconds of the steady-state run (0: none).
     pub steady_secs: u64,
+    /// Only the partition row (no layouts, no steady-state run).
+    pub partition_only: bool,
 }
 
 /// The name of a vipx system in the tables.
@@ -125,12 +128,20 @@ pub fn run(opts: &Options, agent: PathBuf) -> anyhow::Result<()> {
     for &nodes in &opts.nodes {
         anyhow::ensure!((2..=3).contains(&nodes), "--nodes: 2 or 3, not {nodes}");
     }
+    if opts.partition_only {
+        println!("{}", partition::run(&agent, opts.rounds));
+        println!("Total wall time: {:.0} s", began.elapsed().as_secs_f64());
+        return Ok(());
+    }
     for &nodes in &opts.nodes {
         let mut rows = Vec::new();
         for advert_ms in ADVERTS_MS {
             measure::layout(opts, &agent, nodes, advert_ms, &mut rows);
         }
         println!("{}", report::table(nodes, opts.rounds, &rows));
+    }
+    if opts.nodes.contains(&3) && opts.only.is_none() {
+        println!("{}", partition::run(&agent, opts.rounds));
     }
     if opts.steady_secs > 0 {
         let heartbeat = (opts.only != Some(Only::Vrrp)).then_some(HEARTBEAT);
