@@ -127,7 +127,9 @@ impl Watch {
             .collect();
         assert!(
             doubly.is_empty(),
-            "ARP requests answered by two nodes after the cut: {doubly:?}"
+            "{} ARP requests answered by two nodes after the cut, the first: {:?}",
+            doubly.len(),
+            doubly.iter().take(3).collect::<Vec<_>>()
         );
         let first_new = traffic[new]
             .packets
