@@ -163,21 +163,21 @@ fn describe_handover(done: &HandoverGroup) -> String {
     format!("{group}: {what}; stays BACKUP {until}")
 }
 
-/// The API's secret, when the config file sets `[api] secret_file` (a
-/// config file that is not there means none: the agent then accepts
-/// changes from this node only).
+/// The API's secret, when the config file sets `[api] secret_file` (or
+/// `[cluster] secret_file`; a config file that is not there means none:
+/// the agent then accepts changes from this node only).
 fn api_secret(config: &std::path::Path) -> anyhow::Result<Option<vipx_agent::sync::auth::Secret>> {
     if !config.exists() {
         return Ok(None);
     }
     let config = Config::load(config)?;
     config
-        .api
-        .secret_file
-        .as_deref()
-        .map(vipx_agent::sync::auth::Secret::load)
+        .state_secret_file()
+        .map(|(key, path)| {
+            vipx_agent::sync::auth::Secret::load(path)
+                .map_err(|err| anyhow::anyhow!("{key}: {err}"))
+        })
         .transpose()
-        .map_err(|err| anyhow::anyhow!("[api] secret_file: {err}"))
 }
 
 /// Logs to stderr, as text or JSON lines. The level: `RUST_LOG` if set

@@ -361,6 +361,39 @@ fn the_cluster_endpoints_take_the_secret_and_a_listed_voter() {
         voters.iter().all(|v| v["up"] == true),
         "every voter up: {nodes}"
     );
+    // State changes take the cluster secret too (no [api] secret_file
+    // here): through the VIP, and from the node itself.
+    let backend = cluster.backend_addr(0);
+    let drain = format!(r#"{{"backend":"{backend}","drain":true}}"#);
+    let through_vip = format!(
+        "http://{}:{}/api/v1/drain",
+        cluster.vip(),
+        cluster.nodes[0].api.port()
+    );
+    let post = |host: &vipx_lab::Host, url: &str, bearer: Option<&str>| {
+        vipx_lab::http::curl(host, "POST", url, Some(&drain), bearer)
+            .expect("curl")
+            .0
+    };
+    assert_eq!(
+        post(&cluster.client, &through_vip, None),
+        401,
+        "a drain through the VIP"
+    );
+    let local = format!(
+        "http://127.0.0.1:{}/api/v1/drain",
+        cluster.nodes[0].api.port()
+    );
+    assert_eq!(
+        post(&cluster.nodes[0].host, &local, None),
+        401,
+        "from the node, without the secret"
+    );
+    assert_eq!(
+        post(&cluster.nodes[0].host, &local, Some(secret.trim())),
+        200,
+        "the cluster secret opens"
+    );
     let text = log(&cluster, 0);
     for peer in ["n2", "n3"] {
         let name = format!("{}-{peer}", cluster.lab.id());

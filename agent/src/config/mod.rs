@@ -322,6 +322,22 @@ impl Config {
         Ok(config)
     }
 
+    /// The secret that opens the API's state changes: `[api]
+    /// secret_file`, else `[cluster] secret_file`; with the key that named
+    /// it (none: this node only, through loopback).
+    pub fn state_secret_file(&self) -> Option<(&'static str, &Path)> {
+        self.api
+            .secret_file
+            .as_deref()
+            .map(|path| ("[api] secret_file", path))
+            .or_else(|| {
+                self.cluster
+                    .secret_file
+                    .as_deref()
+                    .map(|path| ("[cluster] secret_file", path))
+            })
+    }
+
     /// Checks that span several keys, pointed at the line that breaks them.
     fn check(&self, path: &Path, text: &str) -> Result<(), ConfigError> {
         let at_key = |key: &str| find_key(text, key).unwrap_or(0);

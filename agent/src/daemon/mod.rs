@@ -539,8 +539,9 @@ async fn serve_api(
         "API on {0}/api/v1/status, metrics on {0}/metrics",
         api_url(listener.local_addr()?)
     );
-    let guard =
-        api::guard::Guard::load(config.api.secret_file.as_deref()).context("[api] secret_file")?;
+    let secret = config.state_secret_file();
+    let guard = api::guard::Guard::load(secret.map(|(_, path)| path))
+        .with_context(|| secret.map_or("", |(key, _)| key).to_owned())?;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let server = tokio::spawn(api::server::serve(
         listener,
