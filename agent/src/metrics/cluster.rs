@@ -18,10 +18,10 @@ pub struct ClusterMetrics {
 
 impl ClusterMetrics {
     pub(super) fn new(r: &Registrar<'_>) -> prometheus::Result<Self> {
-        Ok(Self {
+        let this = Self {
             quorum: r.add(IntGauge::new(
                 "vipx_cluster_quorum",
-                "1 while this node sees a majority of the cluster's voters (members and witness); 0 without: it holds no VIP.",
+                "1 while this node sees a majority of the cluster's voters (members and witness; 1 without members: a lone node is its own majority); 0 without: it holds no VIP.",
             )?)?,
             seen: r.add(IntGauge::new(
                 "vipx_cluster_voters_seen",
@@ -41,7 +41,10 @@ impl ClusterMetrics {
                 "Claims of a group's VIPs checked against the cluster: allowed, waited (for a silent MASTER to fence itself first), deferred (to a live backup that outranks this node), refused (no quorum, or a MASTER still heard).",
                 &["group", "outcome"],
             )?,
-        })
+        };
+        // Without `[cluster] members` a node is its own majority.
+        this.set_quorum(true, 1, 1);
+        Ok(this)
     }
 
     /// The quorum counted now.
