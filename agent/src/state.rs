@@ -42,6 +42,8 @@ pub struct AgentState {
     /// The XDP records of the peers' adverts and heartbeats (none in HA
     /// debug mode).
     pub peers: RwLock<Option<Arc<PeerMaps>>>,
+    /// This node's voter, with `[cluster] members`.
+    pub cluster: RwLock<Option<Arc<crate::cluster::Cluster>>>,
 }
 
 /// What the metrics count of the timeline: the groups' transitions and

@@ -75,6 +75,7 @@ pub fn status(state: &AgentState) -> Status {
         groups,
         services: services(state),
         counters,
+        cluster: read(&state.cluster).as_ref().map(|c| c.nodes()),
     }
 }
 

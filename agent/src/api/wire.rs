@@ -26,6 +26,9 @@ pub struct Status {
     #[serde(default)]
     pub services: Vec<ServiceStatus>,
     pub counters: Vec<NamedCounter>,
+    /// The cluster as this node sees it (with `[cluster] members`).
+    #[serde(default)]
+    pub cluster: Option<crate::cluster::wire::NodesReport>,
 }
 
 impl Status {

@@ -12,6 +12,7 @@ pub use crate::api::wire::span;
 pub fn render(status: &Status) -> String {
     let mut out = String::new();
     header(&mut out, status);
+    cluster(&mut out, status);
     groups(&mut out, status);
     backends(&mut out, status);
     for counter in status.counters.iter().filter(|c| c.packets > 0) {
@@ -22,6 +23,36 @@ pub fn render(status: &Status) -> String {
         );
     }
     out
+}
+
+/// "cluster    quorum held: 3 of 3 voters (n2 up, n3 up)".
+fn cluster(out: &mut String, status: &Status) {
+    let Some(cluster) = &status.cluster else {
+        return;
+    };
+    let q = &cluster.quorum;
+    let voters: Vec<String> = cluster
+        .voters
+        .iter()
+        .skip(1)
+        .map(|v| {
+            let role = if v.role == "witness" {
+                " (witness)"
+            } else {
+                ""
+            };
+            let up = if v.up { "up" } else { "DOWN" };
+            format!("{}{role} {up}", v.name)
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "cluster    quorum {}: {} of {} voters ({})",
+        if q.held { "held" } else { "LOST (no VIP here)" },
+        q.seen,
+        q.voters,
+        voters.join(", ")
+    );
 }
 
 fn header(out: &mut String, status: &Status) {

@@ -92,6 +92,7 @@ async fn serve(
     let (server, stop_server) =
         serve_api(&config, &state, voter.as_ref().map(|(_, r)| r.clone())).await?;
     let voter = voter.map(|(v, _)| v);
+    write(&state.cluster).clone_from(&voter);
     let mut cluster_tasks = Vec::new();
     if let Some(voter) = &voter {
         cluster_tasks.extend(cluster::start_pings(&config, voter)?);
@@ -424,6 +425,7 @@ async fn start_services(
         operator: Mutex::new(handover::load(config)),
         handovers,
         peers: RwLock::new(None),
+        cluster: RwLock::new(None),
     });
     state.set_attachments(dataplane.attachments());
     Ok((state, ownership, neighbours))

@@ -49,6 +49,7 @@ fn status() -> Status {
             }],
         }],
         counters: Vec::new(),
+        cluster: None,
     }
 }
 

@@ -4,6 +4,7 @@ use crate::{
         BackendStatus, CounterKind, GroupStatus, NamedCounter, PeerStatus, ServiceStatus,
         XdpAttachment,
     },
+    cluster::wire::{NodesReport, QuorumReport, VoterReport},
     dataplane::{AttachedMode, Mode},
 };
 
@@ -78,6 +79,36 @@ fn status() -> Status {
                 bytes: 0,
             },
         ],
+        cluster: Some(cluster()),
+    }
+}
+
+/// Node n1 of two and a witness, with the witness unreachable.
+fn cluster() -> NodesReport {
+    let voter = |name: &str, role: &str, up: bool| VoterReport {
+        name: name.into(),
+        address: "10.0.0.9:9469".parse().expect("addr"),
+        role: role.into(),
+        registered: true,
+        up,
+        last_seen_ms: Some(10),
+        groups: Vec::new(),
+    };
+    NodesReport {
+        node: "n1".into(),
+        role: "node".into(),
+        quorum: QuorumReport {
+            held: true,
+            seen: 2,
+            voters: 3,
+            witness_vote: false,
+            vote_holder: None,
+        },
+        voters: vec![
+            voter("n1", "self", true),
+            voter("n2", "node", true),
+            voter("w", "witness", false),
+        ],
     }
 }
 
@@ -118,6 +149,10 @@ fn render_shows_a_row_per_group_peer_and_backend() {
         assert!(has_row(&text, cells), "no row {cells:?}: {text}");
     }
     assert!(text.contains("master     pg: 10.0.0.2"), "{text}");
+    assert!(
+        text.contains("cluster    quorum held: 2 of 3 voters (n2 up, w (witness) DOWN)"),
+        "{text}"
+    );
     assert!(text.contains("pass"), "{text}");
     assert!(
         !text.contains("drop"),
