@@ -205,3 +205,46 @@ fn a_closed_output_pipe_ends_a_subcommand_quietly() {
         out.status
     );
 }
+
+#[test]
+fn a_node_not_among_the_cluster_members_refuses_to_start() {
+    let lab = Lab::new(LabOptions::ipv4_only()).expect("create lab");
+    let node = lab.add_host("node", &lab.v4(11)).expect("add node");
+    let secret = lab.tmp_dir().join("cluster.secret");
+    std::fs::write(&secret, "a cluster secret of the lab, 32 b").expect("write the secret");
+    let config = write_config(
+        &lab,
+        "outsider.toml",
+        &format!(
+            "[node]\nname = \"outsider\"\n[dataplane]\ninterfaces = [\"eth0\"]\n[cluster]\nsecret_file = \"{}\"\nmembers = [\n  {{ name = \"a\", address = \"10.9.0.1:9469\" }},\n  {{ name = \"b\", address = \"10.9.0.2:9469\" }},\n  {{ name = \"c\", address = \"10.9.0.3:9469\" }},\n]\n",
+            secret.display()
+        ),
+    );
+    let run = |env: Option<&str>| {
+        let mut spec = ProcSpec::new(support::agent_bin())
+            .arg("--config")
+            .arg(&config);
+        if let Some(name) = env {
+            spec = spec.env("VIPX_NODE_NAME", name);
+        }
+        let out = node
+            .run_spec(&spec, Duration::from_secs(30))
+            .expect("run vipx-agent");
+        assert!(!out.status.success(), "the agent started as {env:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let stderr = run(None);
+    assert!(
+        stderr.contains("node outsider is not in [cluster] members (a, b, c)"),
+        "a clear refusal:\n{stderr}"
+    );
+    let stderr = run(Some("zed"));
+    assert!(
+        stderr.contains("node zed is not in [cluster] members"),
+        "VIPX_NODE_NAME overrides [node] name:\n{stderr}"
+    );
+    assert!(
+        !xdp_attached(&node),
+        "a refused start must not touch the host"
+    );
+}
