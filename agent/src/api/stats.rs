@@ -67,6 +67,7 @@ pub fn page(status: &Status, events: &[Event]) -> String {
             ""
         },
     );
+    cluster(&mut out, status);
     groups(&mut out, status);
     services(&mut out, status);
     timeline(&mut out, events);
@@ -84,6 +85,36 @@ fn xdp(status: &Status) -> String {
         .map(|a| format!("{} ({})", a.interface, a.mode))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The cluster's voters and the quorum (with `[cluster] members`).
+fn cluster(out: &mut String, status: &Status) {
+    let Some(cluster) = &status.cluster else {
+        return;
+    };
+    let q = &cluster.quorum;
+    let _ = writeln!(
+        out,
+        "<h2>Cluster</h2>\n<p>quorum <b class=\"{}\">{}</b>: {} of {} voters</p>\n<table id=\"voters\"><tr><th>voter</th><th>role</th><th>address</th><th>state</th><th>last heard</th></tr>",
+        if q.held { "MASTER" } else { "FAULT" },
+        if q.held { "held" } else { "lost" },
+        q.seen,
+        q.voters,
+    );
+    for v in &cluster.voters {
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td class=\"n\">{}</td></tr>",
+            Esc(&v.name),
+            Esc(&v.role),
+            v.address,
+            if v.up { "up" } else { "down" },
+            if v.up { "up" } else { "down" },
+            v.last_seen_ms
+                .map_or("-".to_owned(), |ms| format!("{} ago", span(ms))),
+        );
+    }
+    out.push_str("</table>\n");
 }
 
 fn groups(out: &mut String, status: &Status) {

@@ -107,3 +107,35 @@ pub struct VoterReport {
     #[serde(default)]
     pub groups: Vec<GroupReport>,
 }
+
+#[cfg(test)]
+impl NodesReport {
+    /// Node n1 of two and a witness, with the witness unreachable.
+    pub(crate) fn example() -> Self {
+        let voter = |name: &str, role: &str, up: bool| VoterReport {
+            name: name.into(),
+            address: "10.0.0.9:9469".parse().expect("addr"),
+            role: role.into(),
+            registered: true,
+            up,
+            last_seen_ms: Some(10),
+            groups: Vec::new(),
+        };
+        NodesReport {
+            node: "n1".into(),
+            role: "node".into(),
+            quorum: QuorumReport {
+                held: true,
+                seen: 2,
+                voters: 3,
+                witness_vote: false,
+                vote_holder: None,
+            },
+            voters: vec![
+                voter("n1", "self", true),
+                voter("n2", "node", true),
+                voter("w", "witness", false),
+            ],
+        }
+    }
+}

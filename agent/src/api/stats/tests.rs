@@ -49,7 +49,7 @@ fn status() -> Status {
             }],
         }],
         counters: Vec::new(),
-        cluster: None,
+        cluster: Some(crate::cluster::wire::NodesReport::example()),
     }
 }
 
@@ -85,6 +85,9 @@ fn the_page_shows_groups_peers_backends_and_events_escaped() {
         "<td>10.0.0.2</td><td>heartbeat</td><td class=\"BACKUP\">BACKUP</td><td class=\"n\">90</td><td class=\"n\">0.0s ago</td>",
         // backend: health, weight, drain, flows, packets, last change
         "<td>10.0.0.31:6432</td><td class=\"down\">down</td><td class=\"n\">0</td><td class=\"drained\">drained</td><td class=\"n\">4</td><td class=\"n\">5</td><td class=\"n\">3.0s</td>",
+        // cluster: the quorum and a voter down
+        "quorum <b class=\"MASTER\">held</b>: 2 of 3 voters",
+        "<td>w</td><td>witness</td><td>10.0.0.9:9469</td><td class=\"down\">down</td><td class=\"n\">0.0s ago</td>",
         // event
         "<td class=\"n\">3</td><td>2026-01-02T03:04:05.000Z</td><td>health</td><td>pg 10.0.0.31:6432</td><td>up</td><td class=\"down\">down</td>",
     ] {

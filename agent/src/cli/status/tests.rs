@@ -4,7 +4,7 @@ use crate::{
         BackendStatus, CounterKind, GroupStatus, NamedCounter, PeerStatus, ServiceStatus,
         XdpAttachment,
     },
-    cluster::wire::{NodesReport, QuorumReport, VoterReport},
+    cluster::wire::NodesReport,
     dataplane::{AttachedMode, Mode},
 };
 
@@ -79,36 +79,7 @@ fn status() -> Status {
                 bytes: 0,
             },
         ],
-        cluster: Some(cluster()),
-    }
-}
-
-/// Node n1 of two and a witness, with the witness unreachable.
-fn cluster() -> NodesReport {
-    let voter = |name: &str, role: &str, up: bool| VoterReport {
-        name: name.into(),
-        address: "10.0.0.9:9469".parse().expect("addr"),
-        role: role.into(),
-        registered: true,
-        up,
-        last_seen_ms: Some(10),
-        groups: Vec::new(),
-    };
-    NodesReport {
-        node: "n1".into(),
-        role: "node".into(),
-        quorum: QuorumReport {
-            held: true,
-            seen: 2,
-            voters: 3,
-            witness_vote: false,
-            vote_holder: None,
-        },
-        voters: vec![
-            voter("n1", "self", true),
-            voter("n2", "node", true),
-            voter("w", "witness", false),
-        ],
+        cluster: Some(NodesReport::example()),
     }
 }
 
