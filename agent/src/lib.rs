@@ -10,7 +10,7 @@
 //!   [`state`] the API reads;
 //! - at the bottom [`dataplane`] (every BPF map), [`vip`] and [`neigh`]
 //!   (the host's addresses and neighbours), [`config`], and the leaves
-//!   [`events`], [`metrics`], [`locks`], [`rank`].
+//!   [`events`], [`metrics`], [`locks`], [`rank`], [`tls`] and [`fence`].
 
 pub mod api;
 pub mod balancer;
@@ -33,4 +33,5 @@ pub mod ownership;
 pub mod rank;
 pub mod state;
 pub mod sync;
+pub mod tls;
 pub mod vip;

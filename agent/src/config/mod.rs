@@ -4,6 +4,7 @@
 //! Every error names the file, the line and the column it comes from, so a
 //! bad line is found at once; a bad file never replaces a running config.
 
+mod api;
 mod group;
 mod health;
 mod log;
@@ -13,7 +14,6 @@ mod sync;
 
 use std::{
     fmt,
-    net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -21,6 +21,7 @@ use std::{
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use api::{ApiConfig, ApiTls, DEFAULT_API_LISTEN};
 pub use group::{
     Election, GroupConfig, InitialState, TrackInterface, TrackScript, TrackService, VipCidr,
 };
@@ -37,8 +38,6 @@ pub type GroupId = u32;
 
 /// Where the daemon looks for its configuration by default.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/vipx/vipx.toml";
-/// Default address of the HTTP API and Prometheus `/metrics`.
-pub const DEFAULT_API_LISTEN: &str = "0.0.0.0:9469";
 /// Linux interface names are at most 15 bytes (`IFNAMSIZ` - 1).
 const IFNAMSIZ_MAX: usize = 15;
 
@@ -274,43 +273,6 @@ impl fmt::Display for InterfaceName {
     }
 }
 
-/// `[api]`
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ApiConfig {
-    /// Address of the HTTP API and `/metrics`.
-    #[serde(default = "default_api_listen")]
-    pub listen: SocketAddr,
-    /// A file holding the API's secret (at least 16 bytes): what changes
-    /// state (drain, handover) needs it as `Authorization: Bearer`; the
-    /// command line reads it from here. Without it, only this node itself
-    /// (a loopback peer) may change state. Reading stays open.
-    #[serde(default)]
-    pub secret_file: Option<PathBuf>,
-    /// How long a connection may take to send a request's headers, and
-    /// stay idle between requests, before it is closed.
-    #[serde(default = "default_header_timeout", with = "humantime_serde")]
-    pub header_timeout: Duration,
-}
-
-impl Default for ApiConfig {
-    fn default() -> Self {
-        Self {
-            listen: default_api_listen(),
-            secret_file: None,
-            header_timeout: default_header_timeout(),
-        }
-    }
-}
-
-fn default_header_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-
-fn default_api_listen() -> SocketAddr {
-    DEFAULT_API_LISTEN.parse().expect("valid default address")
-}
-
 impl Config {
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -380,6 +342,9 @@ impl Config {
                 at_key("heartbeat_port"),
                 "node.heartbeat_port must be 1-65535".to_owned(),
             ));
+        }
+        if let Err((key, message)) = self.api.check() {
+            return Err(invalid(path, text, at_key(key), message));
         }
         if let Some(sync) = &self.sync
             && let Err((key, message)) = sync.check()

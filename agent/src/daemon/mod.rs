@@ -23,7 +23,7 @@ use tokio::{
 use tracing::{error, info, warn};
 
 use crate::{
-    api::{self, client::api_url},
+    api,
     balancer::{self, ServiceCollector, SharedTable},
     config::Config,
     dataplane::{
@@ -486,27 +486,15 @@ fn spawn_background(
 }
 
 /// The API server task, and the sender that stops it gracefully.
-async fn serve_api(
-    config: &Config,
-    state: &Arc<AgentState>,
-) -> anyhow::Result<(JoinHandle<std::io::Result<()>>, oneshot::Sender<()>)> {
-    let listener = tokio::net::TcpListener::bind(config.api.listen)
-        .await
-        .with_context(|| format!("binding the API to {}", config.api.listen))?;
-    info!(
-        "API on {0}/api/v1/status, metrics on {0}/metrics",
-        api_url(listener.local_addr()?)
-    );
+async fn serve_api(config: &Config, state: &Arc<AgentState>) -> anyhow::Result<api::server::Running> {
     let guard =
         api::guard::Guard::load(config.api.secret_file.as_deref()).context("[api] secret_file")?;
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let server = tokio::spawn(api::server::serve(
-        listener,
+    api::server::start(
+        &config.api,
         api::router(Arc::clone(state), Arc::new(guard)),
-        config.api.header_timeout,
-        stop_rx,
-    ));
-    Ok((server, stop_tx))
+        api::read_router(Arc::clone(state)),
+    )
+    .await
 }
 
 /// How long start-up waits for the first round of health checks: the first
