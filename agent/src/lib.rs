@@ -10,16 +10,19 @@
 //!   [`state`] the API reads;
 //! - at the bottom [`dataplane`] (every BPF map), [`vip`] and [`neigh`]
 //!   (the host's addresses and neighbours), [`config`], and the leaves
-//!   [`events`], [`metrics`], [`locks`], [`rank`], [`tls`] and [`fence`].
+//!   [`events`], [`metrics`], [`locks`], [`rank`], [`tls`], [`command`]
+//!   and [`fence`].
 
 pub mod api;
 pub mod balancer;
 pub mod cli;
+pub mod command;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;
 pub mod election;
 pub mod events;
+pub mod fence;
 pub mod group_runner;
 pub mod health;
 pub mod heartbeat;

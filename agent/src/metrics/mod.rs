@@ -12,6 +12,7 @@
 //! a reload removes their service or backend, capacities next to usage.
 
 pub mod family;
+mod fence;
 mod group;
 mod health;
 mod sync;
@@ -27,6 +28,7 @@ use prometheus::{
 };
 use tracing::warn;
 
+pub use fence::FENCE_RESULTS;
 pub use group::{AdvertOutcome, GROUP_STATES, HeartbeatMetrics};
 pub use health::CheckResult;
 pub use sync::SyncMetrics;
@@ -40,6 +42,7 @@ pub struct Metrics {
     health: health::HealthFamilies,
     groups: group::GroupFamilies,
     sync: SyncMetrics,
+    fence: fence::FenceFamilies,
 }
 
 /// The configuration's reloads and the capacities it sets.
@@ -201,6 +204,7 @@ impl Metrics {
         let health = health::HealthFamilies::new(&r)?;
         let groups = group::GroupFamilies::new(&r)?;
         let sync = SyncMetrics::new(&r)?;
+        let fence = fence::FenceFamilies::new(&r)?;
         for origin in ["own", "replicated"] {
             services.held.with_label_values(&[origin]);
         }
@@ -216,6 +220,7 @@ impl Metrics {
             health,
             groups,
             sync,
+            fence,
         })
     }
 
