@@ -218,3 +218,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "server_tls_tests.rs"]
+mod tls_tests;

@@ -81,11 +81,12 @@ fn default_api_listen() -> SocketAddr {
 }
 
 impl ApiConfig {
-    /// Checks of the section on its own: `Err` is the key at fault and the
-    /// message.
-    pub(super) fn check(&self) -> Result<(), (&'static str, String)> {
+    /// Checks of the section on its own: `Err` is the table and the key
+    /// at fault, and the message.
+    pub(super) fn check(&self) -> Result<(), (&'static str, &'static str, String)> {
         if self.header_timeout.is_zero() {
             return Err((
+                "api",
                 "header_timeout",
                 "api.header_timeout must be more than 0".to_owned(),
             ));
@@ -94,6 +95,7 @@ impl ApiConfig {
             && read == self.listen
         {
             return Err((
+                "api",
                 "read_listen",
                 format!("api.read_listen: {read} is api.listen already; give it an address (or port) of its own"),
             ));
@@ -109,9 +111,13 @@ impl ApiConfig {
         ];
         for (key, path) in files {
             if path.is_some_and(|p| p.as_os_str().is_empty()) {
-                return Err((key, format!("api.tls.{key}: a path is needed")));
+                return Err(("api.tls", key, format!("api.tls.{key}: a path is needed")));
             }
         }
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "api_tests.rs"]
+mod tests;

@@ -343,8 +343,9 @@ impl Config {
                 "node.heartbeat_port must be 1-65535".to_owned(),
             ));
         }
-        if let Err((key, message)) = self.api.check() {
-            return Err(invalid(path, text, at_key(key), message));
+        if let Err((table, key, message)) = self.api.check() {
+            let at = find_key_in(text, table, key).unwrap_or_else(|| at_key(key));
+            return Err(invalid(path, text, at, message));
         }
         if let Some(sync) = &self.sync
             && let Err((key, message)) = sync.check()
@@ -509,6 +510,30 @@ pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let column = before[line_start..].chars().count() + 1;
     (line, column)
+}
+
+/// Byte offset of the first line that assigns `key` in the table headed
+/// `[table]`.
+fn find_key_in(text: &str, table: &str, key: &str) -> Option<usize> {
+    let header = format!("[{table}]");
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        offset += line.len();
+        if line.trim() == header {
+            let rest = &text[offset..];
+            let end = rest
+                .split_inclusive('\n')
+                .scan(0, |at, line| {
+                    let start = *at;
+                    *at += line.len();
+                    Some((start, line))
+                })
+                .find(|(_, line)| line.trim_start().starts_with('['))
+                .map_or(rest.len(), |(start, _)| start);
+            return find_key(&rest[..end], key).map(|at| offset + at);
+        }
+    }
+    None
 }
 
 /// Byte offset of the first line that assigns `key` (for checks that are
