@@ -116,3 +116,7 @@ pub fn api_base_url(api: &ApiConfig, addr: SocketAddr) -> String {
     let scheme = if api.tls.is_some() { "https" } else { "http" };
     format!("{scheme}://{addr}")
 }
+
+#[cfg(test)]
+#[path = "agent_tests.rs"]
+mod tests;
