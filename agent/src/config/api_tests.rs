@@ -104,3 +104,27 @@ fn an_empty_path_or_a_read_listen_on_listen_points_at_its_line() {
         "{err}"
     );
 }
+
+#[test]
+fn the_examples_commented_api_tls_and_read_listen_parse() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/vipx.toml");
+    let example = std::fs::read_to_string(path).expect("read the example");
+    let uncomment = |from: &str| -> String {
+        let start = example.find(from).expect("in the example");
+        example[start..]
+            .lines()
+            .map_while(|line| line.strip_prefix("# "))
+            .filter(|line| line.starts_with('[') || line.contains(" = "))
+            .map(|line| format!("{}\n", line.split("  #").next().unwrap_or(line)))
+            .collect()
+    };
+    let read_listen = uncomment("# read_listen = ");
+    let tls = uncomment("# [api.tls]\n");
+    let api = parse(&format!("{BASE}{read_listen}{tls}"))
+        .expect("the example's [api] keys parse")
+        .api;
+    assert_eq!(api.read_listen, Some("10.0.2.11:9469".parse().unwrap()));
+    let tls = api.tls.expect("[api.tls]");
+    assert_eq!(tls.ca_file, Path::new("/etc/vipx/tls/ca.pem"));
+    assert_eq!(tls.client_ca_file, Some("/etc/vipx/tls/ca.pem".into()));
+}
