@@ -85,9 +85,10 @@ impl FenceCommand {
             self.attempts(&argv).await
         };
         let (result, reason) = match &outcome {
-            FenceOutcome::Fenced { attempts } => {
-                (FenceResult::Fenced, format!("{shown}: exit 0 (attempt {attempts})"))
-            }
+            FenceOutcome::Fenced { attempts } => (
+                FenceResult::Fenced,
+                format!("{shown}: exit 0 (attempt {attempts})"),
+            ),
             FenceOutcome::Failed { attempts, error } => (
                 FenceResult::Failed,
                 format!("{shown}: {attempts} attempts, the last: {error}"),
@@ -112,7 +113,10 @@ impl FenceCommand {
             match self.attempt(argv).await {
                 Ok(()) => return FenceOutcome::Fenced { attempts: attempt },
                 Err(error) => {
-                    warn!("fence command, attempt {attempt} of {}: {error}", self.retries + 1);
+                    warn!(
+                        "fence command, attempt {attempt} of {}: {error}",
+                        self.retries + 1
+                    );
                     if attempt > self.retries {
                         return FenceOutcome::Failed {
                             attempts: attempt,

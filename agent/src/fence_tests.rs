@@ -185,10 +185,16 @@ async fn in_ha_debug_mode_nothing_runs_and_the_timeline_says_what_would() {
     assert_eq!(outcome, FenceOutcome::Skipped);
     assert!(!out.exists(), "the command did not run");
     let timeline = events.since(0);
-    assert!(timeline[0].is(EventKind::Fence, "would fence"), "{timeline:?}");
+    assert!(
+        timeline[0].is(EventKind::Fence, "would fence"),
+        "{timeline:?}"
+    );
     assert!(timeline[0].reason.contains("touch"), "{timeline:?}");
     assert!(
-        has_line(&metrics, r#"vipx_fence_runs_total{node="n2",result="skipped"} 1"#),
+        has_line(
+            &metrics,
+            r#"vipx_fence_runs_total{node="n2",result="skipped"} 1"#
+        ),
         "{}",
         metrics.render()
     );

@@ -118,7 +118,9 @@ async fn connection(
     match tokio::time::timeout(header_timeout, tls.accept(stream)).await {
         Ok(Ok(stream)) => http(stream, peer, router, header_timeout).await,
         Ok(Err(err)) => tracing::debug!(%peer, "API connection: TLS: {err}"),
-        Err(_) => tracing::debug!(%peer, "API connection: no TLS handshake within {header_timeout:?}"),
+        Err(_) => {
+            tracing::debug!(%peer, "API connection: no TLS handshake within {header_timeout:?}")
+        }
     }
 }
 

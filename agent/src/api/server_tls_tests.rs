@@ -59,7 +59,9 @@ fn router(api: &ApiConfig) -> Router {
     Router::new()
         .route(
             "/api/v1/status",
-            get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.port().to_string() }),
+            get(
+                |ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.port().to_string() },
+            ),
         )
         .merge(changes)
         .layer(axum::middleware::from_fn(guard::access_log))
@@ -169,9 +171,7 @@ async fn a_connection_that_never_starts_its_handshake_is_closed() {
     let api = api(dir.path(), &ca(), None);
     let (base, _stop) = server(&api).await;
     let addr = base.trim_start_matches("https://");
-    let mut silent = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connect");
+    let mut silent = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let mut out = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), silent.read_to_end(&mut out)).await;
     assert!(

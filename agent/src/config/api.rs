@@ -97,7 +97,9 @@ impl ApiConfig {
             return Err((
                 "api",
                 "read_listen",
-                format!("api.read_listen: {read} is api.listen already; give it an address (or port) of its own"),
+                format!(
+                    "api.read_listen: {read} is api.listen already; give it an address (or port) of its own"
+                ),
             ));
         }
         let Some(tls) = &self.tls else {

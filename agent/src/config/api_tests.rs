@@ -47,9 +47,11 @@ fn api_tls_names_its_files_and_client_ca_is_optional() {
             client_ca_file: None,
         })
     );
-    let mutual = parse(&format!("{BASE}{TLS}client_ca_file = \"/etc/vipx/tls/clients.pem\"\n"))
-        .expect("parses")
-        .api;
+    let mutual = parse(&format!(
+        "{BASE}{TLS}client_ca_file = \"/etc/vipx/tls/clients.pem\"\n"
+    ))
+    .expect("parses")
+    .api;
     assert_eq!(
         mutual.tls.and_then(|t| t.client_ca_file),
         Some("/etc/vipx/tls/clients.pem".into())
@@ -76,10 +78,7 @@ fn a_bad_key_in_api_tls_names_file_line_and_column() {
 fn an_empty_path_or_a_read_listen_on_listen_points_at_its_line() {
     // A [sync.tls] key_file before it: the error points at [api.tls]'s.
     let sync = "\n[sync]\nlisten = \"10.0.0.1:9470\"\nsecret_file = \"/s\"\n\n[sync.tls]\ncert_file = \"/c\"\nkey_file = \"/k\"\nca_file = \"/a\"\n";
-    let text = format!(
-        "{BASE}{sync}{}",
-        TLS.replace("/etc/vipx/tls/api.key", "")
-    );
+    let text = format!("{BASE}{sync}{}", TLS.replace("/etc/vipx/tls/api.key", ""));
     let err = error_of(&text);
     let line = line_of(&text, "key_file = \"\"");
     assert!(

@@ -486,7 +486,10 @@ fn spawn_background(
 }
 
 /// The API server task, and the sender that stops it gracefully.
-async fn serve_api(config: &Config, state: &Arc<AgentState>) -> anyhow::Result<api::server::Running> {
+async fn serve_api(
+    config: &Config,
+    state: &Arc<AgentState>,
+) -> anyhow::Result<api::server::Running> {
     let guard =
         api::guard::Guard::load(config.api.secret_file.as_deref()).context("[api] secret_file")?;
     api::server::start(

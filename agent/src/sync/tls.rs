@@ -10,7 +10,9 @@
 
 use std::{io, net::SocketAddr, sync::Arc};
 
-use rustls::{ClientConfig, ServerConfig, pki_types::ServerName, sign::SingleCertAndKey, version::TLS13};
+use rustls::{
+    ClientConfig, ServerConfig, pki_types::ServerName, sign::SingleCertAndKey, version::TLS13,
+};
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector, client, server};
 

@@ -65,8 +65,7 @@ fn files_that_do_not_fit_are_named_with_their_key() {
         "{err}"
     );
     let err = agent_client(&api, Duration::from_secs(1))
-        .err()
-        .expect("the client needs the key too")
+        .expect_err("the client needs the key too")
         .to_string();
     assert!(err.starts_with("api.tls.key_file "), "{err}");
     // The key is never part of an error.
@@ -74,7 +73,10 @@ fn files_that_do_not_fit_are_named_with_their_key() {
     let (_, other_key) = node(&ca, "127.0.0.1");
     tls.key_file = write(dir.path(), "other.key", &other_key);
     let err = error_of(&api);
-    assert!(err.contains("is not the key of the certificate in api.tls.cert_file"), "{err}");
+    assert!(
+        err.contains("is not the key of the certificate in api.tls.cert_file"),
+        "{err}"
+    );
     let body = other_key.lines().nth(1).expect("a line of base64");
     assert!(!err.contains(body), "{err}");
 }

@@ -60,7 +60,10 @@ pub enum TlsError {
     #[error(
         "{section}.key_file {path}: no private key in it (a PEM \"PRIVATE KEY\", \"RSA PRIVATE KEY\" or \"EC PRIVATE KEY\" block)"
     )]
-    NoKey { section: &'static str, path: PathBuf },
+    NoKey {
+        section: &'static str,
+        path: PathBuf,
+    },
     #[error("{section}.key_file {path}: the key cannot be used: {reason}")]
     BadKey {
         section: &'static str,
@@ -167,9 +170,7 @@ impl Section<'_> {
     pub fn roots(&self, key: &'static str, path: &Path) -> Result<Arc<RootCertStore>, TlsError> {
         let mut roots = RootCertStore::empty();
         for cert in self.certificates(key, path)? {
-            roots
-                .add(cert)
-                .map_err(|err| self.bad_ca(key, path, err))?;
+            roots.add(cert).map_err(|err| self.bad_ca(key, path, err))?;
         }
         Ok(Arc::new(roots))
     }
