@@ -5,7 +5,10 @@
 //!
 //! A leaf.
 
-use std::{process::ExitStatus, time::Duration};
+use std::{
+    process::{ExitStatus, Stdio},
+    time::Duration,
+};
 
 use nix::{
     sys::signal::{Signal, killpg},
@@ -13,7 +16,7 @@ use nix::{
 };
 use tokio::{
     io::{AsyncRead, AsyncReadExt as _},
-    process::Child,
+    process::{Child, Command},
 };
 
 /// How much of stdout and of stderr is kept (their ends).
@@ -26,7 +29,6 @@ const OUTPUT_GRACE: Duration = Duration::from_millis(50);
 
 /// A started command's child, whose process group is killed when this is
 /// dropped before the child was reaped (a timeout, a cancelled caller).
-/// Spawn it with `process_group(0)` and `kill_on_drop(true)`.
 pub struct Group {
     child: Child,
     pgid: Option<Pid>,
@@ -40,7 +42,32 @@ pub struct Tails {
 }
 
 impl Group {
-    pub fn new(child: Child) -> Self {
+    /// Starts `program` with `args` (and `env`) in a process group of its
+    /// own, stdin from /dev/null, stderr piped, stdout piped if `stdout`.
+    pub fn spawn(
+        program: &str,
+        args: &[String],
+        env: &[(&str, String)],
+        stdout: bool,
+    ) -> std::io::Result<Self> {
+        let stdout = if stdout {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        };
+        Command::new(program)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .map(Self::new)
+    }
+
+    fn new(child: Child) -> Self {
         let pgid = child
             .id()
             .and_then(|id| i32::try_from(id).ok())

@@ -14,11 +14,9 @@
 
 use std::{
     net::IpAddr,
-    process::Stdio,
     time::{Duration, Instant},
 };
 
-use tokio::process::Command;
 use tracing::{info, warn};
 
 use crate::{
@@ -137,16 +135,8 @@ impl FenceCommand {
         let Some((program, args)) = argv.split_first() else {
             return Err("no command".to_owned());
         };
-        let spawned = Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true)
-            .spawn();
-        let mut child = match spawned {
-            Ok(child) => Group::new(child),
+        let mut child = match Group::spawn(program, args, &[], true) {
+            Ok(child) => child,
             Err(err) => return Err(format!("{program}: {err}")),
         };
         let mut tails = Tails::default();

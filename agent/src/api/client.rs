@@ -52,16 +52,7 @@ impl Agent {
 
     /// Its status.
     pub async fn status(&self) -> anyhow::Result<Status> {
-        let url = self.endpoint("status");
-        self.http
-            .get(&url)
-            .send()
-            .await
-            .with_context(|| format!("no agent answers at {url}"))?
-            .error_for_status()?
-            .json()
-            .await
-            .with_context(|| format!("{url} did not return a status"))
+        self.get(&self.endpoint("status"), "a status").await
     }
 
     /// Drains (or undrains) a backend.
@@ -78,15 +69,24 @@ impl Agent {
     /// Its event timeline, after sequence number `after`.
     pub async fn events(&self, after: u64) -> anyhow::Result<Vec<Event>> {
         let url = format!("{}?after={after}", self.endpoint("events"));
+        self.get(&url, "events").await
+    }
+
+    /// GETs `url`, whose answer is `what` as JSON.
+    async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+        what: &str,
+    ) -> anyhow::Result<T> {
         self.http
-            .get(&url)
+            .get(url)
             .send()
             .await
             .with_context(|| format!("no agent answers at {url}"))?
             .error_for_status()?
             .json()
             .await
-            .with_context(|| format!("{url} did not return events"))
+            .with_context(|| format!("{url} did not return {what}"))
     }
 
     /// POSTs `request` as JSON; the answer's body, or an error with it.

@@ -4,9 +4,6 @@
 //! times out kills it and whatever it started (`sh -c 'curl ...'`).
 
 use std::net::SocketAddr;
-use std::process::Stdio;
-
-use tokio::process::Command;
 
 use super::{ExecCheck, Stage, Verdict, io_reason};
 use crate::command::{Group, Tails, status_reason};
@@ -17,18 +14,12 @@ pub(super) async fn probe(check: &ExecCheck, target: SocketAddr, stage: &Stage) 
         return Verdict::down("no command");
     };
     stage.set("spawn");
-    let spawned = Command::new(program)
-        .args(args)
-        .env("VIPX_BACKEND_ADDR", target.ip().to_string())
-        .env("VIPX_BACKEND_PORT", target.port().to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn();
-    let mut child = match spawned {
-        Ok(child) => Group::new(child),
+    let env = [
+        ("VIPX_BACKEND_ADDR", target.ip().to_string()),
+        ("VIPX_BACKEND_PORT", target.port().to_string()),
+    ];
+    let mut child = match Group::spawn(program, args, &env, false) {
+        Ok(child) => child,
         Err(e) => return Verdict::down(format!("{program}: {}", io_reason(&e))),
     };
     stage.set("exit status");
