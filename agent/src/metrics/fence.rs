@@ -40,13 +40,19 @@ impl FenceFamilies {
 }
 
 impl super::Metrics {
+    /// Makes the fence series of a peer exist (at 0) before any run, so
+    /// that `/metrics` shows the families and alerts see a change from 0.
+    pub fn declare_fence_peer(&self, node: &str) {
+        for result in FENCE_RESULTS {
+            self.fence.runs.with_label_values(&[node, result]);
+        }
+    }
+
     /// Records a fence run against `node`: its result (one of
     /// [`FENCE_RESULTS`]) and how long it took.
     pub fn count_fence(&self, node: &str, result: &str, took: Duration) {
+        self.declare_fence_peer(node);
         let f = &self.fence;
-        for other in FENCE_RESULTS {
-            f.runs.with_label_values(&[node, other]);
-        }
         f.runs.with_label_values(&[node, result]).inc();
         if result == "skipped" {
             return;
