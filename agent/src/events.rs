@@ -41,6 +41,9 @@ pub enum EventKind {
     Handover,
     /// This node's quorum (`held`, `lost`): without it, no VIP.
     Quorum,
+    /// A peer declared dead was fenced (`fenced`), could not be
+    /// (`failed`), or would have been (`would fence`, HA debug mode).
+    Fence,
 }
 
 impl fmt::Display for EventKind {
@@ -54,6 +57,7 @@ impl fmt::Display for EventKind {
             Self::Track => "track",
             Self::Handover => "handover",
             Self::Quorum => "quorum",
+            Self::Fence => "fence",
         })
     }
 }
@@ -125,6 +129,27 @@ impl fmt::Display for ReloadOutcome {
         f.pad(match self {
             Self::Applied => "applied",
             Self::Rejected => "rejected",
+        })
+    }
+}
+
+/// What the fence command did to a peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FenceResult {
+    /// It exited 0: the peer is fenced.
+    Fenced,
+    /// Every attempt failed (or timed out).
+    Failed,
+    /// HA debug mode: logged, not run.
+    WouldFence,
+}
+
+impl fmt::Display for FenceResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(match self {
+            Self::Fenced => "fenced",
+            Self::Failed => "failed",
+            Self::WouldFence => "would fence",
         })
     }
 }

@@ -10,17 +10,20 @@
 //!   [`state`] the API reads;
 //! - at the bottom [`dataplane`] (every BPF map), [`vip`] and [`neigh`]
 //!   (the host's addresses and neighbours), [`config`], and the leaves
-//!   [`events`], [`metrics`], [`locks`], [`rank`].
+//!   [`events`], [`metrics`], [`locks`], [`rank`], [`tls`], [`command`]
+//!   and [`fence`].
 
 pub mod api;
 pub mod balancer;
 pub mod cli;
 pub mod cluster;
+pub mod command;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;
 pub mod election;
 pub mod events;
+pub mod fence;
 pub mod group_runner;
 pub mod health;
 pub mod heartbeat;
@@ -34,4 +37,5 @@ pub mod ownership;
 pub mod rank;
 pub mod state;
 pub mod sync;
+pub mod tls;
 pub mod vip;

@@ -5,7 +5,7 @@ use std::{io::IsTerminal as _, process::ExitCode};
 use clap::Parser as _;
 use tracing_subscriber::EnvFilter;
 use vipx_agent::{
-    api::client,
+    api::client::Agent,
     cli::{Cli, Command, LogFormat, events, status},
     config::Config,
     daemon,
@@ -49,6 +49,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Credentials::load(sync)
                     .map_err(|err| anyhow::anyhow!("{}: [sync]: {err}", path.display()))?;
             }
+            vipx_agent::tls::agent::acceptor(&config.api)
+                .map_err(|err| anyhow::anyhow!("{}: [api]: {err}", path.display()))?;
             println!(
                 "{}: OK (node {}, XDP on {})",
                 path.display(),
@@ -64,9 +66,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Drain { backend, undo, api } => {
-            let base = api_base(api, &cli.config)?;
-            let secret = api_secret(&cli.config)?;
-            let answer = runtime.block_on(client::drain(&base, secret.as_ref(), backend, !undo))?;
+            let agent = Agent::new(api, &cli.config)?;
+            let answer = runtime.block_on(agent.drain(backend, !undo))?;
             println!("{answer}");
             Ok(())
         }
@@ -76,14 +77,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             hold,
             api,
         } => {
-            let base = api_base(api, &cli.config)?;
+            let agent = Agent::new(api, &cli.config)?;
             let request = HandoverRequest {
                 group,
                 undo,
                 hold_ms: hold.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             };
-            let secret = api_secret(&cli.config)?;
-            for done in runtime.block_on(client::handover(&base, secret.as_ref(), &request))? {
+            for done in runtime.block_on(agent.handover(&request))? {
                 println!("{}", describe_handover(&done));
             }
             Ok(())
@@ -94,12 +94,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             output,
         } => import(keepalived.as_deref(), haproxy.as_deref(), output.as_deref()),
         Command::Events { api, follow, json } => {
-            let base = api_base(api, &cli.config)?;
-            runtime.block_on(events::print(&base, follow, json))
+            let agent = Agent::new(api, &cli.config)?;
+            runtime.block_on(events::print(&agent, follow, json))
         }
         Command::Status { api, json } => {
-            let base = api_base(api, &cli.config)?;
-            let report = runtime.block_on(client::fetch(&base))?;
+            let agent = Agent::new(api, &cli.config)?;
+            let report = runtime.block_on(agent.status())?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -163,23 +163,6 @@ fn describe_handover(done: &HandoverGroup) -> String {
     format!("{group}: {what}; stays BACKUP {until}")
 }
 
-/// The API's secret, when the config file sets `[api] secret_file` (or
-/// `[cluster] secret_file`; a config file that is not there means none:
-/// the agent then accepts changes from this node only).
-fn api_secret(config: &std::path::Path) -> anyhow::Result<Option<vipx_agent::sync::auth::Secret>> {
-    if !config.exists() {
-        return Ok(None);
-    }
-    let config = Config::load(config)?;
-    config
-        .state_secret_file()
-        .map(|(key, path)| {
-            vipx_agent::sync::auth::Secret::load(path)
-                .map_err(|err| anyhow::anyhow!("{key}: {err}"))
-        })
-        .transpose()
-}
-
 /// Logs to stderr, as text or JSON lines. The level: `RUST_LOG` if set
 /// (and not empty),
 /// else the daemon's `[log] level` (info when the file cannot be read: the
@@ -210,12 +193,4 @@ fn init_logs(cli: &Cli) {
         (LogFormat::Text, true) => builder.without_time().init(),
         (LogFormat::Text, false) => builder.init(),
     }
-}
-
-/// The API's base URL: given, or from the config file's `[api] listen`.
-fn api_base(api: Option<String>, config: &std::path::Path) -> anyhow::Result<String> {
-    Ok(match api {
-        Some(url) => url,
-        None => client::api_url(Config::load(config)?.api.listen),
-    })
 }

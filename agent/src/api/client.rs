@@ -1,128 +1,116 @@
-//! The API as the command line uses it: `vipx-agent status`, `drain` and
-//! `events` ask a running agent.
+//! The API as the command line uses it: `vipx-agent status`, `drain`,
+//! `handover` and `events` ask a running agent, over HTTPS when the
+//! configuration sets `[api.tls]` (trusting its `ca_file`, presenting its
+//! certificate), with the API's secret when it sets `[api] secret_file` (else the
+//! cluster's, `[cluster] secret_file`).
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::Path, time::Duration};
 
 use anyhow::Context as _;
 
 use super::wire::{DrainRequest, Status};
 use crate::{
+    config::Config,
     events::Event,
     operator::{HandoverGroup, HandoverRequest},
     sync::auth::Secret,
+    tls::agent::{agent_client, api_base_url},
 };
 
-/// The API URL of an agent listening on `listen` (a wildcard address is
-/// reached through loopback).
-pub fn api_url(listen: SocketAddr) -> String {
-    let mut addr = listen;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(match addr {
-            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
+/// How long the command line waits for an answer.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A running agent, as the command line reaches it.
+pub struct Agent {
+    /// Its API's base URL (`https://127.0.0.1:9469`).
+    pub base: String,
+    http: reqwest::Client,
+    secret: Option<Secret>,
+}
+
+impl Agent {
+    /// The agent at `url` (none: the config file's `[api] listen`), with
+    /// the TLS of the config file's `[api]` and the secret of its `[api]`
+    /// (or `[cluster]`; a config file
+    /// that is not there, with a `url`, means plain HTTP and no secret:
+    /// the agent then accepts changes from this node only).
+    pub fn new(url: Option<String>, config: &Path) -> anyhow::Result<Self> {
+        let config = match (&url, config.exists()) {
+            (Some(_), false) => None,
+            _ => Some(Config::load(config)?),
+        };
+        let api = config.as_ref().map(|c| c.api.clone()).unwrap_or_default();
+        let secret = config
+            .as_ref()
+            .and_then(Config::state_secret_file)
+            .map(|(key, path)| Secret::load(path).map_err(|err| anyhow::anyhow!("{key}: {err}")))
+            .transpose()?;
+        Ok(Self {
+            base: url.unwrap_or_else(|| api_base_url(&api, api.listen)),
+            http: agent_client(&api, TIMEOUT)?,
+            secret,
+        })
     }
-    format!("http://{addr}")
-}
 
-/// Asks a running agent for its status.
-pub async fn fetch(base_url: &str) -> anyhow::Result<Status> {
-    let url = endpoint(base_url, "status");
-    let response = client()?
-        .get(&url)
-        .send()
-        .await
-        .with_context(|| format!("no agent answers at {url}"))?
-        .error_for_status()?;
-    response
-        .json()
-        .await
-        .with_context(|| format!("{url} did not return a status"))
-}
-
-/// Asks a running agent to drain (or undrain) a backend (with the API's
-/// secret, when there is one).
-pub async fn drain(
-    base_url: &str,
-    secret: Option<&Secret>,
-    backend: SocketAddr,
-    drain: bool,
-) -> anyhow::Result<String> {
-    post(base_url, secret, "drain", &DrainRequest { backend, drain }).await
-}
-
-/// Asks a running agent for a manual handover (or its end).
-pub async fn handover(
-    base_url: &str,
-    secret: Option<&Secret>,
-    request: &HandoverRequest,
-) -> anyhow::Result<Vec<HandoverGroup>> {
-    let body = post(base_url, secret, "handover", request).await?;
-    serde_json::from_str(&body).with_context(|| format!("the agent answered {body}"))
-}
-
-/// POSTs `request` as JSON; the answer's body, or an error with it.
-async fn post(
-    base_url: &str,
-    secret: Option<&Secret>,
-    name: &str,
-    request: &impl serde::Serialize,
-) -> anyhow::Result<String> {
-    let url = endpoint(base_url, name);
-    let mut post = client()?.post(&url).json(request);
-    if let Some(secret) = secret {
-        post = post.bearer_auth(String::from_utf8_lossy(secret.expose()));
+    /// Its status.
+    pub async fn status(&self) -> anyhow::Result<Status> {
+        self.get(&self.endpoint("status"), "a status").await
     }
-    let response = post
-        .send()
-        .await
-        .with_context(|| format!("no agent answers at {url}"))?;
-    let status = response.status();
-    let body = response.text().await.unwrap_or_default();
-    if !status.is_success() {
-        anyhow::bail!("{url}: {status}: {body}");
+
+    /// Drains (or undrains) a backend.
+    pub async fn drain(&self, backend: SocketAddr, drain: bool) -> anyhow::Result<String> {
+        self.post("drain", &DrainRequest { backend, drain }).await
     }
-    Ok(body)
-}
 
-/// A running agent's event timeline, after sequence number `after`.
-pub async fn events(base_url: &str, after: u64) -> anyhow::Result<Vec<Event>> {
-    let url = format!("{}?after={after}", endpoint(base_url, "events"));
-    client()?
-        .get(&url)
-        .send()
-        .await
-        .with_context(|| format!("no agent answers at {url}"))?
-        .error_for_status()?
-        .json()
-        .await
-        .with_context(|| format!("{url} did not return events"))
-}
+    /// A manual handover (or its end).
+    pub async fn handover(&self, request: &HandoverRequest) -> anyhow::Result<Vec<HandoverGroup>> {
+        let body = self.post("handover", request).await?;
+        serde_json::from_str(&body).with_context(|| format!("the agent answered {body}"))
+    }
 
-fn endpoint(base_url: &str, name: &str) -> String {
-    format!("{}/api/v1/{name}", base_url.trim_end_matches('/'))
-}
+    /// Its event timeline, after sequence number `after`.
+    pub async fn events(&self, after: u64) -> anyhow::Result<Vec<Event>> {
+        let url = format!("{}?after={after}", self.endpoint("events"));
+        self.get(&url, "events").await
+    }
 
-fn client() -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()?)
-}
+    /// GETs `url`, whose answer is `what` as JSON.
+    async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+        what: &str,
+    ) -> anyhow::Result<T> {
+        self.http
+            .get(url)
+            .send()
+            .await
+            .with_context(|| format!("no agent answers at {url}"))?
+            .error_for_status()?
+            .json()
+            .await
+            .with_context(|| format!("{url} did not return {what}"))
+    }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+    /// POSTs `request` as JSON; the answer's body, or an error with it.
+    async fn post(&self, name: &str, request: &impl serde::Serialize) -> anyhow::Result<String> {
+        let url = self.endpoint(name);
+        let mut post = self.http.post(&url).json(request);
+        if let Some(secret) = &self.secret {
+            post = post.bearer_auth(String::from_utf8_lossy(secret.expose()));
+        }
+        let response = post
+            .send()
+            .await
+            .with_context(|| format!("no agent answers at {url}"))?;
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        if !status.is_success() {
+            anyhow::bail!("{url}: {status}: {body}");
+        }
+        Ok(body)
+    }
 
-    #[test]
-    fn wildcard_listen_is_reached_through_loopback() {
-        assert_eq!(
-            api_url("0.0.0.0:9469".parse().unwrap()),
-            "http://127.0.0.1:9469"
-        );
-        assert_eq!(api_url("[::]:9469".parse().unwrap()), "http://[::1]:9469");
-        assert_eq!(
-            api_url("10.1.2.3:80".parse().unwrap()),
-            "http://10.1.2.3:80"
-        );
+    fn endpoint(&self, name: &str) -> String {
+        format!("{}/api/v1/{name}", self.base.trim_end_matches('/'))
     }
 }

@@ -45,16 +45,28 @@ pub fn router(state: Arc<AgentState>, guard: Arc<guard::Guard>, ha: Option<Route
             guard,
             guard::require_secret,
         ));
+    reads()
+        .merge(changes)
+        .with_state(state)
+        .merge(ha.unwrap_or_default())
+        .layer(axum::middleware::from_fn(guard::access_log))
+}
+
+/// Only the routes that read (`[api] read_listen`): the stats page,
+/// `/metrics`, status and events; every request is logged.
+pub fn read_router(state: Arc<AgentState>) -> Router {
+    reads()
+        .layer(axum::middleware::from_fn(guard::access_log))
+        .with_state(state)
+}
+
+fn reads() -> Router<Arc<AgentState>> {
     Router::new()
         .route("/", get(|| async { Redirect::to("/stats") }))
         .route("/stats", get(stats_page))
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
         .route("/api/v1/events", get(events))
-        .merge(changes)
-        .with_state(state)
-        .merge(ha.unwrap_or_default())
-        .layer(axum::middleware::from_fn(guard::access_log))
 }
 
 async fn metrics(State(state): State<Arc<AgentState>>) -> Response {

@@ -1,35 +1,90 @@
-//! The API's HTTP server: HTTP/1.1 on each accepted connection, with a
-//! bound on the time a client may take to send a request's headers and on
-//! the time a connection may sit idle between requests
-//! (`[api] header_timeout`), so that slow or idle clients cannot hold the
-//! agent's sockets and tasks. Each request carries its peer's address (the
-//! guard and the access log read it).
+//! The API's HTTP server: HTTP/1.1 on each accepted connection, over TLS
+//! with `[api.tls]`, with a bound on the time a client may take to finish
+//! its TLS handshake and send a request's headers, and on the time a
+//! connection may sit idle between requests (`[api] header_timeout`), so
+//! that slow or idle clients cannot hold the agent's sockets and tasks.
+//! Each request carries its peer's address (the guard and the access log
+//! read it). `[api] read_listen` gets a listener of its own, serving the
+//! routes that only read.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{future::Future, net::SocketAddr, time::Duration};
 
+use anyhow::Context as _;
 use axum::{Router, extract::ConnectInfo};
+use futures::FutureExt as _;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::{net::TcpListener, sync::oneshot, task::JoinSet};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::{TcpListener, TcpStream},
+    sync::oneshot,
+    task::{JoinHandle, JoinSet},
+};
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
-use tracing::warn;
+use tracing::{info, warn};
+
+use crate::{config::ApiConfig, tls::agent::api_base_url};
 
 /// How long open connections get to finish once the server stops.
 const STOP_GRACE: Duration = Duration::from_secs(1);
 
-/// Serves `router` on `listener` until `stop` fires.
+/// The running API: its server task (both listeners) and what stops it
+/// gracefully.
+pub type Running = (JoinHandle<std::io::Result<()>>, oneshot::Sender<()>);
+
+/// Binds `[api] listen` (every route: `router`) and `read_listen` (the
+/// routes that read: `reads`), reads the TLS files of `[api.tls]`, and
+/// serves until the sender is used or dropped.
+pub async fn start(api: &ApiConfig, router: Router, reads: Router) -> anyhow::Result<Running> {
+    let tls = crate::tls::agent::acceptor(api)?;
+    let main = bind(api, api.listen, "API").await?;
+    let read = match api.read_listen {
+        Some(addr) => Some(bind(api, addr, "read-only API").await?),
+        None => None,
+    };
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let stopped = stop_rx.map(|_| ()).shared();
+    let timeout = api.header_timeout;
+    let task = tokio::spawn(async move {
+        let main = serve(main, router, timeout, tls.clone(), stopped.clone());
+        match read {
+            Some(read) => {
+                let read = serve(read, reads, timeout, tls, stopped);
+                tokio::try_join!(main, read).map(|_| ())
+            }
+            None => main.await,
+        }
+    });
+    Ok((task, stop_tx))
+}
+
+async fn bind(api: &ApiConfig, addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the {what} to {addr}"))?;
+    let url = api_base_url(api, listener.local_addr()?);
+    info!("{what} on {url}/api/v1/status, metrics on {url}/metrics");
+    Ok(listener)
+}
+
+/// Serves `router` on `listener` (over TLS with `tls`) until `stop`
+/// completes.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     header_timeout: Duration,
-    mut stop: oneshot::Receiver<()>,
+    tls: Option<TlsAcceptor>,
+    stop: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let mut connections = JoinSet::new();
+    let mut stop = std::pin::pin!(stop);
     loop {
         tokio::select! {
-            _ = &mut stop => break,
+            () = &mut stop => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    connections.spawn(connection(stream, peer, router.clone(), header_timeout));
+                    let (router, tls) = (router.clone(), tls.clone());
+                    connections.spawn(connection(stream, peer, router, header_timeout, tls));
                 }
                 Err(err) => {
                     // Out of file descriptors and the like: wait, go on.
@@ -48,8 +103,29 @@ pub async fn serve(
     Ok(())
 }
 
+/// One connection: its TLS handshake (within the header timeout), then
+/// HTTP/1.1.
 async fn connection(
-    stream: tokio::net::TcpStream,
+    stream: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    header_timeout: Duration,
+    tls: Option<TlsAcceptor>,
+) {
+    let Some(tls) = tls else {
+        return http(stream, peer, router, header_timeout).await;
+    };
+    match tokio::time::timeout(header_timeout, tls.accept(stream)).await {
+        Ok(Ok(stream)) => http(stream, peer, router, header_timeout).await,
+        Ok(Err(err)) => tracing::debug!(%peer, "API connection: TLS: {err}"),
+        Err(_) => {
+            tracing::debug!(%peer, "API connection: no TLS handshake within {header_timeout:?}")
+        }
+    }
+}
+
+async fn http(
+    stream: impl AsyncRead + AsyncWrite + Send + Unpin + 'static,
     peer: SocketAddr,
     router: Router,
     header_timeout: Duration,
@@ -87,7 +163,13 @@ mod tests {
             get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
         );
         let (stop, stopped) = oneshot::channel();
-        tokio::spawn(serve(listener, router, header_timeout, stopped));
+        tokio::spawn(serve(
+            listener,
+            router,
+            header_timeout,
+            None,
+            stopped.map(|_| ()),
+        ));
         (addr, stop)
     }
 
@@ -138,3 +220,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "server_tls_tests.rs"]
+mod tls_tests;

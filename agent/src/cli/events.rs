@@ -7,7 +7,7 @@ use std::{io::Write as _, time::Duration};
 use serde::Serialize;
 
 pub use crate::events::timestamp;
-use crate::{api::client, events::Event};
+use crate::{api::client::Agent, events::Event};
 
 /// How often `--follow` asks for new events.
 const FOLLOW_POLL: Duration = Duration::from_millis(500);
@@ -47,12 +47,12 @@ pub fn json_line(event: &Event) -> String {
     .unwrap_or_default()
 }
 
-/// Prints the timeline of the agent at `base`; with `follow`, keeps
-/// printing new events until interrupted.
-pub async fn print(base: &str, follow: bool, json: bool) -> anyhow::Result<()> {
+/// Prints the timeline of `agent`; with `follow`, keeps printing new
+/// events until interrupted.
+pub async fn print(agent: &Agent, follow: bool, json: bool) -> anyhow::Result<()> {
     let mut after = 0;
     loop {
-        let events = client::events(base, after).await?;
+        let events = agent.events(after).await?;
         let mut out = std::io::stdout().lock();
         for event in &events {
             let text = if json { json_line(event) } else { line(event) };

@@ -4,6 +4,7 @@
 //! Every error names the file, the line and the column it comes from, so a
 //! bad line is found at once; a bad file never replaces a running config.
 
+mod api;
 mod cluster;
 mod group;
 mod health;
@@ -14,7 +15,6 @@ mod sync;
 
 use std::{
     fmt,
-    net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -22,6 +22,7 @@ use std::{
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use api::{ApiConfig, ApiTls, DEFAULT_API_LISTEN};
 pub use cluster::{ClusterConfig, Member, MembershipError, NODE_NAME_ENV};
 pub use group::{
     Election, GroupConfig, InitialState, TrackInterface, TrackScript, TrackService, VipCidr,
@@ -39,8 +40,6 @@ pub type GroupId = u32;
 
 /// Where the daemon looks for its configuration by default.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/vipx/vipx.toml";
-/// Default address of the HTTP API and Prometheus `/metrics`.
-pub const DEFAULT_API_LISTEN: &str = "0.0.0.0:9469";
 /// Linux interface names are at most 15 bytes (`IFNAMSIZ` - 1).
 const IFNAMSIZ_MAX: usize = 15;
 
@@ -265,43 +264,6 @@ impl fmt::Display for InterfaceName {
     }
 }
 
-/// `[api]`
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ApiConfig {
-    /// Address of the HTTP API and `/metrics`.
-    #[serde(default = "default_api_listen")]
-    pub listen: SocketAddr,
-    /// A file holding the API's secret (at least 16 bytes): what changes
-    /// state (drain, handover) needs it as `Authorization: Bearer`; the
-    /// command line reads it from here. Without it, only this node itself
-    /// (a loopback peer) may change state. Reading stays open.
-    #[serde(default)]
-    pub secret_file: Option<PathBuf>,
-    /// How long a connection may take to send a request's headers, and
-    /// stay idle between requests, before it is closed.
-    #[serde(default = "default_header_timeout", with = "humantime_serde")]
-    pub header_timeout: Duration,
-}
-
-impl Default for ApiConfig {
-    fn default() -> Self {
-        Self {
-            listen: default_api_listen(),
-            secret_file: None,
-            header_timeout: default_header_timeout(),
-        }
-    }
-}
-
-fn default_header_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-
-fn default_api_listen() -> SocketAddr {
-    DEFAULT_API_LISTEN.parse().expect("valid default address")
-}
-
 impl Config {
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -387,6 +349,10 @@ impl Config {
                 at_key("heartbeat_port"),
                 "node.heartbeat_port must be 1-65535".to_owned(),
             ));
+        }
+        if let Err((table, key, message)) = self.api.check() {
+            let at = find_key_in(text, table, key).unwrap_or_else(|| at_key(key));
+            return Err(invalid(path, text, at, message));
         }
         if let Some(sync) = &self.sync
             && let Err((key, message)) = sync.check()
@@ -554,6 +520,30 @@ pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let column = before[line_start..].chars().count() + 1;
     (line, column)
+}
+
+/// Byte offset of the first line that assigns `key` in the table headed
+/// `[table]`.
+fn find_key_in(text: &str, table: &str, key: &str) -> Option<usize> {
+    let header = format!("[{table}]");
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        offset += line.len();
+        if line.trim() == header {
+            let rest = &text[offset..];
+            let end = rest
+                .split_inclusive('\n')
+                .scan(0, |at, line| {
+                    let start = *at;
+                    *at += line.len();
+                    Some((start, line))
+                })
+                .find(|(_, line)| line.trim_start().starts_with('['))
+                .map_or(rest.len(), |(start, _)| start);
+            return find_key(&rest[..end], key).map(|at| offset + at);
+        }
+    }
+    None
 }
 
 /// Byte offset of the first line that assigns `key` (for checks that are

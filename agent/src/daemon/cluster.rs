@@ -60,16 +60,15 @@ pub(super) fn start_pings(
         .as_deref()
         .context("[cluster] members needs secret_file")?;
     let secret = Secret::load(path).context("[cluster] secret_file")?;
-    let client = reqwest::Client::builder()
-        .connect_timeout(voter.ping_interval() * 2)
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(1)
-        .build()
+    // Over HTTPS with [api.tls] (this node's certificate presented, for
+    // peers that require one); one kept-alive connection per voter.
+    let client = crate::tls::agent::agent_client(&config.api, voter.ping_interval() * 2)
         .context("the cluster's HTTP client")?;
+    let api = config.api.clone();
     let dialer = Dialer {
         client,
         secret: Arc::new(secret),
-        base_url: Arc::new(|addr| format!("http://{addr}")),
+        base_url: Arc::new(move |addr| crate::tls::agent::api_base_url(&api, addr)),
     };
     Ok(pinger::start(voter, &dialer))
 }

@@ -28,7 +28,7 @@ use tokio::{
 use tracing::{error, info, warn};
 
 use crate::{
-    api::{self, client::api_url},
+    api,
     balancer::{self, ServiceCollector, SharedTable},
     config::Config,
     dataplane::{
@@ -533,23 +533,14 @@ async fn serve_api(
     config: &Config,
     state: &Arc<AgentState>,
     ha: Option<axum::Router>,
-) -> anyhow::Result<(JoinHandle<std::io::Result<()>>, oneshot::Sender<()>)> {
-    let listener = tokio::net::TcpListener::bind(config.api.listen)
-        .await
-        .with_context(|| format!("binding the API to {}", config.api.listen))?;
-    info!(
-        "API on {0}/api/v1/status, metrics on {0}/metrics",
-        api_url(listener.local_addr()?)
-    );
+) -> anyhow::Result<api::server::Running> {
     let secret = config.state_secret_file();
     let guard = api::guard::Guard::load(secret.map(|(_, path)| path))
         .with_context(|| secret.map_or("", |(key, _)| key).to_owned())?;
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let server = tokio::spawn(api::server::serve(
-        listener,
+    api::server::start(
+        &config.api,
         api::router(Arc::clone(state), Arc::new(guard), ha),
-        config.api.header_timeout,
-        stop_rx,
-    ));
-    Ok((server, stop_tx))
+        api::read_router(Arc::clone(state)),
+    )
+    .await
 }

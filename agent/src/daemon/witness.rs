@@ -54,11 +54,15 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         config.cluster.voters()
     );
     let (stop, stopped) = tokio::sync::oneshot::channel();
+    let tls = crate::tls::agent::acceptor(&config.api)?;
     let server = tokio::spawn(api::server::serve(
         listener,
         router,
         config.api.header_timeout,
-        stopped,
+        tls,
+        async move {
+            let _ = stopped.await;
+        },
     ));
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;

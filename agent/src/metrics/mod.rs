@@ -13,6 +13,7 @@
 
 pub mod cluster;
 pub mod family;
+mod fence;
 mod group;
 mod health;
 mod sync;
@@ -28,6 +29,7 @@ use prometheus::{
 };
 use tracing::warn;
 
+pub use fence::FENCE_RESULTS;
 pub use group::{AdvertOutcome, GROUP_STATES, HeartbeatMetrics};
 pub use health::CheckResult;
 pub use sync::SyncMetrics;
@@ -42,6 +44,7 @@ pub struct Metrics {
     groups: group::GroupFamilies,
     sync: SyncMetrics,
     cluster: cluster::ClusterMetrics,
+    fence: fence::FenceFamilies,
 }
 
 /// The configuration's reloads and the capacities it sets.
@@ -204,6 +207,7 @@ impl Metrics {
         let groups = group::GroupFamilies::new(&r)?;
         let sync = SyncMetrics::new(&r)?;
         let cluster = cluster::ClusterMetrics::new(&r)?;
+        let fence = fence::FenceFamilies::new(&r)?;
         for origin in ["own", "replicated"] {
             services.held.with_label_values(&[origin]);
         }
@@ -220,6 +224,7 @@ impl Metrics {
             groups,
             sync,
             cluster,
+            fence,
         })
     }
 

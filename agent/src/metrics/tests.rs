@@ -132,3 +132,18 @@ fn a_rejected_reload_says_so_and_keeps_the_last_success_time() {
         applied_at
     );
 }
+
+#[test]
+fn a_declared_fence_peer_has_its_series_at_zero_before_any_run() {
+    let metrics = Metrics::new("n1").expect("metrics");
+    assert!(
+        !metrics.render().contains("vipx_fence_runs_total"),
+        "no peer, no series"
+    );
+    metrics.declare_fence_peer("n2");
+    let text = metrics.render();
+    for result in ["fenced", "failed", "skipped"] {
+        let line = format!("vipx_fence_runs_total{{node=\"n2\",result=\"{result}\"}} 0");
+        assert!(has(&text, &line), "{line} missing: {text}");
+    }
+}

@@ -3,38 +3,15 @@
 
 use std::path::Path;
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-
 use super::*;
-
-/// A CA: its certificate (PEM) and what signs with it.
-fn ca() -> (String, Issuer<'static, KeyPair>) {
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let key = KeyPair::generate().expect("a CA key");
-    let cert = params.self_signed(&key).expect("the CA signs itself");
-    (cert.pem(), Issuer::new(params, key))
-}
-
-/// A node certificate naming `ip`, signed by `ca`: (certificate, key) PEM.
-fn node(ca: &Issuer<'static, KeyPair>, ip: &str) -> (String, String) {
-    let key = KeyPair::generate().expect("a node key");
-    let params = CertificateParams::new(vec![ip.to_owned()]).expect("an IP SAN");
-    let cert = params.signed_by(&key, ca).expect("the CA signs it");
-    (cert.pem(), key.serialize_pem())
-}
+use crate::tls::test_certs::{ca, node, write};
 
 /// Writes the three files in `dir` and points `[sync.tls]` at them.
 fn files(dir: &Path, cert: &str, key: &str, ca: &str) -> SyncTls {
-    let write = |name: &str, text: &str| {
-        let path = dir.join(name);
-        std::fs::write(&path, text).expect("write");
-        path
-    };
     SyncTls {
-        cert_file: write("node.pem", cert),
-        key_file: write("node.key", key),
-        ca_file: write("ca.pem", ca),
+        cert_file: write(dir, "node.pem", cert),
+        key_file: write(dir, "node.key", key),
+        ca_file: write(dir, "ca.pem", ca),
     }
 }
 

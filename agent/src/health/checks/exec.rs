@@ -4,23 +4,9 @@
 //! times out kills it and whatever it started (`sh -c 'curl ...'`).
 
 use std::net::SocketAddr;
-use std::process::{ExitStatus, Stdio};
-use std::time::Duration;
-
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
-use tokio::io::AsyncReadExt;
-use tokio::process::{Child, ChildStderr, Command};
 
 use super::{ExecCheck, Stage, Verdict, io_reason};
-
-/// How much of stderr is kept (its end).
-const STDERR_TAIL: usize = 4096;
-/// How many of its last lines a reason quotes.
-const REASON_LINES: usize = 2;
-/// How long stderr is still read after the command exited (a background
-/// process it started may hold stderr open).
-const STDERR_GRACE: Duration = Duration::from_millis(50);
+use crate::command::{Group, Tails, status_reason};
 
 /// Runs `check.command` with the target in its environment.
 pub(super) async fn probe(check: &ExecCheck, target: SocketAddr, stage: &Stage) -> Verdict {
@@ -28,119 +14,26 @@ pub(super) async fn probe(check: &ExecCheck, target: SocketAddr, stage: &Stage) 
         return Verdict::down("no command");
     };
     stage.set("spawn");
-    let spawned = Command::new(program)
-        .args(args)
-        .env("VIPX_BACKEND_ADDR", target.ip().to_string())
-        .env("VIPX_BACKEND_PORT", target.port().to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn();
-    let mut child = match spawned {
-        Ok(child) => Group::new(child),
+    let env = [
+        ("VIPX_BACKEND_ADDR", target.ip().to_string()),
+        ("VIPX_BACKEND_PORT", target.port().to_string()),
+    ];
+    let mut child = match Group::spawn(program, args, &env, false) {
+        Ok(child) => child,
         Err(e) => return Verdict::down(format!("{program}: {}", io_reason(&e))),
     };
     stage.set("exit status");
-    let mut stderr = Vec::new();
-    let status = wait(&mut child, &mut stderr).await;
-    child.reaped();
-    match status {
+    let mut tails = Tails::default();
+    match child.wait(&mut tails).await {
         Ok(status) if status.success() => Verdict::Up,
-        Ok(status) => Verdict::down(status_reason(status, &stderr)),
+        Ok(status) => Verdict::down(status_reason(status, &tails.stderr)),
         Err(e) => Verdict::down(format!("wait: {}", io_reason(&e))),
-    }
-}
-
-/// Waits for the command while it reads the end of its stderr.
-async fn wait(group: &mut Group, tail: &mut Vec<u8>) -> std::io::Result<ExitStatus> {
-    let stderr = group.child.stderr.take();
-    let read = read_tail(stderr, tail);
-    tokio::pin!(read);
-    let wait = group.child.wait();
-    tokio::pin!(wait);
-    let mut read_done = false;
-    let status = loop {
-        tokio::select! {
-            status = &mut wait => break status,
-            () = &mut read, if !read_done => read_done = true,
-        }
-    };
-    if !read_done {
-        let _ = tokio::time::timeout(STDERR_GRACE, read).await;
-    }
-    status
-}
-
-/// Reads `stderr` to its end, keeping the last `STDERR_TAIL` bytes in `tail`.
-async fn read_tail(stderr: Option<ChildStderr>, tail: &mut Vec<u8>) {
-    let Some(mut stderr) = stderr else {
-        return;
-    };
-    let mut chunk = [0u8; 1024];
-    // Each round reads at least one byte or ends: bounded by the output.
-    while let Ok(n @ 1..) = stderr.read(&mut chunk).await {
-        tail.extend_from_slice(&chunk[..n]);
-        if tail.len() > 2 * STDERR_TAIL {
-            tail.drain(..tail.len() - STDERR_TAIL);
-        }
-    }
-}
-
-/// "exit status 3: <last lines of stderr>".
-fn status_reason(status: ExitStatus, stderr: &[u8]) -> String {
-    let stderr = String::from_utf8_lossy(stderr);
-    let lines: Vec<&str> = stderr
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    let tail = lines[lines.len().saturating_sub(REASON_LINES)..].join(" / ");
-    let status = status.to_string(); // "exit status: 3", "signal: 9 (SIGKILL)"
-    let status = status.replacen(": ", " ", 1);
-    if tail.is_empty() {
-        status
-    } else {
-        format!("{status}: {tail}")
-    }
-}
-
-/// The command's child, whose process group is killed when the probe is
-/// dropped before the child was reaped (a timeout).
-struct Group {
-    child: Child,
-    pgid: Option<Pid>,
-}
-
-impl Group {
-    fn new(child: Child) -> Self {
-        let pgid = child
-            .id()
-            .and_then(|id| i32::try_from(id).ok())
-            .map(Pid::from_raw);
-        Self { child, pgid }
-    }
-
-    /// The child was reaped: its pid may be reused, so no more killpg.
-    fn reaped(&mut self) {
-        self.pgid = None;
-    }
-}
-
-impl Drop for Group {
-    fn drop(&mut self) {
-        // The child is not reaped yet, so the group id is still ours. Its
-        // own kill_on_drop follows when `child` drops.
-        if let Some(pgid) = self.pgid {
-            let _ = killpg(pgid, Signal::SIGKILL);
-        }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
 
     use super::super::{Check, probe};
     use super::*;
