@@ -157,9 +157,23 @@ impl Watch {
     }
 }
 
+/// `[cluster] fence`: a command that appends "NODE ADDRESS" to `file`.
+fn fence_into(file: &std::path::Path) -> String {
+    format!(
+        "fence = [\"/bin/sh\", \"-c\", \"echo {{node}} {{address}} >> {}\"]\n",
+        file.display()
+    )
+}
+
 #[test]
 fn three_nodes_the_cut_off_master_fences_itself_and_the_majority_takes_over() {
-    let cluster = Cluster::up(&options(3, false)).expect("bring the cluster up");
+    let dir = tempfile::tempdir().expect("a directory for the fence log");
+    let fenced = dir.path().join("fenced");
+    let mut opts = options(3, false);
+    if let Some(m) = opts.membership.as_mut() {
+        m.extra = fence_into(&fenced);
+    }
+    let cluster = Cluster::up(&opts).expect("bring the cluster up");
     wait_quorum_everywhere(&cluster);
     let watch = Watch::start(&cluster);
     std::thread::sleep(Duration::from_millis(300));
@@ -189,6 +203,19 @@ fn three_nodes_the_cut_off_master_fences_itself_and_the_majority_takes_over() {
         cluster.is_only_master(1),
         "node 1 alone is MASTER during the partition"
     );
+    // Node 1 fenced the MASTER it took over from, in the background.
+    let n0 = format!("{}-n1 {}", cluster.lab.id(), cluster.nodes[0].host.ipv4());
+    support::wait_for(MOVE, || {
+        std::fs::read_to_string(&fenced)
+            .ok()
+            .filter(|text| text.lines().any(|l| l == n0))
+    })
+    .expect("node 1 ran the fence command against node 0");
+    let series = format!(
+        "vipx_fence_runs_total{{node=\"{}-n1\",result=\"fenced\"}}",
+        cluster.lab.id()
+    );
+    assert_eq!(cluster.metric(1, &series), Some(1.0), "{series}");
     // Healed: node 0 has the quorum back and, first in priority, preempts.
     Cluster::heal(&[
         &cluster.nodes[0].host,
@@ -264,10 +291,15 @@ fn two_nodes_and_a_witness_the_side_with_the_witness_wins() {
 
 #[test]
 fn ha_debug_a_partition_fences_nothing_and_logs_what_it_would_do() {
-    let opts = ClusterOptions {
+    let dir = tempfile::tempdir().expect("a directory for the fence log");
+    let fenced = dir.path().join("fenced");
+    let mut opts = ClusterOptions {
         agent_args: vec!["--ha-debug".into()],
         ..options(3, false)
     };
+    if let Some(m) = opts.membership.as_mut() {
+        m.extra = fence_into(&fenced);
+    }
     let cluster = Cluster::up(&opts).expect("bring the cluster up");
     wait_quorum_everywhere(&cluster);
     Cluster::partition(
@@ -296,6 +328,15 @@ fn ha_debug_a_partition_fences_nothing_and_logs_what_it_would_do() {
         !cluster.events(0).events.iter().any(|e| e.to == "FAULT"),
         "no group of node 0 went FAULT"
     );
+    // The majority took over, and logged the fencing it would do.
+    let n0 = format!("{}-n1", cluster.lab.id());
+    support::wait_for(MOVE, || {
+        log(&cluster, 1)
+            .contains(&format!("HA debug: would run the fence command for {n0}"))
+            .then_some(())
+    })
+    .expect("node 1 logs the fence command it would run");
+    assert!(!fenced.exists(), "no fence command ran");
 }
 
 #[test]

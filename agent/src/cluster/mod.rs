@@ -22,14 +22,20 @@ pub mod wire;
 use std::{
     collections::BTreeMap,
     net::IpAddr,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::{config::ClusterConfig, locks::lock, metrics::cluster::ClusterMetrics};
+use crate::{
+    config::ClusterConfig,
+    events::EventLog,
+    fence::FenceCommand,
+    locks::lock,
+    metrics::{Metrics, cluster::ClusterMetrics},
+};
 use ballot::Ballot;
 use view::{Quorum, View};
 use wire::{GroupReport, NodesReport, Ping, Pong, Register, Registered, VoterReport};
@@ -68,6 +74,24 @@ pub enum ClaimRefused {
     Outranked(String),
 }
 
+/// What fences a MASTER peer lost while it may still hold the VIPs
+/// (`[cluster] fence`).
+pub struct Fencer {
+    pub command: FenceCommand,
+    pub ha_debug: bool,
+    pub metrics: Arc<Metrics>,
+    pub events: Arc<EventLog>,
+}
+
+impl std::fmt::Debug for Fencer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fencer")
+            .field("command", &self.command)
+            .field("ha_debug", &self.ha_debug)
+            .finish_non_exhaustive()
+    }
+}
+
 /// This voter's part in the cluster.
 #[derive(Debug)]
 pub struct Cluster {
@@ -85,6 +109,7 @@ pub struct Cluster {
     local: Mutex<BTreeMap<String, GroupReport>>,
     quorum: watch::Sender<Quorum>,
     metrics: Option<ClusterMetrics>,
+    fencer: Option<Arc<Fencer>>,
 }
 
 impl Cluster {
@@ -113,7 +138,23 @@ impl Cluster {
             local: Mutex::new(BTreeMap::new()),
             quorum: watch::channel(quorum).0,
             metrics,
+            fencer: None,
         }
+    }
+
+    /// With a fence command: the MASTER peers this node takes over from
+    /// (after they fell silent) are fenced, in the background.
+    pub fn with_fencer(mut self, fencer: Fencer) -> Self {
+        for name in lock(&self.view)
+            .targets()
+            .into_iter()
+            .filter(|t| !t.2)
+            .map(|t| t.0)
+        {
+            fencer.metrics.declare_fence_peer(&name);
+        }
+        self.fencer = Some(Arc::new(fencer));
+        self
     }
 
     pub fn me(&self) -> &str {
@@ -310,6 +351,13 @@ impl Cluster {
     pub async fn claim(&self, group: &str, silent: bool) -> Result<(), ClaimRefused> {
         let started = Instant::now();
         let limit = self.quorum_timeout + self.ping_interval * 4;
+        // The MASTERs reported when the loss was seen: those to fence once
+        // this node takes over.
+        let lost = if silent {
+            lock(&self.view).other_masters(group, started)
+        } else {
+            Vec::new()
+        };
         loop {
             let now = Instant::now();
             let priority = lock(&self.local).get(group).map_or(0, |g| g.priority);
@@ -347,6 +395,7 @@ impl Cluster {
                 } else {
                     self.count_claim(group, "allowed");
                 }
+                self.fence(&lost);
                 return Ok(());
             };
             if started.elapsed() >= limit {
@@ -355,6 +404,35 @@ impl Cluster {
                 return Err(blocked);
             }
             tokio::time::sleep(self.ping_interval / 4).await;
+        }
+    }
+
+    /// Runs the fence command against each of `nodes`, in the background
+    /// (the claim does not wait for it: the quorum already made sure they
+    /// fenced themselves; this is for a node that cannot, such as a hung
+    /// one whose kernel still answers for the VIP).
+    fn fence(&self, nodes: &[String]) {
+        let Some(fencer) = &self.fencer else {
+            return;
+        };
+        for node in nodes {
+            let Some(address) = lock(&self.view).address_of(node) else {
+                continue;
+            };
+            let fencer = Arc::clone(fencer);
+            let node = node.clone();
+            tokio::spawn(async move {
+                fencer
+                    .command
+                    .run(
+                        &node,
+                        address.ip(),
+                        fencer.ha_debug,
+                        &fencer.metrics,
+                        &fencer.events,
+                    )
+                    .await;
+            });
         }
     }
 

@@ -325,6 +325,11 @@ impl View {
         }
     }
 
+    /// A voter's listed address.
+    pub fn address_of(&self, name: &str) -> Option<SocketAddr> {
+        self.peers.get(name).map(|p| p.address)
+    }
+
     /// The addresses to ping: every other voter, and whether it is the
     /// witness.
     pub fn targets(&self) -> Vec<(String, SocketAddr, bool)> {

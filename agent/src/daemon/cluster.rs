@@ -11,12 +11,13 @@ use tracing::{info, warn};
 use crate::{
     api,
     cluster::{
-        Cluster, Role,
+        Cluster, Fencer, Role,
         pinger::{self, Dialer},
         view::Quorum,
     },
     config::Config,
     events::{EventKind, EventLog},
+    fence::FenceCommand,
     group_runner::GroupRunner,
     health::track::Tracking,
     sync::auth::Secret,
@@ -26,7 +27,9 @@ use crate::{
 /// cluster routes with it.
 pub(super) fn voter(
     config: &Config,
-    metrics: &crate::metrics::Metrics,
+    metrics: &Arc<crate::metrics::Metrics>,
+    events: &Arc<EventLog>,
+    ha_debug: bool,
 ) -> anyhow::Result<Option<(Arc<Cluster>, axum::Router)>> {
     let cluster = &config.cluster;
     if !cluster.enabled() {
@@ -34,12 +37,20 @@ pub(super) fn voter(
     }
     let node = config.node.name();
     cluster.check_member(&node)?;
-    let voter = Arc::new(Cluster::new(
-        &node,
-        cluster,
-        Role::Node,
-        Some(metrics.cluster()),
-    ));
+    let mut voter = Cluster::new(&node, cluster, Role::Node, Some(metrics.cluster()));
+    if !cluster.fence.is_empty() {
+        voter = voter.with_fencer(Fencer {
+            command: FenceCommand {
+                argv: cluster.fence.clone(),
+                timeout: cluster.fence_timeout,
+                retries: cluster.fence_retries,
+            },
+            ha_debug,
+            metrics: Arc::clone(metrics),
+            events: Arc::clone(events),
+        });
+    }
+    let voter = Arc::new(voter);
     let routes = api::ha::routes(Arc::clone(&voter), Arc::new(secret_guard(config)?));
     Ok(Some((voter, routes)))
 }

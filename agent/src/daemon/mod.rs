@@ -88,7 +88,7 @@ async fn serve(
     let held = handover::restore(&state);
     // The cluster's voter answers on the API from the start: the peers
     // count this node before its groups run.
-    let voter = cluster::voter(&config, &state.metrics)?;
+    let voter = cluster::voter(&config, &state.metrics, &state.events, ha_debug)?;
     let (server, stop_server) =
         serve_api(&config, &state, voter.as_ref().map(|(_, r)| r.clone())).await?;
     let voter = voter.map(|(v, _)| v);
