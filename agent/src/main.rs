@@ -97,6 +97,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let agent = Agent::new(api, &cli.config)?;
             runtime.block_on(events::print(&agent, follow, json))
         }
+        Command::Nodes { api, json } => {
+            let agent = Agent::new(api, &cli.config)?;
+            let report = runtime.block_on(agent.nodes())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", vipx_agent::cli::nodes::render(&report));
+            }
+            Ok(())
+        }
         Command::Status { api, json } => {
             let agent = Agent::new(api, &cli.config)?;
             let report = runtime.block_on(agent.status())?;

@@ -435,6 +435,12 @@ fn the_cluster_endpoints_take_the_secret_and_a_listed_voter() {
         200,
         "the cluster secret opens"
     );
+    // The command line shows the same, with the config file's secret.
+    let table = cluster.cli(0, &["nodes"]).expect("vipx-agent nodes");
+    assert!(
+        table.contains("quorum held, 3 of 3 voters"),
+        "vipx-agent nodes:\n{table}"
+    );
     let text = log(&cluster, 0);
     for peer in ["n2", "n3"] {
         let name = format!("{}-{peer}", cluster.lab.id());

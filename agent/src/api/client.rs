@@ -9,6 +9,7 @@ use std::{net::SocketAddr, path::Path, time::Duration};
 use anyhow::Context as _;
 
 use super::wire::{DrainRequest, Status};
+use crate::cluster::wire::NodesReport;
 use crate::{
     config::Config,
     events::Event,
@@ -26,6 +27,8 @@ pub struct Agent {
     pub base: String,
     http: reqwest::Client,
     secret: Option<Secret>,
+    /// The cluster secret, for the cluster's endpoints.
+    cluster_secret: Option<Secret>,
 }
 
 impl Agent {
@@ -45,10 +48,18 @@ impl Agent {
             .and_then(Config::state_secret_file)
             .map(|(key, path)| Secret::load(path).map_err(|err| anyhow::anyhow!("{key}: {err}")))
             .transpose()?;
+        let cluster_secret = config
+            .as_ref()
+            .and_then(|c| c.cluster.secret_file.as_deref())
+            .map(|path| {
+                Secret::load(path).map_err(|err| anyhow::anyhow!("[cluster] secret_file: {err}"))
+            })
+            .transpose()?;
         Ok(Self {
             base: url.unwrap_or_else(|| api_base_url(&api, api.listen)),
             http: agent_client(&api, TIMEOUT)?,
             secret,
+            cluster_secret,
         })
     }
 
@@ -72,6 +83,27 @@ impl Agent {
     pub async fn events(&self, after: u64) -> anyhow::Result<Vec<Event>> {
         let url = format!("{}?after={after}", self.endpoint("events"));
         self.get(&url, "events").await
+    }
+
+    /// The cluster as it sees it (`GET /api/v1/ha/nodes`, with the
+    /// cluster secret).
+    pub async fn nodes(&self) -> anyhow::Result<NodesReport> {
+        let url = self.endpoint("ha/nodes");
+        let Some(secret) = &self.cluster_secret else {
+            anyhow::bail!(
+                "the config file sets no [cluster] secret_file: the cluster's endpoints need it"
+            );
+        };
+        self.http
+            .get(&url)
+            .bearer_auth(String::from_utf8_lossy(secret.expose()))
+            .send()
+            .await
+            .with_context(|| format!("no agent answers at {url}"))?
+            .error_for_status()?
+            .json()
+            .await
+            .with_context(|| format!("{url} did not return the cluster's nodes"))
     }
 
     /// GETs `url`, whose answer is `what` as JSON.

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 pub mod events;
+pub mod nodes;
 pub mod status;
 
 use crate::config::DEFAULT_CONFIG_PATH;
@@ -109,6 +110,18 @@ pub enum Command {
         #[arg(long, short)]
         follow: bool,
         /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask the running agent how it sees the cluster (`[cluster]
+    /// members`): the quorum and every voter, with the cluster secret of
+    /// the config file.
+    Nodes {
+        /// Base URL of the agent's API (default: from the config file's
+        /// `[api] listen`).
+        #[arg(long)]
+        api: Option<String>,
+        /// Print the raw JSON.
         #[arg(long)]
         json: bool,
     },
