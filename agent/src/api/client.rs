@@ -65,7 +65,7 @@ impl Agent {
 
     /// Its status.
     pub async fn status(&self) -> anyhow::Result<Status> {
-        self.get(&self.endpoint("status"), "a status").await
+        self.get(&self.endpoint("status"), "a status", None).await
     }
 
     /// Drains (or undrains) a backend.
@@ -82,7 +82,7 @@ impl Agent {
     /// Its event timeline, after sequence number `after`.
     pub async fn events(&self, after: u64) -> anyhow::Result<Vec<Event>> {
         let url = format!("{}?after={after}", self.endpoint("events"));
-        self.get(&url, "events").await
+        self.get(&url, "events", None).await
     }
 
     /// The cluster as it sees it (`GET /api/v1/ha/nodes`, with the
@@ -94,27 +94,22 @@ impl Agent {
                 "the config file sets no [cluster] secret_file: the cluster's endpoints need it"
             );
         };
-        self.http
-            .get(&url)
-            .bearer_auth(String::from_utf8_lossy(secret.expose()))
-            .send()
-            .await
-            .with_context(|| format!("no agent answers at {url}"))?
-            .error_for_status()?
-            .json()
-            .await
-            .with_context(|| format!("{url} did not return the cluster's nodes"))
+        self.get(&url, "the cluster's nodes", Some(secret)).await
     }
 
-    /// GETs `url`, whose answer is `what` as JSON.
+    /// GETs `url` (with `secret` as its bearer), whose answer is `what`
+    /// as JSON.
     async fn get<T: serde::de::DeserializeOwned>(
         &self,
         url: &str,
         what: &str,
+        secret: Option<&Secret>,
     ) -> anyhow::Result<T> {
-        self.http
-            .get(url)
-            .send()
+        let mut get = self.http.get(url);
+        if let Some(secret) = secret {
+            get = get.bearer_auth(String::from_utf8_lossy(secret.expose()));
+        }
+        get.send()
             .await
             .with_context(|| format!("no agent answers at {url}"))?
             .error_for_status()?

@@ -129,43 +129,24 @@ pub(super) async fn quorum_changed(
     ha_debug: bool,
 ) {
     let masters = groups.masters(config);
-    if quorum.held {
-        info!(
-            "the cluster's quorum is back ({}): the groups take part again",
-            quorum.describe()
-        );
-        events.record(
-            EventKind::Quorum,
-            "cluster",
-            None,
-            "held",
-            &quorum.describe(),
-        );
+    let q = quorum.describe();
+    let (to, outcome) = if quorum.held {
+        info!("the cluster's quorum is back ({q}): the groups take part again");
+        ("held", q)
     } else if ha_debug {
         warn!(
-            "HA debug: lost the cluster's quorum ({}): would fence itself (groups {masters:?} would give their VIPs up, XDP stop serving them); not done",
-            quorum.describe()
+            "HA debug: lost the cluster's quorum ({q}): would fence itself (groups {masters:?} would give their VIPs up, XDP stop serving them); not done"
         );
-        events.record(
-            EventKind::Quorum,
-            "cluster",
-            None,
-            "lost",
-            &format!("{}; HA debug: not fenced", quorum.describe()),
-        );
-        return;
+        ("lost", format!("{q}; HA debug: not fenced"))
     } else {
         warn!(
-            "lost the cluster's quorum ({}): fencing itself: groups {masters:?} give their VIPs up and claim nothing until it is back",
-            quorum.describe()
+            "lost the cluster's quorum ({q}): fencing itself: groups {masters:?} give their VIPs up and claim nothing until it is back"
         );
-        events.record(
-            EventKind::Quorum,
-            "cluster",
-            None,
-            "lost",
-            &format!("{}; fenced itself", quorum.describe()),
-        );
+        ("lost", format!("{q}; fenced itself"))
+    };
+    events.record(EventKind::Quorum, "cluster", None, to, &outcome);
+    if ha_debug && !quorum.held {
+        return;
     }
     groups.on_quorum(config, tracking, quorum.held).await;
 }
