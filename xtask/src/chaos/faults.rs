@@ -254,3 +254,39 @@ impl Run {
         self.pause(hold)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sequence(seed: u64, kinds: &[Kind]) -> Vec<Fault> {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        (0..50).map(|_| Fault::draw(&mut rng, kinds, 3, 3)).collect()
+    }
+
+    #[test]
+    fn a_seed_gives_one_sequence_of_faults() {
+        assert_eq!(sequence(13, &Kind::ALL), sequence(13, &Kind::ALL));
+        assert_ne!(sequence(13, &Kind::ALL), sequence(14, &Kind::ALL));
+        let only = sequence(13, &[Kind::Stall]);
+        assert!(only.iter().all(|f| f.kind() == Kind::Stall));
+        // Both sides of the detection time.
+        let stops: Vec<Duration> = only
+            .iter()
+            .filter_map(|f| match f {
+                Fault::Stall { stop, .. } => Some(*stop),
+                _ => None,
+            })
+            .collect();
+        assert!(stops.iter().any(|s| *s < DETECTION));
+        assert!(stops.iter().any(|s| *s > DETECTION));
+    }
+
+    #[test]
+    fn every_kind_parses_from_its_name() {
+        for kind in Kind::ALL {
+            assert_eq!(Kind::parse(kind.name()), Ok(kind));
+        }
+        assert!(Kind::parse("partition").is_err());
+    }
+}

@@ -140,7 +140,7 @@ pub fn run(args: &ChaosArgs) -> Result<()> {
     };
     println!(
         "chaos: lab {} up; {} psql sessions and {} pgbench clients through the VIP; faults for {} min; \
-         single-owner bound {:?} (detection {:?} + lease {:?} + slack {:?}), PgBouncer down within {:?}",
+         single-owner bound {:?} (detection {:?} + lease {:?} + slack {:?}; link flaps {:?} more), PgBouncer down within {:?}",
         run.cluster.lab.id(),
         load::PSQL_SESSIONS,
         load::PGBENCH_CLIENTS,
@@ -149,6 +149,7 @@ pub fn run(args: &ChaosArgs) -> Result<()> {
         owner::DETECTION,
         owner::LEASE_TIMEOUT,
         owner::SLACK,
+        owner::LINK_RETURN,
         backend::DOWN_BOUND
     );
     let kinds = if args.only.is_empty() {
@@ -239,10 +240,11 @@ impl Run {
             ));
         }
         self.pause(SETTLE)?;
-        let findings = watch.finish()?;
+        let bound = owner::bound(fault.kind());
+        let findings = watch.finish(bound)?;
         let worst = self.report.worst.entry(fault.kind()).or_default();
         worst.recovery = worst.recovery.max(recovered.saturating_duration_since(began));
-        self.judge_owner(fault.kind(), &findings);
+        self.judge_owner(fault.kind(), &findings, bound);
         self.judge_losses();
         Ok(())
     }
@@ -285,7 +287,7 @@ impl Run {
         }
     }
 
-    fn judge_owner(&mut self, kind: Kind, findings: &owner::Findings) {
+    fn judge_owner(&mut self, kind: Kind, findings: &owner::Findings, bound: Duration) {
         let requests = u64::try_from(findings.requests).unwrap_or(u64::MAX);
         let frames = u64::try_from(findings.frames).unwrap_or(u64::MAX);
         self.report.check(Invariant::OwnerArp, requests);
@@ -302,17 +304,28 @@ impl Run {
                 } else {
                     worst.traffic = worst.traffic.max(span);
                 }
-                if span > owner::BOUND {
+                if span > bound {
                     let nodes: Vec<String> = e.nodes.iter().map(|n| format!("n{}", n + 1)).collect();
-                    let since = e.first.micros_since(WallTime::now()) / 1000;
+                    let from = e.first.micros_since(findings.started) / 1000;
+                    let sources: Vec<String> = e
+                        .sources
+                        .iter()
+                        .map(|(n, src, count)| format!("{count} from {src} to n{}", n + 1))
+                        .collect();
                     self.violate(
                         invariant,
                         format!(
-                            "{} {what} {} for {} ms (bound {} ms), from {since} ms before the judgement",
+                            "{} {what} {} for {} ms (bound {} ms), from {from} ms after the observers started{}{}",
                             e.count,
                             nodes.join(" and "),
                             span.as_millis(),
-                            owner::BOUND.as_millis()
+                            bound.as_millis(),
+                            if sources.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" (frames meanwhile: {})", sources.join(", "))
+                            },
+                            agent_lines(&self.cluster, e.first, e.last)
                         ),
                     );
                 }
@@ -382,4 +395,35 @@ impl Run {
             self.pause(Duration::from_millis(50))?;
         }
     }
+}
+
+/// The agents' log lines about their state and the VIP from a little
+/// before `first` to a little after `last`, for a violation's message.
+fn agent_lines(cluster: &Cluster, first: WallTime, last: WallTime) -> String {
+    const AROUND: Duration = Duration::from_millis(300);
+    const MAX: usize = 12;
+    let mut out = String::new();
+    for node in &cluster.nodes {
+        let path = cluster.lab.log_path(node.host.name(), "vipx-agent");
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|line| {
+                line.split_whitespace()
+                    .next()
+                    .and_then(WallTime::parse_rfc3339_utc)
+                    .is_some_and(|at| {
+                        at.plus(AROUND) >= first && at <= last.plus(AROUND)
+                    })
+            })
+            .filter(|line| !line.contains("netlink_packet_route"))
+            .collect();
+        for line in lines.iter().take(MAX) {
+            out.push_str(&format!("\n      {}: {line}", node.host.name()));
+        }
+        if lines.len() > MAX {
+            out.push_str(&format!("\n      {}: ... {} more", node.host.name(), lines.len() - MAX));
+        }
+    }
+    out
 }

@@ -27,6 +27,15 @@
 //! the moment an agent that was continued (or a node whose cable is back)
 //! needs to see the other MASTER: at most DETECTION. BOUND = DETECTION +
 //! LEASE_TIMEOUT + [`SLACK`] covers both.
+//!
+//! A node whose cable comes back is heard only once the kernel has
+//! processed the carrier's return (linkwatch, rate-limited to once a
+//! second: up to [`LINK_RETURN`] in which the node receives, and its XDP
+//! answers ARP with `XDP_TX`, but nothing it sends through the kernel,
+//! adverts, heartbeats, gratuitous ARPs, leaves). The agent keeps or takes
+//! MASTER with its link down, so after a link flap two MASTERs meet, and
+//! the one that cannot yet be heard cannot make the other yield: link
+//! flaps get [`BOUND`] + [`LINK_RETURN`].
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -36,6 +45,8 @@ use vipx_lab::arp::{ArpLog, ArpObserver, Mac, ObserveOptions};
 use vipx_lab::capture::{CaptureLog, PortCapture};
 use vipx_lab::walltime::WallTime;
 use vipx_lab::{Cluster, Host};
+
+use super::faults::Kind;
 
 /// The lab's fast heartbeat.
 pub const HEARTBEAT: Duration = Duration::from_millis(2);
@@ -50,6 +61,17 @@ pub const LEASE_TIMEOUT: Duration = Duration::from_millis(100);
 pub const SLACK: Duration = Duration::from_millis(150);
 /// The longest two nodes may answer for the VIP.
 pub const BOUND: Duration = DETECTION.saturating_add(LEASE_TIMEOUT).saturating_add(SLACK);
+/// How long after its carrier returns a node may still be unable to send.
+pub const LINK_RETURN: Duration = Duration::from_secs(1);
+
+/// The bound of a fault of this kind.
+pub fn bound(kind: Kind) -> Duration {
+    match kind {
+        Kind::LinkFlap => BOUND.saturating_add(LINK_RETURN),
+        _ => BOUND,
+    }
+}
+
 /// Time between two ARP requests of the observer.
 const ARP_INTERVAL: Duration = Duration::from_millis(5);
 /// An observer stops by itself after this long (a fault and its recovery
@@ -65,6 +87,8 @@ pub struct Episode {
     pub count: usize,
     /// The nodes involved (indexes).
     pub nodes: Vec<usize>,
+    /// Traffic: the frames each node received from each source meanwhile.
+    pub sources: Vec<(usize, Ipv4Addr, usize)>,
 }
 
 impl Episode {
@@ -75,6 +99,8 @@ impl Episode {
 
 /// What one window saw.
 pub struct Findings {
+    /// When the observers started.
+    pub started: WallTime,
     pub requests: usize,
     pub arp: Vec<Episode>,
     pub frames: usize,
@@ -87,6 +113,7 @@ pub struct Watch {
     captures: Vec<PortCapture>,
     macs: Vec<Mac>,
     vip: Ipv4Addr,
+    started: WallTime,
 }
 
 impl Watch {
@@ -116,11 +143,13 @@ impl Watch {
             captures,
             macs,
             vip,
+            started: WallTime::now(),
         })
     }
 
-    /// Stops the observers and reads what they saw.
-    pub fn finish(self) -> Result<Findings> {
+    /// Stops the observers and reads what they saw, chained within
+    /// `bound`.
+    pub fn finish(self, bound: Duration) -> Result<Findings> {
         let arp = self.arp.finish().context("the ARP observer")?;
         let logs = self
             .captures
@@ -128,13 +157,18 @@ impl Watch {
             .map(PortCapture::finish)
             .collect::<Result<Vec<_>>>()
             .context("tcpdump on the nodes' ports")?;
-        let arp_episodes = arp_episodes(&arp, &self.macs, BOUND);
+        let arp_episodes = arp_episodes(&arp, &self.macs, bound);
         let frames = merged_frames(&logs, self.vip);
+        let mut traffic = switch_episodes(&frames, bound);
+        for e in &mut traffic {
+            e.sources = sources(&logs, self.vip, e.first, e.last);
+        }
         Ok(Findings {
+            started: self.started,
             requests: arp.requests.len(),
             arp: arp_episodes,
             frames: frames.len(),
-            traffic: switch_episodes(&frames, BOUND),
+            traffic,
         })
     }
 }
@@ -157,6 +191,29 @@ fn merged_frames(logs: &[CaptureLog], vip: Ipv4Addr) -> Vec<(WallTime, usize)> {
         .collect();
     frames.sort();
     frames
+}
+
+/// The VIP frames each node received from each source from `first` to
+/// `last`.
+fn sources(
+    logs: &[CaptureLog],
+    vip: Ipv4Addr,
+    first: WallTime,
+    last: WallTime,
+) -> Vec<(usize, Ipv4Addr, usize)> {
+    let mut out: Vec<(usize, Ipv4Addr, usize)> = Vec::new();
+    for (node, log) in logs.iter().enumerate() {
+        for p in &log.packets {
+            if p.dst != vip || p.at < first || p.at > last {
+                continue;
+            }
+            match out.iter_mut().find(|(n, src, _)| *n == node && *src == p.src) {
+                Some(entry) => entry.2 += 1,
+                None => out.push((node, p.src, 1)),
+            }
+        }
+    }
+    out
 }
 
 /// Doubly answered requests, chained within `bound`.
@@ -211,6 +268,7 @@ fn chain(events: &[(WallTime, Vec<usize>)], bound: Duration) -> Vec<Episode> {
                 last: *at,
                 count: 1,
                 nodes: nodes.clone(),
+                sources: Vec::new(),
             }),
         }
     }
