@@ -241,7 +241,7 @@ impl Run {
         }
         self.pause(SETTLE)?;
         let bound = owner::bound(fault.kind());
-        let findings = watch.finish(bound)?;
+        let findings = watch.finish()?;
         let worst = self.report.worst.entry(fault.kind()).or_default();
         worst.recovery = worst.recovery.max(recovered.saturating_duration_since(began));
         self.judge_owner(fault.kind(), &findings, bound);
