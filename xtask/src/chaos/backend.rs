@@ -39,6 +39,14 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a reload gets to be in force.
 const RELOAD_WITHIN: Duration = Duration::from_secs(5);
 
+/// "after 1.2s", or that it did not happen in the time waited.
+fn after(took: Option<Duration>) -> String {
+    took.map_or_else(
+        || "not at all (waited the bound and 5 s more)".to_owned(),
+        |took| format!("after {took:?}"),
+    )
+}
+
 fn series(backend: &str, metric: &str, state: Option<&str>) -> String {
     match state {
         Some(state) => format!(
@@ -82,8 +90,9 @@ impl Run {
                 _ => self.violate(
                     Invariant::BackendDeath,
                     format!(
-                        "n{} marked the killed PgBouncer {backend} down after {took:?} (bound {DOWN_BOUND:?})",
-                        node + 1
+                        "n{} marked the killed PgBouncer {backend} down {} (bound {DOWN_BOUND:?})",
+                        node + 1,
+                        after(*took)
                     ),
                 ),
             }
@@ -99,8 +108,9 @@ impl Run {
                 self.violate(
                     Invariant::BackendDeath,
                     format!(
-                        "n{} marked PgBouncer {backend}, back, up after {took:?} (bound {UP_BOUND:?})",
-                        node + 1
+                        "n{} marked PgBouncer {backend}, back, up {} (bound {UP_BOUND:?})",
+                        node + 1,
+                        after(*took)
                     ),
                 );
             }

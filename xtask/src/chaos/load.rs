@@ -279,6 +279,23 @@ fn loss(slot: &Slot, fault: &str, what: String) -> Loss {
     }
 }
 
+/// The lines of a session's log that say why it ended (errors), else its
+/// last lines.
+fn why(log: &str) -> String {
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            l.contains("error") || l.contains("fatal") || l.contains("closed") || l.contains("reset")
+        })
+        .collect();
+    if errors.is_empty() {
+        vipx_lab::tail(log, 3).trim().replace('\n', " | ")
+    } else {
+        errors.join(" | ")
+    }
+}
+
 /// Starts the slot's next instance.
 fn start(ctx: &Ctx, slot: &mut Slot) -> Result<()> {
     slot.generation += 1;
@@ -381,7 +398,7 @@ fn watch_once(ctx: &Ctx, shared: &mut Shared) -> Result<()> {
                 Some(status) => format!(
                     "ended ({status}) after {} answers: {}",
                     slot.progress,
-                    vipx_lab::tail(&log, 3).trim().replace('\n', " | ")
+                    why(&log)
                 ),
             };
             losses.push(loss(slot, fault, what.clone()));
