@@ -49,9 +49,9 @@ fn after(took: Option<Duration>) -> String {
 
 fn series(backend: &str, metric: &str, state: Option<&str>) -> String {
     match state {
-        Some(state) => format!(
-            "{metric}{{backend=\"{backend}\",service=\"pgbouncer\",state=\"{state}\"}}"
-        ),
+        Some(state) => {
+            format!("{metric}{{backend=\"{backend}\",service=\"pgbouncer\",state=\"{state}\"}}")
+        }
         None => format!("{metric}{{backend=\"{backend}\",service=\"pgbouncer\"}}"),
     }
 }
@@ -123,7 +123,9 @@ impl Run {
     fn new_connections_avoid(&mut self, backend: &str) -> Result<()> {
         let master = self.cluster.wait_any_master(MOVE_WITHIN)?;
         self.report.check(Invariant::BackendDeath, 1);
-        let weight = self.cluster.metric(master, &series(backend, "vipx_backend_weight", None));
+        let weight = self
+            .cluster
+            .metric(master, &series(backend, "vipx_backend_weight", None));
         if weight != Some(0.0) {
             self.violate(
                 Invariant::BackendDeath,

@@ -215,7 +215,10 @@ impl Run {
     }
 
     fn restart(&mut self, node: usize) -> Result<()> {
-        let status = self.cluster.lab.stop_process(self.cluster.nodes[node].agent)?;
+        let status = self
+            .cluster
+            .lab
+            .stop_process(self.cluster.nodes[node].agent)?;
         if !status.success() {
             self.note(format!(
                 "n{}'s agent ended with {status} after SIGTERM",
@@ -261,7 +264,9 @@ mod tests {
 
     fn sequence(seed: u64, kinds: &[Kind]) -> Vec<Fault> {
         let mut rng = fastrand::Rng::with_seed(seed);
-        (0..50).map(|_| Fault::draw(&mut rng, kinds, 3, 3)).collect()
+        (0..50)
+            .map(|_| Fault::draw(&mut rng, kinds, 3, 3))
+            .collect()
     }
 
     #[test]

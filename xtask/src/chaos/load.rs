@@ -212,7 +212,9 @@ impl Load {
         for slot in &mut shared.slots {
             let Some(pid) = slot.pid.take() else { continue };
             let status = match slot.tool {
-                Tool::Psql => lab.wait_exit(pid, deadline.saturating_duration_since(Instant::now()))?,
+                Tool::Psql => {
+                    lab.wait_exit(pid, deadline.saturating_duration_since(Instant::now()))?
+                }
                 Tool::Pgbench => {
                     // Its progress is what counts; it is stopped, not ended.
                     let progressing = slot.progressed_at.elapsed() < STUCK_AFTER;
@@ -286,7 +288,10 @@ fn why(log: &str) -> String {
         .lines()
         .filter(|l| {
             let l = l.to_ascii_lowercase();
-            l.contains("error") || l.contains("fatal") || l.contains("closed") || l.contains("reset")
+            l.contains("error")
+                || l.contains("fatal")
+                || l.contains("closed")
+                || l.contains("reset")
         })
         .collect();
     if errors.is_empty() {

@@ -243,7 +243,9 @@ impl Run {
         let bound = owner::bound(fault.kind());
         let findings = watch.finish()?;
         let worst = self.report.worst.entry(fault.kind()).or_default();
-        worst.recovery = worst.recovery.max(recovered.saturating_duration_since(began));
+        worst.recovery = worst
+            .recovery
+            .max(recovered.saturating_duration_since(began));
         self.judge_owner(fault.kind(), &findings, bound);
         self.judge_losses();
         Ok(())
@@ -294,8 +296,16 @@ impl Run {
         self.report.check(Invariant::OwnerTraffic, frames);
         let mut worst = Worst::default();
         for (invariant, episodes, what) in [
-            (Invariant::OwnerArp, &findings.arp, "ARP requests answered by"),
-            (Invariant::OwnerTraffic, &findings.traffic, "switches of the VIP's traffic between"),
+            (
+                Invariant::OwnerArp,
+                &findings.arp,
+                "ARP requests answered by",
+            ),
+            (
+                Invariant::OwnerTraffic,
+                &findings.traffic,
+                "switches of the VIP's traffic between",
+            ),
         ] {
             for e in episodes {
                 let span = e.span();
@@ -305,7 +315,8 @@ impl Run {
                     worst.traffic = worst.traffic.max(span);
                 }
                 if span > bound {
-                    let nodes: Vec<String> = e.nodes.iter().map(|n| format!("n{}", n + 1)).collect();
+                    let nodes: Vec<String> =
+                        e.nodes.iter().map(|n| format!("n{}", n + 1)).collect();
                     let from = e.first.micros_since(findings.started) / 1000;
                     let sources: Vec<String> = e
                         .sources
@@ -412,9 +423,7 @@ fn agent_lines(cluster: &Cluster, first: WallTime, last: WallTime) -> String {
                 line.split_whitespace()
                     .next()
                     .and_then(WallTime::parse_rfc3339_utc)
-                    .is_some_and(|at| {
-                        at.plus(AROUND) >= first && at <= last.plus(AROUND)
-                    })
+                    .is_some_and(|at| at.plus(AROUND) >= first && at <= last.plus(AROUND))
             })
             .filter(|line| !line.contains("netlink_packet_route"))
             .collect();
@@ -422,7 +431,11 @@ fn agent_lines(cluster: &Cluster, first: WallTime, last: WallTime) -> String {
             out.push_str(&format!("\n      {}: {line}", node.host.name()));
         }
         if lines.len() > MAX {
-            out.push_str(&format!("\n      {}: ... {} more", node.host.name(), lines.len() - MAX));
+            out.push_str(&format!(
+                "\n      {}: ... {} more",
+                node.host.name(),
+                lines.len() - MAX
+            ));
         }
     }
     out

@@ -63,7 +63,9 @@ pub const LEASE_TIMEOUT: Duration = Duration::from_millis(100);
 /// late by this much.
 pub const SLACK: Duration = Duration::from_millis(150);
 /// The longest two nodes may answer for the VIP.
-pub const BOUND: Duration = DETECTION.saturating_add(LEASE_TIMEOUT).saturating_add(SLACK);
+pub const BOUND: Duration = DETECTION
+    .saturating_add(LEASE_TIMEOUT)
+    .saturating_add(SLACK);
 /// How long after its carrier returns a node may still be unable to send.
 pub const LINK_RETURN: Duration = Duration::from_secs(1);
 
@@ -211,7 +213,10 @@ fn sources(
             if p.dst != vip || p.at < first || p.at > last {
                 continue;
             }
-            match out.iter_mut().find(|(n, src, _)| *n == node && *src == p.src) {
+            match out
+                .iter_mut()
+                .find(|(n, src, _)| *n == node && *src == p.src)
+            {
                 Some(entry) => entry.2 += 1,
                 None => out.push((node, p.src, 1)),
             }
@@ -308,7 +313,8 @@ mod tests {
         assert_eq!(episodes[1].span(), Duration::ZERO);
 
         // Both receive frames for 400 ms: switches all along.
-        let split: Vec<(WallTime, usize)> = (0..40).map(|i| (at(i * 10), (i % 2) as usize)).collect();
+        let split: Vec<(WallTime, usize)> =
+            (0..40).map(|i| (at(i * 10), (i % 2) as usize)).collect();
         let episodes = switch_episodes(&split, CHAIN_GAP);
         assert_eq!(episodes.len(), 1);
         assert_eq!(episodes[0].nodes, vec![0, 1]);
