@@ -82,7 +82,10 @@ impl std::fmt::Display for Violation {
     }
 }
 
-/// The longest episodes seen per fault kind.
+/// The longest episodes seen per fault kind: ARP requests answered by two
+/// nodes, switching of the VIP's traffic (both judged against the bound),
+/// and the time from the fault's start until one MASTER served again after
+/// its end (its own durations included).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Worst {
     pub arp: Duration,
@@ -133,7 +136,7 @@ impl Report {
         let _ = writeln!(
             out,
             "{:<15} {:>5}  {:>12} {:>14} {:>10}",
-            "fault", "tried", "max ARP dbl", "max switching", "recovered"
+            "fault", "tried", "max ARP dbl", "max switching", "settled"
         );
         for kind in Kind::ALL {
             let tried = self.faults.get(&kind).copied().unwrap_or(0);
