@@ -16,6 +16,7 @@ use crate::{Host, Lab, LabOptions, PgBouncer, Pid, Postgres, ProcSpec, http};
 mod backends;
 mod config;
 mod failure;
+mod logs;
 
 use backends::service_lines;
 use config::{Ipv6Group, NodeConfig, node_config, peers, service6, sync_section, with_ipv6_group};

@@ -408,24 +408,22 @@ impl Run {
     }
 }
 
-/// The agents' log lines about their state and the VIP from a little
-/// before `first` to a little after `last`, for a violation's message.
+/// The agents' log lines from a little before `first` to a little after
+/// `last`, for a violation's message.
 fn agent_lines(cluster: &Cluster, first: WallTime, last: WallTime) -> String {
     const AROUND: Duration = Duration::from_millis(300);
     const MAX: usize = 12;
     let mut out = String::new();
-    for node in &cluster.nodes {
-        let path = cluster.lab.log_path(node.host.name(), "vipx-agent");
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        let lines: Vec<&str> = text
-            .lines()
-            .filter(|line| {
-                line.split_whitespace()
-                    .next()
-                    .and_then(WallTime::parse_rfc3339_utc)
-                    .is_some_and(|at| at.plus(AROUND) >= first && at <= last.plus(AROUND))
+    for (index, node) in cluster.nodes.iter().enumerate() {
+        let lines: Vec<String> = cluster
+            .agent_log(index)
+            .into_iter()
+            .filter(|(at, line)| {
+                at.plus(AROUND) >= first
+                    && *at <= last.plus(AROUND)
+                    && !line.contains("netlink_packet_route")
             })
-            .filter(|line| !line.contains("netlink_packet_route"))
+            .map(|(_, line)| line)
             .collect();
         for line in lines.iter().take(MAX) {
             out.push_str(&format!("\n      {}: {line}", node.host.name()));
