@@ -34,6 +34,8 @@ const PGBENCH_RATE: u32 = 25;
 pub const STUCK_AFTER: Duration = Duration::from_secs(20);
 /// How often the watcher looks.
 const POLL: Duration = Duration::from_millis(300);
+/// Failed looks in a row after which the watcher gives up.
+const MAX_FAILED_LOOKS: u32 = 20;
 /// How long a session gets to end once the run is over.
 const FINISH_WITHIN: Duration = Duration::from_secs(10);
 
@@ -89,7 +91,10 @@ struct Shared {
     losses: Vec<Loss>,
     /// Checks of the sessions' state done.
     checks: u64,
-    error: Option<String>,
+    /// Looks that failed, not yet reported.
+    errors: Vec<String>,
+    /// The watcher stopped after failing too often.
+    gave_up: bool,
 }
 
 /// The running load and its watcher.
@@ -192,10 +197,12 @@ impl Load {
             .all(|s| s.pid.is_some() && s.progress > 0 && s.progressed_at >= since)
     }
 
-    /// The losses so far and the watcher's error, if it failed.
-    pub fn losses(&self) -> (Vec<Loss>, Option<String>) {
-        let shared = lock(&self.shared);
-        (shared.losses.clone(), shared.error.clone())
+    /// The losses so far, the watcher's failed looks since the last call,
+    /// and whether it gave up.
+    pub fn losses(&self) -> (Vec<Loss>, Vec<String>, bool) {
+        let mut shared = lock(&self.shared);
+        let errors = std::mem::take(&mut shared.errors);
+        (shared.losses.clone(), errors, shared.gave_up)
     }
 
     /// Ends the load: the psql sessions end cleanly, pgbench is stopped;
@@ -348,11 +355,27 @@ fn progress(tool: Tool, log: &str) -> usize {
     }
 }
 
+/// Looks every [`POLL`] until told to stop. A look that fails (a session
+/// that could not be started) is tried again at the next; after
+/// [`MAX_FAILED_LOOKS`] failures in a row the watcher gives up
+/// ([`Load::losses`] says so, and the run stops).
 fn watch(ctx: &Ctx, shared: &Mutex<Shared>, stop: &AtomicBool) {
+    let mut failed = 0;
     while !stop.load(Ordering::Relaxed) {
-        if let Err(err) = watch_once(ctx, &mut lock(shared)) {
-            lock(shared).error = Some(format!("{err:#}"));
-            return;
+        // The guard goes at the end of this statement: the error is
+        // recorded under a lock of its own.
+        let result = watch_once(ctx, &mut lock(shared));
+        match result {
+            Ok(()) => failed = 0,
+            Err(err) => {
+                failed += 1;
+                let mut shared = lock(shared);
+                shared.errors.push(format!("{err:#}"));
+                if failed >= MAX_FAILED_LOOKS {
+                    shared.gave_up = true;
+                    return;
+                }
+            }
         }
         std::thread::sleep(POLL);
     }

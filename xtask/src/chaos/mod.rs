@@ -247,8 +247,7 @@ impl Run {
             .recovery
             .max(recovered.saturating_duration_since(began));
         self.judge_owner(fault.kind(), &findings, bound);
-        self.judge_losses();
-        Ok(())
+        self.judge_losses()
     }
 
     /// Waits until every agent runs and one node alone is MASTER and
@@ -347,9 +346,10 @@ impl Run {
         entry.traffic = entry.traffic.max(worst.traffic);
     }
 
-    /// The sessions vipx lost since the last look.
-    fn judge_losses(&mut self) {
-        let (losses, error) = self.load.losses();
+    /// The sessions vipx lost since the last look; an error when their
+    /// watcher gave up.
+    fn judge_losses(&mut self) -> Result<()> {
+        let (losses, errors, gave_up) = self.load.losses();
         for loss in losses.iter().skip(self.losses_seen) {
             let at = loss.at.saturating_duration_since(self.began).as_secs_f64();
             self.report.violate(Violation {
@@ -360,9 +360,13 @@ impl Run {
             });
         }
         self.losses_seen = losses.len();
-        if let Some(error) = error {
-            self.note(format!("the sessions' watcher failed: {error}"));
+        for error in errors {
+            self.note(format!("the sessions' watcher: {error}"));
         }
+        if gave_up {
+            bail!("the sessions' watcher gave up (its errors above)");
+        }
+        Ok(())
     }
 
     /// Seconds since the faults began.
