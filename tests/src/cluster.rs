@@ -16,6 +16,7 @@ use crate::{Host, Lab, LabOptions, PgBouncer, Pid, Postgres, ProcSpec, http};
 mod backends;
 mod config;
 mod failure;
+mod logs;
 mod membership;
 mod watch;
 

@@ -102,7 +102,7 @@ impl Load {
         let stop = client.lab().tmp_dir().join("sessions.stop");
         let _ = std::fs::remove_file(&stop);
         let sessions = (0..SESSIONS)
-            .map(|i| start_session(client, vip, i, &stop))
+            .map(|i| start_session(client, vip, &session_name(i), &stop))
             .collect::<anyhow::Result<Vec<Pid>>>()?;
         let seconds = length.as_secs().max(1);
         let pgbench = client.spawn(
@@ -179,13 +179,15 @@ fn session_name(i: usize) -> String {
     format!("session{i}")
 }
 
-/// Session `i`: psql on one connection, fed a `SELECT 1` every 100 ms until
-/// `stop` exists; the feeder then says how many it sent. psql is the
-/// process started (exec), so its pid and exit status are the session's.
-fn start_session(
+/// A session named `name` (its process, its log, and its
+/// `application_name`, which PgBouncer's `SHOW CLIENTS` lists): psql on one
+/// connection, fed a `SELECT 1` every 100 ms until `stop` exists; the
+/// feeder then says how many it sent. psql is the process started (exec),
+/// so its pid and exit status are the session's.
+pub fn start_session(
     client: &Host,
     vip: IpAddr,
-    i: usize,
+    name: &str,
     stop: &std::path::Path,
 ) -> anyhow::Result<Pid> {
     let script = format!(
@@ -195,19 +197,26 @@ fn start_session(
         stop = stop.display()
     );
     client.spawn(
-        &session_name(i),
+        name,
         ProcSpec::new("bash")
             .args(["-c", &script])
-            .env("PGCONNECT_TIMEOUT", "5"),
+            .env("PGCONNECT_TIMEOUT", "5")
+            .env("PGAPPNAME", name),
     )
 }
 
-/// What a session's exit status and log say.
-fn session_end(status: Option<ExitStatus>, log: &str) -> SessionEnd {
+/// Queries a session's log shows answered.
+pub fn answered(log: &str) -> usize {
+    log.lines().filter(|l| l.trim() == "1").count()
+}
+
+/// What a session's exit status (`None`: it was killed at its deadline)
+/// and log say.
+pub fn session_end(status: Option<ExitStatus>, log: &str) -> SessionEnd {
     let Some(status) = status else {
         return SessionEnd::Stuck;
     };
-    let answered = log.lines().filter(|l| l.trim() == "1").count();
+    let answered = answered(log);
     let sent = log
         .lines()
         .find_map(|l| l.trim().strip_prefix("sent "))

@@ -32,7 +32,7 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use single_owner::{Ctx, agent_log, shorten, vip_events};
+use single_owner::{Ctx, shorten, vip_events};
 use vipx_lab::arp::{ArpObserver, Mac, ObserveOptions};
 use vipx_lab::capture::PortCapture;
 use vipx_lab::probe::{self, Prober, ProberOptions};
@@ -195,7 +195,7 @@ fn returning_master(stop: Stop) {
             .expect("a node's MAC")
     });
     let events = [0, 1].map(|i| vip_events(&cluster, i, vip, returned));
-    let logs = [0, 1].map(|i| agent_log(&cluster, i));
+    let logs = [0, 1].map(|i| cluster.agent_log(i));
     let claim = events[0]
         .iter()
         .find(|e| e.added)

@@ -112,7 +112,7 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
 }
 
 /// Waits up to `timeout` for one of the blocked `signals`.
-fn wait_signal(signals: &SigSet, timeout: Duration) -> Option<Signal> {
+pub(crate) fn wait_signal(signals: &SigSet, timeout: Duration) -> Option<Signal> {
     let timeout = libc::timespec {
         tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(1),
         tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),

@@ -7,6 +7,7 @@ mod bench_health;
 mod bench_lab;
 mod bench_sessions;
 mod build;
+mod chaos;
 mod deps;
 mod fuzz;
 mod lab;
@@ -44,6 +45,12 @@ enum Task {
     /// and maps in the lab's own bpffs (under /run/vipx-lab/bpf). Stays up
     /// until Ctrl-C.
     Lab(lab::LabArgs),
+    /// Random, reproducible faults against the lab (kill -9, SIGSTOP, link
+    /// flaps, PgBouncer kills, restarts, reloads, handovers) while sessions
+    /// and pgbench run, with the invariants checked all along: one owner of
+    /// the VIP, no session lost, dead backends acted on. Exits non-zero on
+    /// a violation, with the seed to replay.
+    Chaos(chaos::ChaosArgs),
     /// Check that the agent's modules depend on each other one way: no
     /// import cycle.
     Deps,
@@ -68,6 +75,7 @@ fn main() -> anyhow::Result<()> {
         Task::BuildEbpf { release } => build::ebpf(release),
         Task::Test(args) => test::run(&args),
         Task::Lab(args) => lab::run(&args),
+        Task::Chaos(args) => chaos::run(&args),
         Task::Deps => deps::run(),
         Task::Fuzz(args) => fuzz::run(&args),
         Task::Bench(args) => bench::run(&args),

@@ -3,9 +3,15 @@
 use anyhow::bail;
 
 use crate::{
-    build, deps, setup,
+    build, chaos, deps, setup,
     util::{cmd, exec},
 };
+
+/// The chaos run's seed in `cargo xtask test` (fixed: a failure there
+/// replays as is).
+const CHAOS_SEED: u64 = 13;
+/// Its length.
+const CHAOS_MINUTES: u32 = 2;
 
 #[derive(Debug, clap::Args)]
 pub struct TestArgs {
@@ -15,7 +21,11 @@ pub struct TestArgs {
     /// Skip rustfmt, clippy and the import-cycle check (`cargo xtask deps`).
     #[arg(long)]
     no_lint: bool,
-    /// Only run tests whose name contains this (passed to the test binaries).
+    /// Skip the 2-minute chaos run (`cargo xtask chaos`) after the tests.
+    #[arg(long)]
+    no_chaos: bool,
+    /// Only run tests whose name contains this (passed to the test
+    /// binaries; no chaos run then).
     filter: Option<String>,
 }
 
@@ -41,11 +51,25 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
         test.args(["--", filter]);
     }
     let tests = exec(&mut test);
+    // The chaos run, also when a test failed (its own report).
+    let chaos = if args.no_chaos || args.filter.is_some() {
+        Ok(())
+    } else {
+        println!("xtask test: a {CHAOS_MINUTES}-minute chaos run, seed {CHAOS_SEED}");
+        chaos::run(&chaos::ChaosArgs {
+            minutes: CHAOS_MINUTES,
+            seed: Some(CHAOS_SEED),
+            only: Vec::new(),
+            no_setup: true,
+            agent_bin: Some(agent.clone()),
+        })
+    };
     // Nothing may outlive the suite, also when a test failed.
     let left = vipx_lab::sweep_stale()?;
     let dirs = vipx_lab::sweep_stale_dirs()?;
     let pins = vipx_lab::sweep_stale_pins()?;
     tests?;
+    chaos?;
     if !left.is_empty() || !dirs.is_empty() || !pins.is_empty() {
         bail!(
             "the tests left namespaces {left:?}, temp dirs {dirs:?} and bpffs pins {pins:?} behind (now removed)"

@@ -19,6 +19,16 @@ pub(super) struct Backends {
     pub(super) addrs6: Vec<SocketAddr>,
 }
 
+/// The lab's PgBouncers' settings.
+fn options(pool_size: Option<u32>) -> PgBouncerOptions {
+    PgBouncerOptions {
+        // Totals in SHOW STATS every second, for the tests.
+        settings: vec![("stats_period".into(), "1".into())],
+        default_pool_size: pool_size.unwrap_or(20),
+        ..PgBouncerOptions::default()
+    }
+}
+
 /// Starts `count` PgBouncers in front of PostgreSQL on `backend`.
 pub(super) fn start(
     lab: &Lab,
@@ -27,12 +37,7 @@ pub(super) fn start(
     dsr: bool,
     pool_size: Option<u32>,
 ) -> Result<Backends> {
-    let opts = PgBouncerOptions {
-        // Totals in SHOW STATS every second, for the tests.
-        settings: vec![("stats_period".into(), "1".into())],
-        default_pool_size: pool_size.unwrap_or(20),
-        ..PgBouncerOptions::default()
-    };
+    let opts = options(pool_size);
     let mut backends = Backends {
         pgbouncers: Vec::new(),
         addrs: Vec::new(),
@@ -96,6 +101,28 @@ impl Cluster {
     /// [`super::ClusterOptions::ipv6_service`]).
     pub fn backend_addr6(&self, i: usize) -> SocketAddr {
         self.backend_addrs6[i]
+    }
+
+    /// Starts the i-th PgBouncer again (after it was killed), on its host
+    /// and port with its settings, once it answers.
+    pub fn restart_pgbouncer(&mut self, i: usize) -> Result<()> {
+        let old = &self.pgbouncers[i];
+        let postgres = if self.opts.dsr {
+            self.backend.ipv4()
+        } else {
+            Ipv4Addr::LOCALHOST
+        };
+        let bouncer = PgBouncer::start(
+            old.host(),
+            "*",
+            old.port(),
+            postgres,
+            PG_PORT,
+            &options(self.opts.pool_size),
+        )
+        .with_context(|| format!("PgBouncer {i} again"))?;
+        self.pgbouncers[i] = bouncer;
+        Ok(())
     }
 
     /// Drains `backend` on node `index` only (`vipx-agent drain`, through

@@ -317,27 +317,6 @@ pub(super) struct VipEvent {
     pub(super) added: bool,
 }
 
-/// A node's agent log: its lines with their stamps (lines without one,
-/// such as a panic's, belong to the stamp before them).
-pub(super) fn agent_log(cluster: &Cluster, index: usize) -> Vec<(WallTime, String)> {
-    let host = &cluster.nodes[index].host;
-    let path = cluster.lab.log_path(host.name(), "vipx-agent");
-    let text = std::fs::read_to_string(&path).expect("the agent's log");
-    let mut last = None;
-    text.lines()
-        .filter_map(|line| {
-            let stamp = line
-                .split_whitespace()
-                .next()
-                .and_then(WallTime::parse_rfc3339_utc);
-            if stamp.is_some() {
-                last = stamp;
-            }
-            Some((last?, line.to_owned()))
-        })
-        .collect()
-}
-
 /// Node `index`'s agent log lines about the VIP since `since`.
 pub(super) fn vip_events(
     cluster: &Cluster,
@@ -347,7 +326,8 @@ pub(super) fn vip_events(
 ) -> Vec<VipEvent> {
     let added = format!("added {vip}/");
     let removed = format!("removed {vip}/");
-    agent_log(cluster, index)
+    cluster
+        .agent_log(index)
         .into_iter()
         .filter_map(|(at, line)| {
             let added = if line.contains(&added) {
