@@ -6,9 +6,9 @@
 //! delays). Only the handover's node is the cluster's own choice: it is
 //! whichever node is MASTER then.
 //!
-//! A new kind (a network partition, once the cluster work is there) is one
-//! [`Kind`] (in [`Kind::ALL`], with its name), one [`Fault`] variant drawn
-//! in [`Kind::draw`], and one function run from [`super::Run::apply`].
+//! A kind is one [`Kind`] (in [`Kind::ALL`], with its name), one [`Fault`]
+//! variant drawn in [`Kind::draw`], and one function run from
+//! [`super::Run::apply`].
 
 use std::time::Duration;
 
@@ -33,10 +33,11 @@ pub enum Kind {
     Restart,
     Reload,
     Handover,
+    Partition,
 }
 
 impl Kind {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Kill,
         Self::Stall,
         Self::LinkFlap,
@@ -44,6 +45,7 @@ impl Kind {
         Self::Restart,
         Self::Reload,
         Self::Handover,
+        Self::Partition,
     ];
 
     /// Its name on the command line and in the report.
@@ -56,6 +58,7 @@ impl Kind {
             Self::Restart => "agent-restart",
             Self::Reload => "reload",
             Self::Handover => "handover",
+            Self::Partition => "partition",
         }
     }
 
@@ -105,6 +108,10 @@ impl Kind {
             Self::Handover => Fault::Handover {
                 hold: millis(rng, 500..=4000),
             },
+            Self::Partition => Fault::Partition {
+                node,
+                down: millis(rng, 200..=3000),
+            },
         }
     }
 }
@@ -130,6 +137,9 @@ pub enum Fault {
     Reload { weights: Vec<u32> },
     /// `vipx-agent handover --for HOLD` on the MASTER.
     Handover { hold: Duration },
+    /// Node `node` cut off from the other nodes (not from the client and
+    /// the backends) for `down`.
+    Partition { node: usize, down: Duration },
 }
 
 impl Fault {
@@ -148,6 +158,7 @@ impl Fault {
             Self::Restart { .. } => Kind::Restart,
             Self::Reload { .. } => Kind::Reload,
             Self::Handover { .. } => Kind::Handover,
+            Self::Partition { .. } => Kind::Partition,
         }
     }
 }
@@ -167,6 +178,9 @@ impl std::fmt::Display for Fault {
             Self::Restart { node } => write!(f, "{name} n{}", node + 1),
             Self::Reload { weights } => write!(f, "{name} every node, weights {weights:?}"),
             Self::Handover { hold } => write!(f, "{name} of the MASTER for {hold:?}"),
+            Self::Partition { node, down } => {
+                write!(f, "{name} n{} from the others for {down:?}", node + 1)
+            }
         }
     }
 }
@@ -183,6 +197,7 @@ impl Run {
             Fault::Restart { node } => self.restart(*node),
             Fault::Reload { weights } => self.reload(weights),
             Fault::Handover { hold } => self.handover(*hold),
+            Fault::Partition { node, down } => self.partition(*node, *down),
         }
     }
 
@@ -211,6 +226,25 @@ impl Run {
         host.set_connected(false)?;
         let paused = self.pause(down);
         host.set_connected(true)?;
+        paused
+    }
+
+    /// A split brain in the making: the node still reaches the client and
+    /// the backends, not its peers; the cluster's quorum must keep one
+    /// node answering for the VIP.
+    fn partition(&mut self, node: usize, down: Duration) -> Result<()> {
+        let hosts: Vec<vipx_lab::Host> =
+            self.cluster.nodes.iter().map(|n| n.host.clone()).collect();
+        let others: Vec<&vipx_lab::Host> = hosts
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != node)
+            .map(|(_, h)| h)
+            .collect();
+        vipx_lab::Cluster::partition(&[&hosts[node]], &others)?;
+        let paused = self.pause(down);
+        let all: Vec<&vipx_lab::Host> = hosts.iter().collect();
+        vipx_lab::Cluster::heal(&all)?;
         paused
     }
 
@@ -292,6 +326,6 @@ mod tests {
         for kind in Kind::ALL {
             assert_eq!(Kind::parse(kind.name()), Ok(kind));
         }
-        assert!(Kind::parse("partition").is_err());
+        assert!(Kind::parse("split").is_err());
     }
 }

@@ -115,7 +115,7 @@ pub fn run(args: &ChaosArgs) -> Result<()> {
     signals.thread_block().context("blocking signals")?;
 
     println!(
-        "chaos: bringing up 3 nodes (heartbeat {:?} x {}, flow replication, health checks), PostgreSQL, 3 PgBouncers...",
+        "chaos: bringing up 3 nodes (heartbeat {:?} x {}, flow replication, a quorum, health checks), PostgreSQL, 3 PgBouncers...",
         owner::HEARTBEAT,
         owner::MULTIPLIER
     );
@@ -124,6 +124,8 @@ pub fn run(args: &ChaosArgs) -> Result<()> {
         group_options: format!("heartbeat_multiplier = {}\n", owner::MULTIPLIER),
         sync: true,
         health: Some(backend::health()),
+        // The cluster's quorum: partitions leave one node answering.
+        membership: Some(vipx_lab::Membership::default()),
         ..ClusterOptions::new(3, agent_bin)
     })?;
     pgbench_init(&cluster.client, cluster.backend.ipv4(), PG_PORT, 1)?;
