@@ -211,3 +211,85 @@ fn the_command_line_and_a_scraper_reach_an_agent_over_mutual_tls() {
     let status = lab.stop_process(agent).expect("stop the agent");
     assert_eq!(status.code(), Some(0), "the agent exits 0: {status}");
 }
+
+/// The cluster's channel over mutual TLS: three agents with `[api.tls]`
+/// (`client_ca_file`: each accepts only clients the cluster's CA signed)
+/// and `[cluster] members` register with and ping each other over HTTPS,
+/// presenting their own certificates, and hold the quorum; the command
+/// line reads it over TLS too.
+#[test]
+fn the_cluster_pings_over_mutual_tls_and_holds_its_quorum() {
+    let lab = Lab::new(LabOptions::ipv4_only()).expect("create lab");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().expect("a CA key");
+    let ca_file = write(
+        &lab,
+        "ca.pem",
+        &params
+            .self_signed(&ca_key)
+            .expect("the CA signs itself")
+            .pem(),
+    );
+    let ca = Issuer::new(params, ca_key);
+    let secret = write(&lab, "cluster.secret", "a cluster secret of enough bytes\n");
+    let hosts: Vec<Host> = (0..3u32)
+        .map(|i| {
+            lab.add_host(&format!("n{}", i + 1), &lab.v4(11 + i))
+                .expect("add a node")
+        })
+        .collect();
+    let name = |host: &Host| format!("{}-{}", lab.id(), host.name());
+    let members: Vec<String> = hosts
+        .iter()
+        .map(|h| {
+            format!(
+                "{{ name = \"{}\", address = \"{}:{API_PORT}\" }}",
+                name(h),
+                h.ipv4()
+            )
+        })
+        .collect();
+    let mut configs = Vec::new();
+    for host in &hosts {
+        let ip = host.ipv4().to_string();
+        let tls = host_tls(&lab, &ca, &ca_file, host.name(), &ip);
+        let config = write(
+            &lab,
+            &format!("{}.toml", host.name()),
+            &format!(
+                "[node]\nname = \"{}\"\nstate_file = \"{}\"\n[dataplane]\ninterfaces = [\"eth0\"]\npin_path = \"{}\"\n[api]\nlisten = \"{ip}:{API_PORT}\"\n{}[cluster]\nsecret_file = {secret:?}\nmembers = [{}]\nping_interval = \"20ms\"\nquorum_timeout = \"150ms\"\n",
+                name(host),
+                lab.tmp_dir()
+                    .join(format!("{}.state.json", host.name()))
+                    .display(),
+                lab.pin_dir(host.name()).expect("a pin directory").display(),
+                tls_toml(&tls),
+                members.join(", "),
+            ),
+        );
+        host.spawn(
+            "agent",
+            ProcSpec::new(support::agent_bin())
+                .arg("--config")
+                .arg(&config),
+        )
+        .expect("start vipx-agent");
+        configs.push(config);
+    }
+    let table = support::wait_for(Duration::from_secs(30), || {
+        let (ok, out, _) = cli(&hosts[0], &configs[0], &["nodes"]);
+        (ok && out.contains("quorum held, 3 of 3 voters")).then_some(out)
+    });
+    let log = std::fs::read_to_string(hosts[0].log_path("agent")).unwrap_or_default();
+    let table =
+        table.unwrap_or_else(|| panic!("n1 holds the quorum over mutual TLS; its log:\n{log}"));
+    assert!(
+        table.lines().filter(|l| l.contains(" up ")).count() >= 3,
+        "every voter up:\n{table}"
+    );
+    assert!(
+        log.contains(&format!("joined the candidate: {}", name(&hosts[1]))),
+        "n2 registered and pinged n1 over TLS:\n{log}"
+    );
+}
