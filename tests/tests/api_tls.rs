@@ -52,6 +52,22 @@ fn host_tls(
     }
 }
 
+/// A CA for the lab, written as `ca.pem`: its issuer and its file.
+fn lab_ca(lab: &Lab) -> (Issuer<'static, KeyPair>, std::path::PathBuf) {
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().expect("a CA key");
+    let ca_file = write(
+        lab,
+        "ca.pem",
+        &params
+            .self_signed(&ca_key)
+            .expect("the CA signs itself")
+            .pem(),
+    );
+    (Issuer::new(params, ca_key), ca_file)
+}
+
 fn tls_toml(tls: &ApiTls) -> String {
     format!(
         "[api.tls]\ncert_file = {:?}\nkey_file = {:?}\nca_file = {:?}\nclient_ca_file = {:?}\n",
@@ -86,18 +102,7 @@ fn the_command_line_and_a_scraper_reach_an_agent_over_mutual_tls() {
     let client = lab.add_host("client", &lab.v4(21)).expect("add client");
     let (node_ip, client_ip) = (node.ipv4().to_string(), client.ipv4().to_string());
 
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_key = KeyPair::generate().expect("a CA key");
-    let ca_file = write(
-        &lab,
-        "ca.pem",
-        &params
-            .self_signed(&ca_key)
-            .expect("the CA signs itself")
-            .pem(),
-    );
-    let ca = Issuer::new(params, ca_key);
+    let (ca, ca_file) = lab_ca(&lab);
     let node_tls = host_tls(&lab, &ca, &ca_file, "node", &node_ip);
     let client_tls = host_tls(&lab, &ca, &ca_file, "client", &client_ip);
     let secret = write(&lab, "api.secret", "an API secret of enough bytes\n");
@@ -220,18 +225,7 @@ fn the_command_line_and_a_scraper_reach_an_agent_over_mutual_tls() {
 #[test]
 fn the_cluster_pings_over_mutual_tls_and_holds_its_quorum() {
     let lab = Lab::new(LabOptions::ipv4_only()).expect("create lab");
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_key = KeyPair::generate().expect("a CA key");
-    let ca_file = write(
-        &lab,
-        "ca.pem",
-        &params
-            .self_signed(&ca_key)
-            .expect("the CA signs itself")
-            .pem(),
-    );
-    let ca = Issuer::new(params, ca_key);
+    let (ca, ca_file) = lab_ca(&lab);
     let secret = write(&lab, "cluster.secret", "a cluster secret of enough bytes\n");
     let hosts: Vec<Host> = (0..3u32)
         .map(|i| {
