@@ -13,11 +13,11 @@ use aya_ebpf::{macros::map, maps::PerCpuArray, programs::XdpContext};
 use vipx_common::{
     Backend, FAMILY_V4, FAMILY_V6, Flow, FlowKey, NatEntry, Service, ServiceKey, VipKey,
     flow::{
-        FLOW_EVENT_NEW, FLOW_EVENT_UPDATE, NAT_PORT_TRIES, SEED_MAGLEV, SEED_NAT_PORT, flow_hash,
-        nat_key,
+        FLOW_EVENT_END, FLOW_EVENT_NEW, FLOW_EVENT_UPDATE, FLOW_F_ESTABLISHED, NAT_PORT_TRIES,
+        SEED_MAGLEV, SEED_NAT_PORT, flow_hash, nat_key,
     },
     reason,
-    service::{MODE_DSR, MODE_NAT, maglev_index},
+    service::{BACKEND_F_ACTIVE, MODE_DSR, MODE_NAT, maglev_index},
 };
 
 use crate::{
@@ -70,10 +70,13 @@ pub fn handle(ctx: &XdpContext, pkt: &Packet, len: u64) -> Decision {
     if let Some(flow) = VIPX_FLOWS.get_ptr_mut(&tuple.key) {
         // SAFETY: a valid map value pointer; concurrent writers only touch
         // its plain integers.
-        return flow_hit(ctx, pkt, &tuple, unsafe { &mut *flow }, len);
-    }
+        match flow_hit(ctx, pkt, &tuple, unsafe { &mut *flow }, len) {
+            Hit::Done(decision) => return decision,
+            // The ended flow is forgotten: its SYN starts a new one.
+            Hit::Reopen => {}
+        }
     // SAFETY: NAT entries are written once, when the flow is created.
-    if let Some(entry) = unsafe { VIPX_NAT.get(&tuple.key) } {
+    } else if let Some(entry) = unsafe { VIPX_NAT.get(&tuple.key) } {
         return to_client(ctx, pkt, &tuple, entry, len);
     }
     let service_key = ServiceKey {
@@ -176,12 +179,30 @@ pub fn serving(group: u32, now: u64) -> Result<(), u32> {
     Ok(())
 }
 
-/// Client -> VIP:port of a known flow: to its backend.
+/// What a client's packet of a known flow comes to.
+enum Hit {
+    Done(Decision),
+    /// A new connection over an ended flow, now forgotten: balance it as
+    /// a first packet.
+    Reopen,
+}
+
+/// Client -> VIP:port of a known flow: to its backend, unless it opens a
+/// new connection over an ended one ([`state::reopens`]).
 #[inline(always)]
-fn flow_hit(ctx: &XdpContext, pkt: &Packet, t: &Tuple, flow: &mut Flow, len: u64) -> Decision {
+fn flow_hit(ctx: &XdpContext, pkt: &Packet, t: &Tuple, flow: &mut Flow, len: u64) -> Hit {
     let now = clock::coarse_ns();
     if let Err(why) = serving(flow.group, now) {
-        return Decision::drop(why);
+        return Hit::Done(Decision::drop(why));
+    }
+    let active = || {
+        VIPX_BACKENDS
+            .get(flow.backend)
+            .is_some_and(|b| b.flags & BACKEND_F_ACTIVE != 0)
+    };
+    if state::reopens(flow, t.key.proto, t.tcp_flags, active) {
+        forget(ctx, &t.key, flow);
+        return Hit::Reopen;
     }
     let change = state::observe(flow, now, t.key.proto, t.tcp_flags, Side::Client);
     if change.report {
@@ -199,7 +220,27 @@ fn flow_hit(ctx: &XdpContext, pkt: &Packet, t: &Tuple, flow: &mut Flow, len: u64
         service: flow.service,
         mode,
     };
-    forward(ctx, pkt, t, &to, reason::FLOW_HIT, len)
+    Hit::Done(forward(ctx, pkt, t, &to, reason::FLOW_HIT, len))
+}
+
+/// Forgets an ended flow and its NAT entry (which frees its port) at once,
+/// and tells the peers it ended.
+#[inline(always)]
+fn forget(ctx: &XdpContext, key: &FlowKey, flow: &Flow) {
+    flow_events::report(FLOW_EVENT_END, key, flow, client_mac(ctx).unwrap_or([0; 6]));
+    if flow.nat_port != 0
+        && let Some(backend) = VIPX_BACKENDS.get(flow.backend)
+        && let Some(scratch) = VIPX_SCRATCH.get_ptr_mut(0)
+    {
+        // SAFETY: this CPU's scratch slot; nothing else runs on it meanwhile.
+        let nat = unsafe { &mut (*scratch).nat_key };
+        *nat = nat_key(key, backend.addr, backend.port, flow.nat_port);
+        let _ = VIPX_NAT.remove(&*nat);
+        if key.proto == IPPROTO_TCP && flow.flags & FLOW_F_ESTABLISHED == 0 {
+            state::embryonic_ended(flow.backend);
+        }
+    }
+    let _ = VIPX_FLOWS.remove(key);
 }
 
 /// Client -> VIP:port, a flow's first packet: create the flow, send on.

@@ -35,6 +35,7 @@ const LAST_SEEN_STEP_NS: u64 = 1_000_000_000;
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
 
 /// Where a packet of a flow comes from.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -46,7 +47,8 @@ pub enum Side {
 /// What a packet changed of its flow that others must hear of.
 #[derive(Clone, Copy)]
 pub struct Change {
-    /// The peers' copy is out of date (established, RST seen or cleared).
+    /// The peers' copy is out of date (established, closed both ways, RST
+    /// seen or cleared).
     pub report: bool,
     /// The flow was embryonic and is established now.
     pub established: bool,
@@ -125,10 +127,34 @@ pub fn observe(flow: &mut Flow, now: u64, proto: u8, tcp_flags: u8, side: Side) 
     }
     flow.flags = new;
     let changed = new ^ old;
+    let fins = FLOW_F_FIN_CLIENT | FLOW_F_FIN_BACKEND;
+    let closed = new & fins == fins && old & fins != fins;
     Change {
-        report: changed & (FLOW_F_ESTABLISHED | FLOW_F_RST) != 0,
+        report: changed & (FLOW_F_ESTABLISHED | FLOW_F_RST) != 0 || closed,
         established: changed & FLOW_F_ESTABLISHED != 0,
     }
+}
+
+/// Whether a client's packet opens a new connection over the flow it
+/// hit, which must then be forgotten and the packet balanced afresh (as
+/// conntrack does with a SYN on a closed connection, IPVS with
+/// `conn_reuse_mode` and `expire_nodest_conn`, and Katran with every
+/// SYN): a SYN without ACK, on a flow that a RST or a FIN ended (the
+/// client's old socket is gone, so this is a new connection from a
+/// reused port), or whose backend takes no new flows (down or drained;
+/// `backend_active` is asked only then). A retransmitted SYN of a live
+/// flow to an active backend stays on it, with its NAT port.
+#[inline(always)]
+pub fn reopens(
+    flow: &Flow,
+    proto: u8,
+    tcp_flags: u8,
+    backend_active: impl FnOnce() -> bool,
+) -> bool {
+    if proto != IPPROTO_TCP || tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST) != TCP_SYN {
+        return false;
+    }
+    flow.flags & (FLOW_F_RST | FLOW_F_FIN_CLIENT | FLOW_F_FIN_BACKEND) != 0 || !backend_active()
 }
 
 /// Whether a new embryonic nat flow to `backend` fits its share of a NAT

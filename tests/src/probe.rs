@@ -20,19 +20,43 @@ const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
 /// within `timeout` for the connect and again for the answer. Run it inside
 /// the client's namespace.
 pub fn ask(target: SocketAddr, timeout: Duration) -> bool {
-    let Ok(mut stream) = TcpStream::connect_timeout(&target, timeout) else {
-        return false;
-    };
+    try_ask(target, timeout).is_ok()
+}
+
+/// [`ask`], saying how it failed: the step ("connect", "SSLRequest",
+/// "answer") and the error ("connection refused", "timed out", ...), with
+/// the client's port once it has one.
+pub fn try_ask(target: SocketAddr, timeout: Duration) -> Result<(), String> {
+    let mut stream = TcpStream::connect_timeout(&target, timeout)
+        .map_err(|e| format!("connect: {}", e.kind()))?;
+    let port = stream.local_addr().map_or(0, |a| a.port());
+    let failed = |step: &str, e: std::io::Error| format!("{step} from port {port}: {}", e.kind());
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| failed("read timeout", e))?;
+    stream
+        .write_all(&SSL_REQUEST)
+        .map_err(|e| failed("SSLRequest", e))?;
     let mut answer = [0u8; 1];
-    stream.set_read_timeout(Some(timeout)).is_ok()
-        && stream.write_all(&SSL_REQUEST).is_ok()
-        && stream.read_exact(&mut answer).is_ok()
-        && matches!(answer[0], b'N' | b'S')
+    stream
+        .read_exact(&mut answer)
+        .map_err(|e| failed("answer", e))?;
+    match answer[0] {
+        b'N' | b'S' => Ok(()),
+        other => Err(format!("answer from port {port}: {other:#04x}, not N or S")),
+    }
 }
 
 /// One connection from `client` ([`ask`]).
 pub fn ask_from(client: &Host, target: SocketAddr, timeout: Duration) -> bool {
-    client.enter(move || ask(target, timeout)).unwrap_or(false)
+    try_ask_from(client, target, timeout).is_ok()
+}
+
+/// One connection from `client` ([`try_ask`]).
+pub fn try_ask_from(client: &Host, target: SocketAddr, timeout: Duration) -> Result<(), String> {
+    client
+        .enter(move || try_ask(target, timeout))
+        .unwrap_or_else(|e| Err(format!("{e:#}")))
 }
 
 /// One connection of a [`Prober`]: when it started, whether it answered.

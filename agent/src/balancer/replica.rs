@@ -138,8 +138,19 @@ pub fn install(table: &ServiceTable, record: &FlowRecord, now_ns: u64) -> Result
     Ok(())
 }
 
-/// Forgets a flow a peer reported ended (and its NAT entry).
-pub fn forget(maps: &Maps, record: &FlowRecord) {
+/// Forgets a flow a peer reported ended (and its NAT entry), if the copy
+/// here is that flow: the same backend and NAT port. A newer flow of the
+/// same client port, whose news may have come first, stays.
+pub fn forget(table: &ServiceTable, record: &FlowRecord) {
+    let maps = table.maps();
+    let Some(held) = maps.flow(&record.key) else {
+        return;
+    };
+    let same_backend =
+        table.backend_id(record.backend.ip(), record.backend.port()) == Some(held.backend);
+    if !same_backend || held.nat_port != record.nat_port {
+        return;
+    }
     let nat = (record.nat_port != 0).then(|| reply_key(record));
     maps.forget_flow(&record.key, nat.as_ref());
 }

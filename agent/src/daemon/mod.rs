@@ -33,7 +33,7 @@ use crate::{
     config::Config,
     dataplane::{
         Dataplane, DataplaneError, FlowCollector, FlowPolicy, GroupStates, LeaseCollector, Maps,
-        Refresher, ServiceSpec, ServiceTable, VipTable, XdpCollector,
+        NewsSink, Refresher, ServiceSpec, ServiceTable, VipTable, XdpCollector,
     },
     election::runner::Wiring,
     events::EventLog,
@@ -131,7 +131,8 @@ async fn serve(
         .context("starting the lease refresher")?;
     let specs = Arc::new(Mutex::new(balancer::specs(&config)));
     let (flow_policy, policy_rx) = tokio::sync::watch::channel(flow_policy(&config));
-    let mut tasks = spawn_background(dataplane, &state, neighbours, &specs, policy_rx);
+    let news = replicator.as_ref().map(Replicator::news_sink);
+    let mut tasks = spawn_background(dataplane, &state, neighbours, &specs, policy_rx, news);
     tasks.extend(cluster_tasks);
     let groups_now: std::collections::BTreeMap<String, String> = config
         .groups_with_ids()
@@ -511,8 +512,13 @@ fn spawn_background(
     neighbours: Neighbours,
     specs: &Arc<Mutex<Vec<ServiceSpec>>>,
     flow_policy: tokio::sync::watch::Receiver<FlowPolicy>,
+    news: Option<NewsSink>,
 ) -> Vec<JoinHandle<()>> {
     let initial = *flow_policy.borrow();
+    let mut collector = FlowCollector::new(dataplane.maps(), initial);
+    if let Some(news) = news {
+        collector = collector.with_news(news);
+    }
     vec![
         tokio::spawn(balancer::run_resolver(
             Arc::clone(&state.table),
@@ -520,7 +526,7 @@ fn spawn_background(
             Arc::clone(specs),
         )),
         tokio::spawn(balancer::run_collector(
-            FlowCollector::new(dataplane.maps(), initial),
+            collector,
             Arc::clone(&state.table),
             Arc::clone(&state.metrics),
             flow_policy,

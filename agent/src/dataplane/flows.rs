@@ -13,6 +13,14 @@
 //! - `tcp_idle` idle otherwise.
 //!
 //! A UDP flow ends `udp_idle` idle.
+//!
+//! A replicating node's collector also tells its peers, through a
+//! [`NewsSink`], about the flows of the groups it serves (whose copy is
+//! the one traffic refreshes): each flow it forgets, so that their copies
+//! end with it and free their NAT ports at once, and, every quarter of the
+//! shortest idle timeout, each live flow that carried traffic since the
+//! last such round and is older than it, so that their copies, which no
+//! packet refreshes, never age out before the flow does.
 
 use crate::locks::lock;
 use std::{
@@ -75,6 +83,50 @@ fn embryonic_nat(key: &FlowKey, flow: &Flow) -> bool {
     key.proto == TCP && flow.nat_port != 0 && flow.flags & FLOW_F_ESTABLISHED == 0
 }
 
+/// What a collection tells the peers about a flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlowNews {
+    /// Forgotten here: the peers forget their copy.
+    Ended,
+    /// Live, and active since the last round: the peers' copy gets its
+    /// idle time.
+    Active,
+}
+
+/// Where a replicating node's collector sends its news (called from the
+/// collection, which runs on a blocking thread: it must not wait).
+pub type NewsSink = Box<dyn FnMut(FlowNews, &FlowKey, &Flow) + Send>;
+
+/// The news of one collection: the sink, and since when (`CLOCK_MONOTONIC`
+/// ns) active flows are told about in this round, if this run is one.
+struct News<'a> {
+    sink: &'a mut NewsSink,
+    active_since: Option<u64>,
+    /// Whether this node serves a group, read once a run.
+    served: HashMap<u32, bool>,
+}
+
+impl News<'_> {
+    fn serves(&mut self, maps: &Maps, group: u32) -> bool {
+        *self
+            .served
+            .entry(group)
+            .or_insert_with(|| maps.serves(group))
+    }
+}
+
+/// Whether a live flow is news for the round that started at `since`: it
+/// existed then, carried traffic after it, and is not ending (a flow in
+/// its RST, FIN or embryonic time ends soon on every node alike).
+fn active_since(key: &FlowKey, flow: &Flow, since: u64) -> bool {
+    let fins = FLOW_F_FIN_CLIENT | FLOW_F_FIN_BACKEND;
+    let ending = key.proto == TCP
+        && (flow.flags & FLOW_F_RST != 0
+            || flow.flags & fins == fins
+            || flow.flags & FLOW_F_ESTABLISHED == 0);
+    flow.created_ns <= since && flow.last_seen_ns > since && !ending
+}
+
 /// What one collection found, per service id.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FlowStats {
@@ -109,6 +161,10 @@ pub struct FlowCollector {
     /// inserts the NAT entry just before the flow, so an entry is removed
     /// only when it is still an orphan one run later.
     orphans: HashSet<FlowKey>,
+    /// Where the news goes, when this node replicates.
+    news: Option<NewsSink>,
+    /// When active flows were last told about (`CLOCK_MONOTONIC` ns).
+    told_active_ns: u64,
 }
 
 impl FlowCollector {
@@ -119,7 +175,16 @@ impl FlowCollector {
             share_written: None,
             embryonic_written: HashSet::new(),
             orphans: HashSet::new(),
+            news: None,
+            told_active_ns: monotonic_ns(),
         }
+    }
+
+    /// Tells `sink` the news of each collection from now on.
+    #[must_use]
+    pub fn with_news(mut self, sink: NewsSink) -> Self {
+        self.news = Some(sink);
+        self
     }
 
     /// A reload changed the policy: the next run uses it.
@@ -136,7 +201,18 @@ impl FlowCollector {
         if self.share_written != Some(share) && self.maps.set_embryonic_share(share).is_ok() {
             self.share_written = Some(share);
         }
-        let (stats, orphans) = collect(&self.maps, self.policy, &self.orphans);
+        let now = monotonic_ns();
+        let round = self.policy.tcp_idle.min(self.policy.udp_idle) / 4;
+        let due = Duration::from_nanos(now.saturating_sub(self.told_active_ns)) >= round;
+        let mut news = self.news.as_mut().map(|sink| News {
+            sink,
+            active_since: due.then_some(self.told_active_ns),
+            served: HashMap::new(),
+        });
+        let (stats, orphans) = collect(&self.maps, self.policy, &self.orphans, news.as_mut());
+        if news.is_some_and(|news| news.active_since.is_some()) {
+            self.told_active_ns = now;
+        }
         self.orphans = orphans;
         self.write_embryonic(&stats.embryonic);
         stats
@@ -170,6 +246,7 @@ fn collect(
     maps: &Arc<Maps>,
     policy: FlowPolicy,
     seen_orphans: &HashSet<FlowKey>,
+    mut news: Option<&mut News<'_>>,
 ) -> (FlowStats, HashSet<FlowKey>) {
     let now = monotonic_ns();
     let mut orphans = HashSet::new();
@@ -193,6 +270,14 @@ fn collect(
                 *stats.embryonic.entry(flow.backend).or_default() += 1;
             }
             stats.replicated += u64::from(flow.flags & FLOW_F_REPLICA != 0);
+            if let Some(news) = news.as_deref_mut()
+                && news
+                    .active_since
+                    .is_some_and(|since| active_since(&key, &flow, since))
+                && news.serves(maps, flow.group)
+            {
+                (news.sink)(FlowNews::Active, &key, &flow);
+            }
             continue;
         }
         let _ = lock(&maps.flows).remove(&key);
@@ -202,6 +287,11 @@ fn collect(
         {
             let _ =
                 lock(&maps.nat).remove(&nat_key(&key, backend.addr, backend.port, flow.nat_port));
+        }
+        if let Some(news) = news.as_deref_mut()
+            && news.serves(maps, flow.group)
+        {
+            (news.sink)(FlowNews::Ended, &key, &flow);
         }
     }
     for (key, entry) in maps.nat_entries() {

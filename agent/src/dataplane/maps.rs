@@ -154,6 +154,13 @@ impl Maps {
         doomed.len()
     }
 
+    /// Whether this node serves `group` in the data plane now (MASTER).
+    pub fn serves(&self, group: u32) -> bool {
+        lock(&self.groups)
+            .get(&group, 0)
+            .is_ok_and(|state| state.master != 0)
+    }
+
     /// The backend entry of an id.
     pub fn backend(&self, id: u32) -> Option<Backend> {
         lock(&self.backends).get(&id, 0).ok()

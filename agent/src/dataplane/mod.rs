@@ -41,7 +41,7 @@ mod vips;
 pub use counters::{CounterMaps, CounterSnapshot};
 pub use error::{BUILD_HINT, DataplaneError};
 pub use flow_events::FlowEvents;
-pub use flows::{FlowCollector, FlowPolicy, FlowStats};
+pub use flows::{FlowCollector, FlowNews, FlowPolicy, FlowStats, NewsSink};
 pub use lease::{GroupStates, Refresher, monotonic_ns, realtime};
 pub use loader::{Attachment, Dataplane};
 pub use maps::Maps;

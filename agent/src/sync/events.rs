@@ -1,9 +1,11 @@
 //! From the program's flow events to the peers' queues: each new flow and
-//! each change of a flow's state (established, RST seen or cleared), as it
-//! happens, as a record any peer can install (a change replaces the
-//! peer's copy, which the peer's collector then expires by the same
-//! rules). Events the
-//! ring buffer lost turn into a whole-table transfer to every peer.
+//! each change of a flow's state (established, closed both ways, RST seen
+//! or cleared), as it happens, as a record any peer can install (a change
+//! replaces the peer's copy, which the peer's collector then expires by
+//! the same rules), and each flow the program ended (a new connection
+//! from its port). Events the ring buffer lost turn into a whole-table
+//! transfer to every peer. Also the flow collector's news ([`news_sink`]):
+//! the flows it forgot, and the active ones of each round.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -21,7 +23,7 @@ use super::{
 };
 use crate::{
     balancer::replica,
-    dataplane::{FlowEvents, Maps, monotonic_ns},
+    dataplane::{FlowEvents, FlowNews, Maps, NewsSink, monotonic_ns},
 };
 
 /// How often the count of lost events is read.
@@ -83,21 +85,43 @@ fn entry(
     backends: &mut HashMap<u32, Backend>,
     now_ns: u64,
 ) -> Option<Entry> {
-    let id = event.flow.backend;
-    let backend = match backends.get(&id) {
-        Some(backend) => *backend,
-        None => {
-            let backend = maps.backend(id)?;
-            backends.insert(id, backend);
-            backend
-        }
-    };
+    let backend = backend(maps, backends, event.flow.backend)?;
     let record = replica::record_with(&event.key, &event.flow, &backend, event.client_mac, now_ns)?;
     match event.kind {
         FLOW_EVENT_NEW | FLOW_EVENT_UPDATE => Some(Entry::Flow(record)),
         FLOW_EVENT_END => Some(Entry::End(record)),
         _ => None,
     }
+}
+
+/// The flow collector's news as changes for every peer: a flow forgotten
+/// ends the peers' copy, an active one refreshes it.
+pub fn news_sink(maps: Arc<Maps>, ledger: Arc<Ledger>, queues: Vec<Queue>) -> NewsSink {
+    let mut backends: HashMap<u32, Backend> = HashMap::new();
+    Box::new(move |news, key, flow| {
+        let now = monotonic_ns();
+        let entry = match news {
+            // Its NAT entry is gone: the peers need no MAC to forget it.
+            FlowNews::Ended => backend(&maps, &mut backends, flow.backend)
+                .and_then(|b| replica::record_with(key, flow, &b, [0; 6], now))
+                .map(Entry::End),
+            FlowNews::Active => replica::record(&maps, key, flow, now).map(Entry::Flow),
+        };
+        if let Some(entry) = entry {
+            publish(&ledger, &queues, entry, now);
+        }
+    })
+}
+
+/// A backend's entry, looked up once (ids never change their address
+/// while the agent runs).
+fn backend(maps: &Maps, backends: &mut HashMap<u32, Backend>, id: u32) -> Option<Backend> {
+    if let Some(backend) = backends.get(&id) {
+        return Some(*backend);
+    }
+    let backend = maps.backend(id)?;
+    backends.insert(id, backend);
+    Some(backend)
 }
 
 /// Numbers a change and queues it for every peer; never waits.

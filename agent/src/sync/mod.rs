@@ -124,6 +124,7 @@ pub struct SyncSetup {
 /// feed the links, and the ledger of what reached the ack level.
 pub struct Replicator {
     queues: Vec<Queue>,
+    maps: Arc<crate::dataplane::Maps>,
     ledger: Arc<Ledger>,
     handover_wait: Duration,
     receiver: Arc<Receiver>,
@@ -171,12 +172,16 @@ impl Replicator {
             tasks.push(tokio::spawn(link.run()));
             queues.push(queue);
         }
+        let maps = Arc::clone(lock(&setup.table).maps());
         if let Some(mut events) = setup.events {
             match events.enable(true) {
                 Ok(()) => {
-                    let maps = Arc::clone(lock(&setup.table).maps());
-                    let forward =
-                        events::forward(events, maps, Arc::clone(&ledger), queues.clone());
+                    let forward = events::forward(
+                        events,
+                        Arc::clone(&maps),
+                        Arc::clone(&ledger),
+                        queues.clone(),
+                    );
                     tasks.push(tokio::spawn(forward));
                 }
                 Err(err) => warn!("replication: turning the flow events on: {err}"),
@@ -190,6 +195,7 @@ impl Replicator {
         info!(%listen, peers = queues.len(), ack = setup.ack.as_str(), "flow replication started over {tls}");
         Ok(Self {
             queues,
+            maps,
             ledger,
             handover_wait: setup.handover_wait,
             receiver,
@@ -204,6 +210,15 @@ impl Replicator {
     pub fn publish(&self, entry: &Entry) {
         let at_ns = crate::dataplane::monotonic_ns();
         events::publish(&self.ledger, &self.queues, entry.clone(), at_ns);
+    }
+
+    /// Where the flow collector sends its news for the peers.
+    pub fn news_sink(&self) -> crate::dataplane::NewsSink {
+        events::news_sink(
+            Arc::clone(&self.maps),
+            Arc::clone(&self.ledger),
+            self.queues.clone(),
+        )
     }
 
     /// Waits, at most `within`, until every change published so far has

@@ -239,7 +239,7 @@ impl Receiver {
                     }
                 },
                 Entry::End(record) => {
-                    replica::forget(table.maps(), record);
+                    replica::forget(&table, record);
                     self.metrics.ended.inc();
                 }
             }

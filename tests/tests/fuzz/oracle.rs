@@ -15,7 +15,10 @@
 //!   flow owns it; sent (`XDP_TX`) only to its flow's backend (a new flow:
 //!   one of its service's backends, from a NAT port of the range no other
 //!   flow to that backend holds), or as a reply to its flow's client;
-//!   dropped only if no flow owns it.
+//!   dropped only if no flow owns it. A SYN without ACK on a flow that a
+//!   RST or a FIN may have ended opens a new connection: it may go on as a
+//!   new flow (its old NAT port freed), or be dropped with the old flow
+//!   forgotten.
 
 use std::{collections::HashMap, net::IpAddr};
 
@@ -146,6 +149,27 @@ struct Flow {
     /// 0 in dsr mode.
     nat_port: u16,
     client_mac: [u8; 6],
+    /// A RST or a FIN of it went through (either way).
+    maybe_ended: bool,
+    /// The MACs of the SYNs that may have opened it again on the same
+    /// backend and NAT port (the program then holds the MAC of one):
+    /// replies may go to any until one does.
+    reopened_macs: Vec<[u8; 6]>,
+}
+
+/// TCP flags a frame carries (0 for UDP).
+fn tcp_flags(p: &Parsed, frame: &[u8]) -> u8 {
+    if p.proto == 6 { frame[p.l4 + 13] } else { 0 }
+}
+
+/// RST or FIN.
+fn ends(flags: u8) -> bool {
+    flags & 0x05 != 0
+}
+
+/// SYN without ACK or RST: a connection's first segment.
+fn opens(flags: u8) -> bool {
+    flags & 0x16 == 0x02
 }
 
 /// What a sent frame was.
@@ -216,6 +240,14 @@ impl Model {
             Class::Election => return Err("election traffic: dropped or passed unchanged".into()),
             Class::Vip(p) => p,
         };
+        let reopened =
+            opens(tcp_flags(&p, input)) && self.flows.get(&p.key()).is_some_and(|f| f.maybe_ended);
+        if reopened && action == action::DROP {
+            // The program forgot the ended flow, and had no room for the
+            // new one.
+            self.forget(&p.key());
+            return Ok(None);
+        }
         let live = self.flows.contains_key(&p.key()) || self.replies.contains_key(&p.reply_tuple());
         match action {
             action::PASS if out != input => Err("passed changed".into()),
@@ -233,24 +265,66 @@ impl Model {
 
     fn sent(&mut self, p: &Parsed, input: &[u8], out: &[u8]) -> Result<Sent, String> {
         if let Some(client) = self.replies.get(&p.reply_tuple()).copied() {
-            let flow = &self.flows[&client];
-            let expected = rewrite(
-                input,
-                p,
-                flow.client_mac,
-                (client.2, client.3),
-                (client.0, client.1),
-            );
-            same(out, &expected, p)?;
+            let flow = self.flows.get_mut(&client).expect("its flow");
+            let to = |mac| rewrite(input, p, mac, (client.2, client.3), (client.0, client.1));
+            if let Some(mac) = flow
+                .reopened_macs
+                .iter()
+                .find(|mac| same(out, &to(**mac), p).is_ok())
+            {
+                flow.client_mac = *mac;
+            }
+            flow.reopened_macs.clear();
+            same(out, &to(flow.client_mac), p)?;
+            if ends(tcp_flags(p, input)) {
+                flow.maybe_ended = true;
+            }
             return Ok(Sent::ToClient);
         }
         let key = p.key();
+        let flags = tcp_flags(p, input);
+        if opens(flags)
+            && let Some(flow) = self.flows.get(&key)
+            && flow.maybe_ended
+        {
+            if same(out, &self.to_backend(p, input, flow), p).is_err() {
+                self.forget(&key);
+            } else {
+                let mac = input[6..12].try_into().expect("6 bytes");
+                let flow = self.flows.get_mut(&key).expect("its flow");
+                flow.reopened_macs.push(mac);
+            }
+        }
         if !self.flows.contains_key(&key) {
             self.open(p, input, out)?;
         }
         let flow = &self.flows[&key];
+        same(out, &self.to_backend(p, input, flow), p)?;
+        if ends(flags) {
+            self.flows.get_mut(&key).expect("its flow").maybe_ended = true;
+        }
+        Ok(Sent::ToBackend)
+    }
+
+    /// A flow forgotten by the program: its NAT reply tuple is free again.
+    fn forget(&mut self, key: &Key) {
+        if let Some(flow) = self.flows.remove(key)
+            && flow.nat_port != 0
+        {
+            self.replies.remove(&ReplyTuple {
+                backend: flow.backend,
+                backend_port: flow.backend_port,
+                vip: key.2,
+                nat_port: flow.nat_port,
+                proto: key.4,
+            });
+        }
+    }
+
+    /// The frame a client's packet of `flow` must become.
+    fn to_backend(&self, p: &Parsed, input: &[u8], flow: &Flow) -> Vec<u8> {
         let mac = backend_mac(flow.backend);
-        let expected = if flow.nat_port == 0 {
+        if flow.nat_port == 0 {
             let mut frame = input.to_vec();
             frame[6..12].copy_from_slice(&input[..6]);
             frame[..6].copy_from_slice(&mac);
@@ -263,16 +337,14 @@ impl Model {
                 (p.dst, flow.nat_port),
                 (flow.backend, flow.backend_port),
             )
-        };
-        same(out, &expected, p)?;
-        Ok(Sent::ToBackend)
+        }
     }
 
     /// An ICMP error: to the end of an open flow that sent the quoted
     /// packet's original (a NAT reply tuple first, as the program looks),
     /// else passed unchanged.
     fn icmp(
-        &self,
+        &mut self,
         e: &icmp::IcmpError,
         input: &[u8],
         action: u32,
@@ -286,15 +358,28 @@ impl Model {
             proto: e.proto,
         };
         let key = (e.q_dst, e.q_dport, e.q_src, e.q_sport, e.proto);
-        let (expected, sent) = if let Some(client) = self.replies.get(&reply) {
-            let rewrite = icmp::Rewrite {
-                dst_mac: self.flows[client].client_mac,
-                src: (client.0, client.1),
-                dst: (client.2, client.3),
-                to: client.0,
-                from_if_endpoint: client.2,
+        let (expected, sent) = if let Some(client) = self.replies.get(&reply).copied() {
+            let flow = self.flows.get_mut(&client).expect("its flow");
+            let to = |dst_mac| {
+                let rewrite = icmp::Rewrite {
+                    dst_mac,
+                    src: (client.0, client.1),
+                    dst: (client.2, client.3),
+                    to: client.0,
+                    from_if_endpoint: client.2,
+                };
+                icmp::expected(input, e, &rewrite, true)
             };
-            (icmp::expected(input, e, &rewrite, true), Sent::IcmpToClient)
+            if action == action::TX
+                && let Some(mac) = flow
+                    .reopened_macs
+                    .iter()
+                    .find(|mac| icmp::same(out, &to(**mac), e).is_ok())
+            {
+                flow.client_mac = *mac;
+                flow.reopened_macs.clear();
+            }
+            (to(flow.client_mac), Sent::IcmpToClient)
         } else if let Some(flow) = self.flows.get(&key) {
             let rewrite = icmp::Rewrite {
                 dst_mac: backend_mac(flow.backend),
@@ -369,6 +454,8 @@ impl Model {
             backend_port: backend.port,
             nat_port,
             client_mac: input[6..12].try_into().expect("6 bytes"),
+            maybe_ended: false,
+            reopened_macs: Vec::new(),
         };
         self.flows.insert(p.key(), flow);
         Ok(())

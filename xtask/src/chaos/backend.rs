@@ -136,15 +136,17 @@ impl Run {
             );
         }
         let target = SocketAddr::from((self.cluster.vip(), VIP_PORT));
-        let failed = (0..NEW_CONNECTIONS)
-            .filter(|_| !probe::ask_from(&self.cluster.client, target, PROBE_TIMEOUT))
-            .count();
+        let failures: Vec<String> = (0..NEW_CONNECTIONS)
+            .filter_map(|_| probe::try_ask_from(&self.cluster.client, target, PROBE_TIMEOUT).err())
+            .collect();
         self.report.check(Invariant::BackendDeath, 1);
-        if failed > 0 {
+        if !failures.is_empty() {
             self.violate(
                 Invariant::BackendDeath,
                 format!(
-                    "{failed} of {NEW_CONNECTIONS} new connections through the VIP failed with {backend} down"
+                    "{} of {NEW_CONNECTIONS} new connections through the VIP failed with {backend} down ({})",
+                    failures.len(),
+                    failures.join("; ")
                 ),
             );
         }
