@@ -35,6 +35,23 @@ fn from_backend(node: &Node, key: &FlowKey, flags: u8) -> FrameSpec {
     FrameSpec::tcp(BACKEND, backend.port, VIP, flow.nat_port, flags)
 }
 
+/// A connection from `client_port` through A, answered by its backend,
+/// and B's copy of it established: its SYN and flow key.
+async fn answered(a: &mut Node, b: &Node, client_port: u16) -> (FrameSpec, FlowKey) {
+    let syn = a.open(client_port);
+    let key = key_of(&syn);
+    let answer = from_backend(a, &key, tcp::SYN | tcp::ACK);
+    send(a, &answer, "the backend's SYN-ACK");
+    let maps_b = b.rig.dataplane.maps();
+    wait_until("B's copy is established", || {
+        maps_b
+            .flow(&key)
+            .is_some_and(|f| f.flags & FLOW_F_ESTABLISHED != 0)
+    })
+    .await;
+    (syn, key)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_flow_ends_on_the_peer_and_a_new_connection_replaces_it() {
     let spec = nat_spec(VIP, BACKEND, 65537);
@@ -43,16 +60,7 @@ async fn a_closed_flow_ends_on_the_peer_and_a_new_connection_replaces_it() {
     let (_rb, ra) = connect(&mut a, &mut b).await;
     let maps_b = b.rig.dataplane.maps();
 
-    let syn = a.open(54_000);
-    let key = key_of(&syn);
-    let answer = from_backend(&a, &key, tcp::SYN | tcp::ACK);
-    send(&mut a, &answer, "the backend's SYN-ACK");
-    wait_until("B's copy is established", || {
-        maps_b
-            .flow(&key)
-            .is_some_and(|f| f.flags & FLOW_F_ESTABLISHED != 0)
-    })
-    .await;
+    let (syn, key) = answered(&mut a, &b, 54_000).await;
 
     // The client closes, then the backend: closed both ways on A.
     let fin = FrameSpec::tcp(CLIENT, 54_000, VIP, 5432, tcp::FIN | tcp::ACK);
@@ -109,16 +117,7 @@ async fn a_busy_flow_never_ages_out_of_the_peer() {
     let mut collect_b = FlowCollector::new(b.rig.dataplane.maps(), policy);
     let maps_b = b.rig.dataplane.maps();
 
-    let syn = a.open(55_000);
-    let key = key_of(&syn);
-    let answer = from_backend(&a, &key, tcp::SYN | tcp::ACK);
-    send(&mut a, &answer, "the backend's SYN-ACK");
-    wait_until("B's copy is established", || {
-        maps_b
-            .flow(&key)
-            .is_some_and(|f| f.flags & FLOW_F_ESTABLISHED != 0)
-    })
-    .await;
+    let (_, key) = answered(&mut a, &b, 55_000).await;
 
     // Twice the idle timeout of traffic on A, with both collectors
     // running as the agents' do.
