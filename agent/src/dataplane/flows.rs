@@ -59,21 +59,47 @@ pub struct FlowPolicy {
     pub embryonic_share: u32,
 }
 
-impl FlowPolicy {
-    /// How long `flow` may stay idle.
-    fn limit(&self, key: &FlowKey, flow: &Flow) -> Duration {
+/// Where a flow is in its life: which of the policy's timeouts it is under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Udp,
+    /// TCP after a RST.
+    Reset,
+    /// TCP with a FIN seen both ways.
+    Closed,
+    /// TCP without an answer yet.
+    Embryonic,
+    /// TCP, answered and neither reset nor closed.
+    Open,
+}
+
+impl Phase {
+    fn of(key: &FlowKey, flow: &Flow) -> Self {
         if key.proto != TCP {
-            return self.udp_idle;
+            return Self::Udp;
         }
         let fins = FLOW_F_FIN_CLIENT | FLOW_F_FIN_BACKEND;
         if flow.flags & FLOW_F_RST != 0 {
-            self.rst
+            Self::Reset
         } else if flow.flags & fins == fins {
-            self.fin
+            Self::Closed
         } else if flow.flags & FLOW_F_ESTABLISHED == 0 {
-            self.embryonic
+            Self::Embryonic
         } else {
-            self.tcp_idle
+            Self::Open
+        }
+    }
+}
+
+impl FlowPolicy {
+    /// How long `flow` may stay idle.
+    fn limit(&self, key: &FlowKey, flow: &Flow) -> Duration {
+        match Phase::of(key, flow) {
+            Phase::Udp => self.udp_idle,
+            Phase::Reset => self.rst,
+            Phase::Closed => self.fin,
+            Phase::Embryonic => self.embryonic,
+            Phase::Open => self.tcp_idle,
         }
     }
 }
@@ -116,15 +142,13 @@ impl News<'_> {
 }
 
 /// Whether a live flow is news for the round that started at `since`: it
-/// existed then, carried traffic after it, and is not ending (a flow in
-/// its RST, FIN or embryonic time ends soon on every node alike).
+/// existed then, carried traffic after it, and is under its idle timeout
+/// (a flow in its RST, FIN or embryonic time ends soon on every node
+/// alike).
 fn active_since(key: &FlowKey, flow: &Flow, since: u64) -> bool {
-    let fins = FLOW_F_FIN_CLIENT | FLOW_F_FIN_BACKEND;
-    let ending = key.proto == TCP
-        && (flow.flags & FLOW_F_RST != 0
-            || flow.flags & fins == fins
-            || flow.flags & FLOW_F_ESTABLISHED == 0);
-    flow.created_ns <= since && flow.last_seen_ns > since && !ending
+    matches!(Phase::of(key, flow), Phase::Udp | Phase::Open)
+        && flow.created_ns <= since
+        && flow.last_seen_ns > since
 }
 
 /// What one collection found, per service id.
