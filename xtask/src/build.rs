@@ -1,6 +1,6 @@
 //! Building the XDP object and the agent.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::util::{cmd, exec, target_dir};
 
@@ -56,4 +56,18 @@ pub fn binaries(release: bool) -> anyhow::Result<PathBuf> {
     Ok(target_dir()
         .join(if release { "release" } else { "debug" })
         .join("vipx-agent"))
+}
+
+/// The agent binary a task runs: `given` as it is (no build at all), else
+/// `setup` first when `setup` says so, then the XDP object (release) and
+/// the agent.
+pub fn agent(given: Option<&Path>, setup: bool, release: bool) -> anyhow::Result<PathBuf> {
+    if let Some(path) = given {
+        return Ok(path.to_path_buf());
+    }
+    if setup {
+        crate::setup::run()?;
+    }
+    ebpf(true)?;
+    binaries(release)
 }

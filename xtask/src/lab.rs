@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use nix::sys::signal::{SigSet, Signal};
 use vipx_lab::{Cluster, ClusterOptions};
 
-use crate::{build, setup};
+use crate::build;
 
 /// The line printed once the lab is ready (tests wait for it).
 pub const READY_LINE: &str = "Press Ctrl-C to stop the lab.";
@@ -56,24 +56,8 @@ fn parse_heartbeat(text: &str) -> Result<Heartbeat, String> {
 }
 
 pub fn run(args: &LabArgs) -> anyhow::Result<()> {
-    let agent_bin = match &args.agent_bin {
-        Some(path) => path.clone(),
-        None => {
-            if !args.no_setup {
-                setup::run()?;
-            }
-            build::ebpf(true)?;
-            build::binaries(args.release)?
-        }
-    };
-    // Ctrl-C and SIGTERM are taken synchronously below, so the teardown
-    // always runs. The mask is inherited by the lab's helper threads; the
-    // processes the lab starts get a clean mask (std resets it at exec).
-    let mut signals = SigSet::empty();
-    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        signals.add(signal);
-    }
-    signals.thread_block().context("blocking signals")?;
+    let agent_bin = build::agent(args.agent_bin.as_deref(), !args.no_setup, args.release)?;
+    let signals = block_stop_signals()?;
 
     println!(
         "Bringing up the lab: {} nodes, a client, PostgreSQL and 3 PgBouncers...",
@@ -109,6 +93,19 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
     drop(cluster);
     println!("lab {id} removed.");
     Ok(())
+}
+
+/// Blocks Ctrl-C, SIGTERM and SIGHUP, to be taken synchronously with
+/// [`wait_signal`], so that a teardown always runs. The mask is inherited
+/// by the lab's helper threads; the processes the lab starts get a clean
+/// mask (std resets it at exec).
+pub(crate) fn block_stop_signals() -> anyhow::Result<SigSet> {
+    let mut signals = SigSet::empty();
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        signals.add(signal);
+    }
+    signals.thread_block().context("blocking signals")?;
+    Ok(signals)
 }
 
 /// Waits up to `timeout` for one of the blocked `signals`.

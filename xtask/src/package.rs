@@ -62,13 +62,7 @@ const OPTIONAL_FILES: &[(&str, &str, u32)] = &[
 ];
 
 pub fn run(args: &PackageArgs) -> anyhow::Result<()> {
-    let agent = match &args.agent_bin {
-        Some(path) => path.clone(),
-        None => {
-            build::ebpf(true)?;
-            build::binaries(true)?
-        }
-    };
+    let agent = build::agent(args.agent_bin.as_deref(), false, true)?;
     let out = args
         .out
         .clone()

@@ -16,7 +16,7 @@ mod report;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Result, bail};
 use nix::sys::signal::{SigSet, Signal};
 use vipx_lab::walltime::WallTime;
 use vipx_lab::{Cluster, ClusterOptions, PG_PORT, VIP_PORT, pgbench_init, probe};
@@ -81,16 +81,7 @@ pub struct Run {
 }
 
 pub fn run(args: &ChaosArgs) -> Result<()> {
-    let agent_bin = match &args.agent_bin {
-        Some(path) => path.clone(),
-        None => {
-            if !args.no_setup {
-                crate::setup::run()?;
-            }
-            crate::build::ebpf(true)?;
-            crate::build::binaries(false)?
-        }
-    };
+    let agent_bin = crate::build::agent(args.agent_bin.as_deref(), !args.no_setup, false)?;
     let seed = args.seed.unwrap_or_else(|| {
         let now = WallTime::now().nanos();
         u64::try_from(now).unwrap_or_default()
@@ -106,13 +97,8 @@ pub fn run(args: &ChaosArgs) -> Result<()> {
         }
     );
     println!("chaos: seed {seed} (replay: {replay})");
-    // Ctrl-C and SIGTERM are taken at the run's pauses, so the teardown
-    // always runs (the lab's helper threads inherit the mask).
-    let mut signals = SigSet::empty();
-    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        signals.add(signal);
-    }
-    signals.thread_block().context("blocking signals")?;
+    // Ctrl-C and SIGTERM are taken at the run's pauses.
+    let signals = crate::lab::block_stop_signals()?;
 
     println!(
         "chaos: bringing up 3 nodes (heartbeat {:?} x {}, flow replication, a quorum, health checks), PostgreSQL, 3 PgBouncers...",
