@@ -46,10 +46,10 @@ enum Task {
     /// until Ctrl-C.
     Lab(lab::LabArgs),
     /// Random, reproducible faults against the lab (kill -9, SIGSTOP, link
-    /// flaps, PgBouncer kills, restarts, reloads, handovers) while sessions
-    /// and pgbench run, with the invariants checked all along: one owner of
-    /// the VIP, no session lost, dead backends acted on. Exits non-zero on
-    /// a violation, with the seed to replay.
+    /// flaps, partitions, PgBouncer kills, restarts, reloads, handovers)
+    /// while sessions and pgbench run, with the invariants checked all
+    /// along: one owner of the VIP, no session lost, dead backends acted
+    /// on. Exits non-zero on a violation, with the seed to replay.
     Chaos(chaos::ChaosArgs),
     /// Check that the agent's modules depend on each other one way: no
     /// import cycle.
