@@ -157,6 +157,20 @@ struct Flow {
     reopened_macs: Vec<[u8; 6]>,
 }
 
+impl Flow {
+    /// The program sent `out` to this flow's client: if it went to the MAC
+    /// of a SYN that may have opened the flow again, the program holds that
+    /// one; else it holds the one it had.
+    fn learn_client_mac(&mut self, out: &[u8]) {
+        if let Some(mac) = out.get(..6).and_then(|m| <[u8; 6]>::try_from(m).ok())
+            && self.reopened_macs.contains(&mac)
+        {
+            self.client_mac = mac;
+        }
+        self.reopened_macs.clear();
+    }
+}
+
 /// TCP flags a frame carries (0 for UDP).
 fn tcp_flags(p: &Parsed, frame: &[u8]) -> u8 {
     if p.proto == 6 { frame[p.l4 + 13] } else { 0 }
@@ -266,16 +280,15 @@ impl Model {
     fn sent(&mut self, p: &Parsed, input: &[u8], out: &[u8]) -> Result<Sent, String> {
         if let Some(client) = self.replies.get(&p.reply_tuple()).copied() {
             let flow = self.flows.get_mut(&client).expect("its flow");
-            let to = |mac| rewrite(input, p, mac, (client.2, client.3), (client.0, client.1));
-            if let Some(mac) = flow
-                .reopened_macs
-                .iter()
-                .find(|mac| same(out, &to(**mac), p).is_ok())
-            {
-                flow.client_mac = *mac;
-            }
-            flow.reopened_macs.clear();
-            same(out, &to(flow.client_mac), p)?;
+            flow.learn_client_mac(out);
+            let expected = rewrite(
+                input,
+                p,
+                flow.client_mac,
+                (client.2, client.3),
+                (client.0, client.1),
+            );
+            same(out, &expected, p)?;
             if ends(tcp_flags(p, input)) {
                 flow.maybe_ended = true;
             }
@@ -360,26 +373,17 @@ impl Model {
         let key = (e.q_dst, e.q_dport, e.q_src, e.q_sport, e.proto);
         let (expected, sent) = if let Some(client) = self.replies.get(&reply).copied() {
             let flow = self.flows.get_mut(&client).expect("its flow");
-            let to = |dst_mac| {
-                let rewrite = icmp::Rewrite {
-                    dst_mac,
-                    src: (client.0, client.1),
-                    dst: (client.2, client.3),
-                    to: client.0,
-                    from_if_endpoint: client.2,
-                };
-                icmp::expected(input, e, &rewrite, true)
-            };
-            if action == action::TX
-                && let Some(mac) = flow
-                    .reopened_macs
-                    .iter()
-                    .find(|mac| icmp::same(out, &to(**mac), e).is_ok())
-            {
-                flow.client_mac = *mac;
-                flow.reopened_macs.clear();
+            if action == action::TX {
+                flow.learn_client_mac(out);
             }
-            (to(flow.client_mac), Sent::IcmpToClient)
+            let rewrite = icmp::Rewrite {
+                dst_mac: flow.client_mac,
+                src: (client.0, client.1),
+                dst: (client.2, client.3),
+                to: client.0,
+                from_if_endpoint: client.2,
+            };
+            (icmp::expected(input, e, &rewrite, true), Sent::IcmpToClient)
         } else if let Some(flow) = self.flows.get(&key) {
             let rewrite = icmp::Rewrite {
                 dst_mac: backend_mac(flow.backend),
